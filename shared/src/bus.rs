@@ -1,0 +1,447 @@
+//! The bus: version bumps published by API nodes after each commit and heard
+//! by every edge. One channel carries three kinds of message, one text line
+//! each:
+//!
+//! ```text
+//! v1 r {site}/{room} {epoch} {seq}   a room's event log moved to (epoch, seq)
+//! v1 m {site}/{room} {version}       a room's members list moved to version
+//! v1 h {node}                        an API node is alive (every few hundred ms)
+//! ```
+//!
+//! Two implementations: [`RedisBus`] (pub/sub through fred, cluster mode) and
+//! [`InProcessBus`] (a broadcast channel, embedded mode). Pub/sub is
+//! at-most-once: a subscriber that was down or lagged hears [`BusEvent::Down`]
+//! and must forget what it learned.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use fred::clients::{Client, SubscriberClient};
+use fred::interfaces::{ClientLike, EventInterface, PubsubInterface};
+use fred::types::config::{Config, ReconnectPolicy};
+use fred::types::Builder;
+use tokio::sync::{broadcast, mpsc};
+
+use crate::etag::RoomVersion;
+use crate::room::RoomKey;
+
+/// Longest node name carried by a heartbeat.
+pub const MAX_NODE_LEN: usize = 64;
+
+/// How often API nodes publish a heartbeat.
+pub const HEARTBEAT_EVERY: Duration = Duration::from_millis(250);
+
+/// One message on the bus.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BusMessage {
+    Room { key: RoomKey, version: RoomVersion },
+    Members { key: RoomKey, version: u64 },
+    Heartbeat { node: String },
+}
+
+/// Why a bus line was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("malformed bus message")]
+pub struct DecodeError;
+
+impl BusMessage {
+    /// The wire form (one line, no newline).
+    pub fn encode(&self) -> String {
+        match self {
+            BusMessage::Room { key, version } => {
+                format!("v1 r {key} {} {}", version.epoch, version.seq)
+            }
+            BusMessage::Members { key, version } => format!("v1 m {key} {version}"),
+            BusMessage::Heartbeat { node } => format!("v1 h {node}"),
+        }
+    }
+
+    /// Parses the wire form; anything unexpected is an error, never a panic.
+    pub fn decode(line: &[u8]) -> Result<Self, DecodeError> {
+        let line = std::str::from_utf8(line).map_err(|_| DecodeError)?;
+        let mut parts = line.split(' ');
+        if parts.next() != Some("v1") {
+            return Err(DecodeError);
+        }
+        let kind = parts.next().ok_or(DecodeError)?;
+        let msg = match kind {
+            "r" => {
+                let key = RoomKey::parse(parts.next().ok_or(DecodeError)?).map_err(|_| DecodeError)?;
+                let epoch = number(parts.next())?;
+                let seq = number(parts.next())?;
+                BusMessage::Room {
+                    key,
+                    version: RoomVersion::new(epoch, seq),
+                }
+            }
+            "m" => {
+                let key = RoomKey::parse(parts.next().ok_or(DecodeError)?).map_err(|_| DecodeError)?;
+                BusMessage::Members {
+                    key,
+                    version: number(parts.next())?,
+                }
+            }
+            "h" => {
+                let node = parts.next().ok_or(DecodeError)?;
+                if node.is_empty() || node.len() > MAX_NODE_LEN || !node.bytes().all(|b| b.is_ascii_graphic()) {
+                    return Err(DecodeError);
+                }
+                BusMessage::Heartbeat { node: node.to_owned() }
+            }
+            _ => return Err(DecodeError),
+        };
+        if parts.next().is_some() {
+            return Err(DecodeError);
+        }
+        Ok(msg)
+    }
+}
+
+fn number<T: std::str::FromStr>(part: Option<&str>) -> Result<T, DecodeError> {
+    let s = part.ok_or(DecodeError)?;
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(DecodeError);
+    }
+    s.parse().map_err(|_| DecodeError)
+}
+
+/// What a subscriber hears.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BusEvent {
+    /// The subscription is (again) established; nothing heard before it counts.
+    Up,
+    /// The subscription is lost or lagged: bumps may have been missed.
+    Down,
+    Message(BusMessage),
+}
+
+/// Why a publish failed.
+#[derive(Debug, thiserror::Error)]
+#[error("bus unavailable: {0}")]
+pub struct BusError(pub String);
+
+/// The publishing side, as the API nodes see it.
+#[async_trait::async_trait]
+pub trait Bus: Send + Sync + 'static {
+    async fn publish(&self, msg: &BusMessage) -> Result<(), BusError>;
+    /// Reachability, for `/readyz`.
+    async fn ping(&self) -> Result<(), BusError>;
+    /// Starts a subscription on the current tokio runtime.
+    fn subscribe(&self) -> mpsc::Receiver<BusEvent>;
+}
+
+/// Capacity of a subscription's queue; a subscriber further behind is told
+/// [`BusEvent::Down`].
+const QUEUE: usize = 65_536;
+
+/// The embedded bus: a broadcast channel inside one process.
+#[derive(Debug, Clone)]
+pub struct InProcessBus {
+    tx: broadcast::Sender<BusMessage>,
+}
+
+impl Default for InProcessBus {
+    fn default() -> Self {
+        Self {
+            tx: broadcast::channel(QUEUE).0,
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Bus for InProcessBus {
+    async fn publish(&self, msg: &BusMessage) -> Result<(), BusError> {
+        // No subscriber is not an error: nobody needed to hear it.
+        let _ = self.tx.send(msg.clone());
+        Ok(())
+    }
+
+    async fn ping(&self) -> Result<(), BusError> {
+        Ok(())
+    }
+
+    fn subscribe(&self) -> mpsc::Receiver<BusEvent> {
+        let mut rx = self.tx.subscribe();
+        let (tx, out) = mpsc::channel(QUEUE);
+        tokio::spawn(async move {
+            if tx.send(BusEvent::Up).await.is_err() {
+                return;
+            }
+            loop {
+                let event = match rx.recv().await {
+                    Ok(msg) => BusEvent::Message(msg),
+                    Err(broadcast::error::RecvError::Lagged(_)) => BusEvent::Down,
+                    Err(broadcast::error::RecvError::Closed) => return,
+                };
+                let lagged = event == BusEvent::Down;
+                if tx.send(event).await.is_err() {
+                    return;
+                }
+                if lagged && tx.send(BusEvent::Up).await.is_err() {
+                    return;
+                }
+            }
+        });
+        out
+    }
+}
+
+/// Settings for the Redis bus.
+#[derive(Debug, Clone)]
+pub struct RedisBusConfig {
+    /// `redis://host:port/db`.
+    pub url: String,
+    /// Prefix of every key and channel, so that deployments (and test runs)
+    /// sharing one Redis never hear each other.
+    pub prefix: String,
+}
+
+impl RedisBusConfig {
+    pub fn channel(&self) -> String {
+        format!("{}bus", self.prefix)
+    }
+}
+
+/// Builds a fred client for `url` that reconnects by itself, fails commands
+/// fast while disconnected, and never blocks start-up on a first connect.
+pub fn redis_builder(url: &str) -> Result<Builder, BusError> {
+    let config = Config::from_url(url).map_err(|e| BusError(e.to_string()))?;
+    let mut builder = Builder::from_config(config);
+    builder
+        .with_connection_config(|c| {
+            c.connection_timeout = Duration::from_millis(500);
+            c.internal_command_timeout = Duration::from_millis(500);
+            c.max_command_attempts = 1;
+        })
+        .with_performance_config(|p| {
+            p.default_command_timeout = Duration::from_millis(500);
+        })
+        .set_policy(ReconnectPolicy::new_constant(0, 250));
+    Ok(builder)
+}
+
+/// The cluster bus: Redis pub/sub on one channel.
+pub struct RedisBus {
+    config: RedisBusConfig,
+    client: Client,
+}
+
+impl std::fmt::Debug for RedisBus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisBus").field("channel", &self.config.channel()).finish()
+    }
+}
+
+impl RedisBus {
+    /// Starts connecting in the background; publishes fail fast until Redis
+    /// answers.
+    pub fn connect(config: RedisBusConfig) -> Result<Arc<Self>, BusError> {
+        let client = redis_builder(&config.url)?
+            .build()
+            .map_err(|e| BusError(e.to_string()))?;
+        start_connecting(&client);
+        Ok(Arc::new(Self { config, client }))
+    }
+}
+
+/// Connects a fred client in the background, retrying the first connect
+/// (fred's reconnect policy only applies after one success).
+pub fn start_connecting(client: &(impl ClientLike + 'static)) {
+    let client = client.clone();
+    tokio::spawn(async move {
+        loop {
+            let _task = client.connect();
+            if client.wait_for_connect().await.is_ok() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    });
+}
+
+#[async_trait::async_trait]
+impl Bus for RedisBus {
+    async fn publish(&self, msg: &BusMessage) -> Result<(), BusError> {
+        if !self.client.is_connected() {
+            return Err(BusError("not connected".into()));
+        }
+        self.client
+            .publish::<(), _, _>(self.config.channel(), msg.encode())
+            .await
+            .map_err(|e| BusError(e.to_string()))
+    }
+
+    async fn ping(&self) -> Result<(), BusError> {
+        if !self.client.is_connected() {
+            return Err(BusError("not connected".into()));
+        }
+        self.client
+            .ping::<()>(None)
+            .await
+            .map_err(|e| BusError(e.to_string()))
+    }
+
+    fn subscribe(&self) -> mpsc::Receiver<BusEvent> {
+        let (tx, out) = mpsc::channel(QUEUE);
+        tokio::spawn(run_redis_subscription(self.config.clone(), tx));
+        out
+    }
+}
+
+/// Subscribes to the Redis bus until `tx` is dropped, reporting `Up` after
+/// each (re)subscription and `Down` whenever the connection is lost, a
+/// receiver lags, or the subscriber cannot be built.
+pub async fn run_redis_subscription(config: RedisBusConfig, tx: mpsc::Sender<BusEvent>) {
+    let channel = config.channel();
+    loop {
+        if tx.is_closed() {
+            return;
+        }
+        match subscribe_once(&config, &channel, &tx).await {
+            Ok(()) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "bus subscription lost");
+                if tx.send(BusEvent::Down).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        }
+    }
+}
+
+/// One subscription's life: returns `Ok` when the receiver went away, `Err`
+/// when the subscription broke.
+async fn subscribe_once(
+    config: &RedisBusConfig,
+    channel: &str,
+    tx: &mpsc::Sender<BusEvent>,
+) -> Result<(), BusError> {
+    let client: SubscriberClient = redis_builder(&config.url)?
+        .build_subscriber_client()
+        .map_err(|e| BusError(e.to_string()))?;
+    let _task = client.connect();
+    let result = async {
+        client.wait_for_connect().await.map_err(|e| BusError(e.to_string()))?;
+        let mut messages = client.message_rx();
+        client
+            .subscribe(channel)
+            .await
+            .map_err(|e| BusError(e.to_string()))?;
+        if tx.send(BusEvent::Up).await.is_err() {
+            return Ok(());
+        }
+        let mut check = tokio::time::interval(Duration::from_millis(100));
+        loop {
+            tokio::select! {
+                msg = messages.recv() => match msg {
+                    Ok(msg) => {
+                        let Some(bytes) = msg.value.as_bytes() else { continue };
+                        match BusMessage::decode(bytes) {
+                            Ok(m) => {
+                                if tx.send(BusEvent::Message(m)).await.is_err() {
+                                    return Ok(());
+                                }
+                            }
+                            Err(_) => tracing::debug!("ignored a malformed bus message"),
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        return Err(BusError(format!("lagged by {n} messages")));
+                    }
+                    Err(broadcast::error::RecvError::Closed) => {
+                        return Err(BusError("subscriber closed".into()));
+                    }
+                },
+                _ = check.tick() => {
+                    if !client.is_connected() {
+                        return Err(BusError("connection lost".into()));
+                    }
+                    if tx.is_closed() {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
+    .await;
+    let _ = client.quit().await;
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> RoomKey {
+        RoomKey::new("demo", "lobby").unwrap()
+    }
+
+    #[test]
+    fn round_trips() {
+        for msg in [
+            BusMessage::Room {
+                key: key(),
+                version: RoomVersion::new(7, 12),
+            },
+            BusMessage::Members { key: key(), version: 99 },
+            BusMessage::Heartbeat { node: "api-1".into() },
+        ] {
+            assert_eq!(BusMessage::decode(msg.encode().as_bytes()), Ok(msg));
+        }
+        assert_eq!(
+            BusMessage::Room {
+                key: key(),
+                version: RoomVersion::new(7, 12)
+            }
+            .encode(),
+            "v1 r demo/lobby 7 12"
+        );
+    }
+
+    #[test]
+    fn refuses_malformed_lines() {
+        for bad in [
+            "",
+            "v1",
+            "v2 r demo/lobby 1 2",
+            "v1 r demo/lobby 1",
+            "v1 r demo/lobby 1 2 3",
+            "v1 r demo 1 2",
+            "v1 r demo/lobby -1 2",
+            "v1 r demo/lobby 1 99999999999999999999999",
+            "v1 r demo/lobby 4294967296 1",
+            "v1 m demo/lobby",
+            "v1 h ",
+            "v1 x demo/lobby 1",
+            "v1  r demo/lobby 1 2",
+        ] {
+            assert_eq!(BusMessage::decode(bad.as_bytes()), Err(DecodeError), "{bad:?}");
+        }
+        assert_eq!(BusMessage::decode(&[0xff, 0xfe]), Err(DecodeError));
+    }
+
+    #[tokio::test]
+    async fn in_process_bus_delivers_in_order() {
+        let bus = InProcessBus::default();
+        let mut sub = bus.subscribe();
+        assert_eq!(sub.recv().await, Some(BusEvent::Up));
+        for seq in 1..=3 {
+            bus.publish(&BusMessage::Room {
+                key: key(),
+                version: RoomVersion::new(1, seq),
+            })
+            .await
+            .unwrap();
+        }
+        for seq in 1..=3 {
+            assert_eq!(
+                sub.recv().await,
+                Some(BusEvent::Message(BusMessage::Room {
+                    key: key(),
+                    version: RoomVersion::new(1, seq)
+                }))
+            );
+        }
+    }
+}

@@ -1,0 +1,11 @@
+//! chatty-shared: everything the edge and the API nodes must agree on.
+//!
+//! Nothing in here knows of actix-web or pingora: both sides depend on this
+//! crate and never on each other.
+
+pub mod bus;
+pub mod config;
+pub mod etag;
+pub mod room;
+pub mod telemetry;
+pub mod wire;

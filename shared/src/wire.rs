@@ -1,0 +1,151 @@
+//! The JSON bodies of the HTTP API (v1), shared by the API, the CLI and the
+//! tests. Field names are part of the contract documented in docs/api.md and
+//! /v1/openapi.json.
+
+use serde::{Deserialize, Serialize};
+
+/// Body of `POST …/join`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JoinRequest {
+    pub nick: String,
+}
+
+/// A guest present in a room.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    pub id: String,
+    pub nick: String,
+}
+
+/// What an event in a room's log is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EventKind {
+    /// A message a guest sent.
+    Message,
+    /// A moderator deleted the message with seq `deletes`.
+    Deletion,
+}
+
+/// One event of a room's log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    pub seq: u64,
+    pub kind: EventKind,
+    /// For a message: the sender. For a deletion: empty.
+    pub member_id: String,
+    pub nick: String,
+    /// For a message: its text. For a deletion: empty.
+    pub text: String,
+    /// For a message: the sender's idempotency key.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub client_id: Option<String>,
+    /// For a deletion: the seq of the deleted message.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub deletes: Option<u64>,
+    /// Milliseconds since the Unix epoch, as stored.
+    pub at_ms: i64,
+}
+
+/// Answer of `POST …/join`: the initial sync.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JoinResponse {
+    /// Signed guest token, sent back as `Authorization: Bearer …`.
+    pub token: String,
+    pub member: Member,
+    /// The most recent events, oldest first (messages already deleted are
+    /// left out, and so are deletions).
+    pub messages: Vec<Event>,
+    pub members: Vec<Member>,
+    /// Seq of the room's last event: poll with `?after=` this.
+    pub seq: u64,
+    /// The messages ETag matching `seq`.
+    pub etag: String,
+    /// The members ETag matching `members`.
+    pub members_etag: String,
+    /// Seconds before the token expires; join again before then.
+    pub token_ttl_secs: u64,
+}
+
+/// Answer of `GET …/messages?after=`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MessagesPage {
+    /// Events with seq greater than `after`, in seq order.
+    pub events: Vec<Event>,
+    /// Seq of the last event returned, or `after` when none is.
+    pub seq: u64,
+    /// True when more events follow: ask again with `after=seq`.
+    pub more: bool,
+}
+
+/// Answer of `GET …/members`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MembersList {
+    pub members: Vec<Member>,
+}
+
+/// Body of `POST …/messages`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SendRequest {
+    pub text: String,
+    pub client_id: String,
+}
+
+/// A site's limits, set by its owner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SiteLimits {
+    /// Longest message text in bytes.
+    pub max_text_bytes: u32,
+    /// Messages per guest per `guest_window_secs`, 0 for no limit.
+    pub guest_messages: u32,
+    pub guest_window_secs: u32,
+}
+
+/// A site as its owner and the operator see it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SiteInfo {
+    pub id: String,
+    pub origins: Vec<String>,
+    pub limits: SiteLimits,
+}
+
+/// Body of `POST /v1/admin/sites` (operator token).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateSiteRequest {
+    /// Omit for a generated id.
+    #[serde(default)]
+    pub id: Option<String>,
+    pub origins: Vec<String>,
+}
+
+/// Answer of `POST /v1/admin/sites`: the only time the secret is shown.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CreatedSite {
+    pub site: SiteInfo,
+    /// The site owner's admin secret (`Authorization: Bearer …` on the site
+    /// admin endpoints).
+    pub secret: String,
+}
+
+/// Body of `POST …/bans` (site secret).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BanRequest {
+    pub member_id: String,
+}
+
+/// The error body of every 4xx and 5xx answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    pub code: String,
+    pub message: String,
+}
