@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The whole test suite, as README.md and CI run it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/deps.sh test
+
+# The integration tests start the real binaries: build them first, once,
+# with the whole workspace's features unified.
+cargo build --workspace --bins
+cargo test --workspace --no-fail-fast
+
+# Manifests, alert rules and dashboards, validated offline.
+ops/validate.sh
