@@ -1,0 +1,5 @@
+//! The integration suite: one binary, a module per topic. Each test starts
+//! the real binaries against the real MariaDB and Redis (own database, own
+//! key prefix) and stops them when it ends.
+
+mod harness_selftest;

@@ -1,0 +1,269 @@
+//! The real binaries (chat-api, edge-proxy, chatty) started as child
+//! processes on free ports, killed when dropped.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::{free_port, http, wait_for};
+
+/// Path of a workspace binary built by `cargo build --workspace --bins`.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    // target/<profile>/deps/integration-<hash>
+    let dir = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .expect("target profile dir");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the binaries first with `cargo build --workspace --bins` (make test does)",
+        path.display()
+    );
+    path
+}
+
+/// A child process that is killed (SIGKILL) and reaped when dropped.
+pub struct Proc {
+    pub name: String,
+    child: Option<Child>,
+}
+
+impl Proc {
+    pub fn spawn(name: &str, mut cmd: Command) -> Proc {
+        let quiet = std::env::var_os("CHATTY_TEST_LOGS").is_none();
+        if quiet {
+            cmd.stdout(Stdio::null()).stderr(Stdio::null());
+        }
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        Proc {
+            name: name.to_owned(),
+            child: Some(child),
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    /// Sends a signal by name (`KILL`, `TERM`, `STOP`, `CONT`, `QUIT`).
+    pub fn signal(&self, sig: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{sig} {} failed", self.name);
+    }
+
+    /// Waits for the process to exit, up to `limit`; returns its exit code.
+    pub async fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
+        let start = std::time::Instant::now();
+        loop {
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    self.child = None;
+                    return status.code().or(Some(-1));
+                }
+            } else {
+                return None;
+            }
+            assert!(
+                start.elapsed() < limit,
+                "{} did not exit within {limit:?}",
+                self.name
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_ref() {
+            // A stopped process must be continued to die promptly.
+            let _ = Command::new("kill")
+                .arg("-CONT")
+                .arg(child.id().to_string())
+                .status();
+        }
+        self.kill();
+    }
+}
+
+/// Waits until `GET url` answers 200.
+pub async fn wait_healthy(url: &str, limit: Duration) {
+    let client = http();
+    wait_for(limit, url, || {
+        let client = client.clone();
+        async move {
+            match client.get(url).send().await {
+                Ok(r) if r.status().is_success() => Some(()),
+                _ => None,
+            }
+        }
+    })
+    .await
+}
+
+/// Backends of a chat-api node.
+#[derive(Clone, Debug, Default)]
+pub struct ApiOpts {
+    pub mysql_url: Option<String>,
+    pub redis_url: Option<String>,
+    pub redis_prefix: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub extra: Vec<String>,
+}
+
+/// The admin token every test node is started with.
+pub const ADMIN_TOKEN: &str = "test-operator-token";
+/// The token key every test node is started with (all nodes of one test
+/// share it, as a cluster does).
+pub const TOKEN_KEY: &str = "test-token-key-0123456789abcdef0123456789";
+
+/// A running chat-api node.
+pub struct ApiNode {
+    pub proc: Proc,
+    pub port: u16,
+    pub base: String,
+    opts: ApiOpts,
+}
+
+impl ApiNode {
+    pub async fn start(opts: ApiOpts) -> ApiNode {
+        let port = free_port();
+        let proc = Self::spawn(port, &opts);
+        let base = format!("http://127.0.0.1:{port}");
+        wait_healthy(&format!("{base}/readyz"), Duration::from_secs(20)).await;
+        ApiNode {
+            proc,
+            port,
+            base,
+            opts,
+        }
+    }
+
+    fn spawn(port: u16, opts: &ApiOpts) -> Proc {
+        let mut cmd = Command::new(bin("chat-api"));
+        cmd.arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--admin-token")
+            .arg(ADMIN_TOKEN)
+            .arg("--token-key")
+            .arg(TOKEN_KEY)
+            .arg("--node-name")
+            .arg(format!("node-{port}"));
+        if let Some(url) = &opts.mysql_url {
+            cmd.arg("--mysql-url").arg(url);
+        }
+        if let Some(url) = &opts.redis_url {
+            cmd.arg("--redis-url").arg(url);
+        }
+        if let Some(prefix) = &opts.redis_prefix {
+            cmd.arg("--redis-prefix").arg(prefix);
+        }
+        if let Some(dir) = &opts.data_dir {
+            cmd.arg("--data-dir").arg(dir);
+        }
+        cmd.args(&opts.extra);
+        Proc::spawn("chat-api", cmd)
+    }
+
+    /// Starts the same node again on the same port (after a kill).
+    pub async fn restart(&mut self) {
+        self.proc.kill();
+        self.proc = Self::spawn(self.port, &self.opts);
+        wait_healthy(&format!("{}/readyz", self.base), Duration::from_secs(20)).await;
+    }
+}
+
+/// Settings of an edge.
+#[derive(Clone, Debug, Default)]
+pub struct EdgeOpts {
+    pub upstreams: Vec<String>,
+    pub redis_url: Option<String>,
+    pub redis_prefix: Option<String>,
+    pub extra: Vec<String>,
+}
+
+/// A running edge-proxy.
+pub struct Edge {
+    pub proc: Proc,
+    pub port: u16,
+    pub metrics_port: u16,
+    pub base: String,
+    pub metrics: String,
+}
+
+impl Edge {
+    pub async fn start(opts: EdgeOpts) -> Edge {
+        let port = free_port();
+        let metrics_port = free_port();
+        let mut cmd = Command::new(bin("edge-proxy"));
+        cmd.arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--metrics-listen")
+            .arg(format!("127.0.0.1:{metrics_port}"))
+            .arg("--threads")
+            .arg("2");
+        for u in &opts.upstreams {
+            cmd.arg("--upstream").arg(u);
+        }
+        if let Some(url) = &opts.redis_url {
+            cmd.arg("--redis-url").arg(url);
+        }
+        if let Some(prefix) = &opts.redis_prefix {
+            cmd.arg("--redis-prefix").arg(prefix);
+        }
+        cmd.args(&opts.extra);
+        let proc = Proc::spawn("edge-proxy", cmd);
+        let base = format!("http://127.0.0.1:{port}");
+        let metrics = format!("http://127.0.0.1:{metrics_port}");
+        wait_healthy(&format!("{metrics}/readyz"), Duration::from_secs(20)).await;
+        Edge {
+            proc,
+            port,
+            metrics_port,
+            base,
+            metrics,
+        }
+    }
+
+    /// The value of one sample of the edge's metrics, e.g.
+    /// `chatty_edge_requests_total{outcome="short_circuit"}`.
+    pub async fn metric(&self, sample: &str) -> f64 {
+        metric(&format!("{}/metrics", self.metrics), sample).await
+    }
+}
+
+/// One sample of a Prometheus text page; 0 when absent.
+pub async fn metric(url: &str, sample: &str) -> f64 {
+    let body = http()
+        .get(url)
+        .send()
+        .await
+        .expect("scrape metrics")
+        .text()
+        .await
+        .expect("metrics body");
+    body.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| {
+            let (name, value) = l.rsplit_once(' ')?;
+            (name == sample)
+                .then(|| value.parse::<f64>().ok())
+                .flatten()
+        })
+        .unwrap_or(0.0)
+}
