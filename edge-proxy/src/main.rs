@@ -1,0 +1,2 @@
+//! The `edge-proxy` binary: parses flags and runs the edge.
+fn main() {}
