@@ -1,0 +1,76 @@
+//! The `chatty` command line: one subcommand per operator task. Add a
+//! subcommand by adding a variant to [`Command`] and an arm to [`run`].
+
+use clap::{Parser, Subcommand};
+
+use crate::load;
+
+/// Chatty operator's tool.
+#[derive(Debug, Parser)]
+#[command(name = "chatty", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Load a deployment with simulated guests and report latencies, the
+    /// share of polls answered 304 and (with --check) delivery anomalies.
+    Load(load::LoadArgs),
+}
+
+/// Runs the chosen subcommand; answers the process exit status.
+pub fn run(cli: Cli) -> i32 {
+    match cli.command {
+        Command::Load(args) => load::main(args),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn parses_load_flags() {
+        let cli = Cli::try_parse_from([
+            "chatty",
+            "load",
+            "--target",
+            "http://127.0.0.1:8080",
+            "--guests",
+            "300",
+            "--rooms",
+            "20",
+            "--duration",
+            "15s",
+            "--send-rate",
+            "20",
+            "--check",
+            "--json",
+            "/tmp/x.json",
+            "--api-metrics",
+            "http://a/metrics",
+            "--api-metrics",
+            "http://b/metrics",
+        ])
+        .unwrap();
+        let Command::Load(a) = cli.command;
+        assert_eq!(a.guests, 300);
+        assert_eq!(a.duration, std::time::Duration::from_secs(15));
+        assert_eq!(a.api_metrics.len(), 2);
+        assert!(a.check);
+        assert_eq!(a.site, "demo");
+        assert!(a.validate().is_ok());
+        let bad = Cli::try_parse_from(["chatty", "load", "--target", "ftp://x", "--guests", "1"])
+            .unwrap();
+        let Command::Load(b) = bad.command;
+        assert!(b.validate().is_err());
+    }
+}

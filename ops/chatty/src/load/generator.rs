@@ -1,0 +1,550 @@
+//! The load generator: one task per guest (join, jittered polls, heartbeats,
+//! leave), one open-loop sender spawning each send at its due time, and the
+//! run's timeline (ramp → window → drain). Latencies count from when a
+//! request was DUE, so a slow server cannot hide its slowness by slowing the
+//! generator down (no coordinated omission).
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio::time::{sleep, sleep_until, Instant};
+
+use super::checker::{message_text, Anomalies, Reader, RoomLog};
+use super::plan::{assign_rooms, Arrivals, PollTimer, SendTimetable};
+use super::report::{Latency, Percentiles};
+use crate::client::{ApiClient, ClientError, Poll};
+
+/// Poll interval jitter: each interval is the base ±20%.
+pub const POLL_JITTER: f64 = 0.2;
+/// Attempts for one send (the same `client_id` each time).
+const SEND_ATTEMPTS: u32 = 4;
+/// Attempts for one join.
+const JOIN_ATTEMPTS: u32 = 3;
+
+/// What the generator needs to know (validated flags).
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub guests: usize,
+    pub rooms: usize,
+    pub duration: Duration,
+    pub send_rate: f64,
+    pub arrivals: Arrivals,
+    pub poll_interval: Duration,
+    pub heartbeat: Duration,
+    pub ramp: Duration,
+    /// Quiet time after the last send resolves, while guests keep polling.
+    pub drain: Duration,
+    pub seed: u64,
+    /// Tag put in every message text so runs never confuse each other.
+    pub run_tag: String,
+    pub leave: bool,
+}
+
+/// Counters and histograms, shared by every task.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub joined: AtomicU64,
+    pub polls: AtomicU64,
+    pub poll_requests: AtomicU64,
+    pub polls_due_in_window: AtomicU64,
+    pub poll_304: AtomicU64,
+    pub sends_due: AtomicU64,
+    pub sends_acked: AtomicU64,
+    pub poll_latency: Mutex<Latency>,
+    pub send_latency: Mutex<Latency>,
+    pub delivery_latency: Mutex<Latency>,
+    errors: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
+}
+
+impl Stats {
+    fn error(&self, op: &'static str, e: &ClientError) {
+        let mut m = self.errors.lock().unwrap_or_else(|p| p.into_inner());
+        *m.entry((op, e.kind())).or_insert(0) += 1;
+    }
+
+    /// Errors as `op:kind → count`.
+    pub fn errors(&self) -> BTreeMap<String, u64> {
+        let m = self.errors.lock().unwrap_or_else(|p| p.into_inner());
+        m.iter()
+            .map(|((op, kind), n)| (format!("{op}:{kind}"), *n))
+            .collect()
+    }
+
+    pub fn error_total(&self) -> u64 {
+        self.errors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .sum()
+    }
+
+    pub fn percentiles(l: &Mutex<Latency>) -> Percentiles {
+        l.lock().unwrap_or_else(|p| p.into_inner()).percentiles()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+struct Room {
+    name: String,
+    log: Mutex<RoomLog>,
+}
+
+struct Guest {
+    room: u32,
+    token: Mutex<Option<Arc<str>>>,
+    sent: AtomicU32,
+}
+
+struct Ctx {
+    client: ApiClient,
+    plan: Plan,
+    rooms: Vec<Room>,
+    guests: Vec<Guest>,
+    stats: Arc<Stats>,
+    window_start: Instant,
+    window_end: Instant,
+}
+
+/// What a finished run hands to the report.
+#[derive(Debug)]
+pub struct RunResult {
+    pub window: Duration,
+    pub elapsed: Duration,
+    pub anomalies: Anomalies,
+    /// The first anomalies, described.
+    pub notes: Vec<String>,
+    pub acknowledged_in_logs: usize,
+}
+
+/// Runs the whole plan against `client`. `stats` may be watched while it
+/// runs (the progress line does).
+pub async fn run(client: ApiClient, plan: Plan, stats: Arc<Stats>) -> RunResult {
+    let t0 = Instant::now();
+    let window_start = t0 + plan.ramp;
+    let window_end = window_start + plan.duration;
+    let assignment = assign_rooms(plan.guests, plan.rooms, plan.seed);
+    let rooms = (0..plan.rooms)
+        .map(|k| Room {
+            name: format!("load-{k}"),
+            log: Mutex::new(RoomLog::new(&plan.run_tag)),
+        })
+        .collect();
+    let guests = assignment
+        .iter()
+        .map(|&room| Guest {
+            room,
+            token: Mutex::new(None),
+            sent: AtomicU32::new(0),
+        })
+        .collect();
+    let ctx = Arc::new(Ctx {
+        client,
+        plan,
+        rooms,
+        guests,
+        stats,
+        window_start,
+        window_end,
+    });
+    let (stop_tx, stop_rx) = watch::channel(false);
+
+    let mut guest_tasks = Vec::with_capacity(ctx.plan.guests);
+    for g in 0..ctx.plan.guests {
+        let offset = ctx.plan.ramp.mul_f64(g as f64 / ctx.plan.guests as f64);
+        let ctx = ctx.clone();
+        let stop = stop_rx.clone();
+        guest_tasks.push(tokio::spawn(async move {
+            guest_task(ctx, g as u32, t0 + offset, stop).await
+        }));
+    }
+
+    // Sends, on their own timetable; then wait for every send to resolve.
+    let sender_ctx = ctx.clone();
+    let timetable = SendTimetable::new(ctx.plan.send_rate, ctx.plan.arrivals, ctx.plan.seed);
+    let mut pick = StdRng::seed_from_u64(ctx.plan.seed ^ 0x00c0_ffee);
+    let mut sends = JoinSet::new();
+    open_loop(window_start, window_end, timetable, |due| {
+        sender_ctx.stats.sends_due.fetch_add(1, Relaxed);
+        if let Some(g) = pick_guest(&sender_ctx, &mut pick) {
+            let ctx = sender_ctx.clone();
+            sends.spawn(async move { send_task(ctx, g, due).await });
+        } else {
+            let e = ClientError::Other("no guest has joined".into());
+            sender_ctx.stats.error("send", &e);
+        }
+        while sends.try_join_next().is_some() {}
+    })
+    .await;
+    while sends.join_next().await.is_some() {}
+    sleep_until(Instant::now().max(window_end) + ctx.plan.drain).await;
+    let _ = stop_tx.send(true);
+
+    let mut readers: Vec<Vec<Reader>> = (0..ctx.plan.rooms).map(|_| Vec::new()).collect();
+    for (g, task) in guest_tasks.into_iter().enumerate() {
+        if let Ok(Some(reader)) = task.await {
+            readers[ctx.guests[g].room as usize].push(reader);
+        }
+    }
+    let mut anomalies = Anomalies::default();
+    let mut notes = Vec::new();
+    let mut acknowledged_in_logs = 0;
+    for (room, readers) in ctx.rooms.iter().zip(&readers) {
+        let mut log = lock(&room.log);
+        log.finish(readers);
+        acknowledged_in_logs += log.acknowledged();
+        let a = &log.anomalies;
+        anomalies.missing += a.missing;
+        anomalies.duplicated += a.duplicated;
+        anomalies.out_of_order += a.out_of_order;
+        anomalies.lost_acknowledged += a.lost_acknowledged;
+        for n in &log.notes {
+            if notes.len() < 50 {
+                notes.push(format!("{}: {n}", room.name));
+            }
+        }
+    }
+    RunResult {
+        window: window_end - window_start,
+        elapsed: t0.elapsed(),
+        anomalies,
+        notes,
+        acknowledged_in_logs,
+    }
+}
+
+/// Calls `fire(due)` at each due time `start + offset` of `timetable` before
+/// `end`, never waiting for what `fire` started: the open loop. When the
+/// runtime wakes late, `fire` still gets the time the event was due.
+pub async fn open_loop(
+    start: Instant,
+    end: Instant,
+    timetable: impl Iterator<Item = Duration>,
+    mut fire: impl FnMut(Instant),
+) {
+    for offset in timetable {
+        let due = start + offset;
+        if due >= end {
+            break;
+        }
+        sleep_until(due).await;
+        fire(due);
+    }
+}
+
+fn pick_guest(ctx: &Ctx, rng: &mut StdRng) -> Option<u32> {
+    let n = ctx.guests.len();
+    if n == 0 {
+        return None;
+    }
+    for _ in 0..32 {
+        let g = rng.gen_range(0..n);
+        if lock(&ctx.guests[g].token).is_some() {
+            return Some(g as u32);
+        }
+    }
+    // Few guests joined: take the first one that did.
+    let start = rng.gen_range(0..n);
+    (0..n)
+        .map(|i| (start + i) % n)
+        .find(|&g| lock(&ctx.guests[g].token).is_some())
+        .map(|g| g as u32)
+}
+
+/// Retries `op` while it fails with a transient error, up to `attempts`,
+/// counting every failure under `name`.
+async fn with_retries<T, F, Fut>(
+    stats: &Stats,
+    name: &'static str,
+    attempts: u32,
+    mut op: F,
+) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, ClientError>>,
+{
+    for attempt in 1..=attempts {
+        match op().await {
+            Ok(v) => return Some(v),
+            Err(e) => {
+                stats.error(name, &e);
+                if attempt == attempts || !e.is_transient() {
+                    return None;
+                }
+                let backoff = match &e {
+                    ClientError::Status {
+                        retry_after: Some(s),
+                        ..
+                    } => Duration::from_secs((*s).min(5)),
+                    _ => Duration::from_millis(200 * u64::from(attempt)),
+                };
+                sleep(backoff).await;
+            }
+        }
+    }
+    None
+}
+
+async fn send_task(ctx: Arc<Ctx>, g: u32, due: Instant) {
+    let guest = &ctx.guests[g as usize];
+    let room = &ctx.rooms[guest.room as usize];
+    let Some(token) = lock(&guest.token).clone() else {
+        return;
+    };
+    let n = guest.sent.fetch_add(1, Relaxed) + 1;
+    let text = message_text(g, n, &ctx.plan.run_tag);
+    let client_id = format!("{}-{g}-{n}", ctx.plan.run_tag);
+    let sent = with_retries(&ctx.stats, "send", SEND_ATTEMPTS, || {
+        ctx.client.send(&room.name, &token, &text, &client_id)
+    })
+    .await;
+    let Some(event) = sent else {
+        return;
+    };
+    let now = Instant::now();
+    ctx.stats.sends_acked.fetch_add(1, Relaxed);
+    lock(&ctx.stats.send_latency).record(now - due);
+    let mut zeros = 0u32;
+    lock(&room.log).acknowledge(g, n, event.seq, now, |_| zeros += 1);
+    if zeros > 0 {
+        let mut h = lock(&ctx.stats.delivery_latency);
+        for _ in 0..zeros {
+            h.record(Duration::ZERO);
+        }
+    }
+}
+
+/// One guest: join at `join_at`, then poll and heartbeat until told to stop;
+/// answers what it read, for the final check.
+async fn guest_task(
+    ctx: Arc<Ctx>,
+    g: u32,
+    join_at: Instant,
+    mut stop: watch::Receiver<bool>,
+) -> Option<Reader> {
+    sleep_until(join_at).await;
+    let guest = &ctx.guests[g as usize];
+    let room = &ctx.rooms[guest.room as usize];
+    let nick = format!("load{g}");
+    let joined = with_retries(&ctx.stats, "join", JOIN_ATTEMPTS, || {
+        ctx.client.join(&room.name, &nick)
+    })
+    .await?;
+    ctx.stats.joined.fetch_add(1, Relaxed);
+    let mut token: Arc<str> = joined.token.into();
+    *lock(&guest.token) = Some(token.clone());
+    let ttl = Duration::from_secs(joined.token_ttl_secs.max(1));
+    let mut refresh_at = Instant::now() + ttl.mul_f64(0.8);
+
+    let mut reader = Reader::new(g, joined.seq);
+    let mut cursor = joined.seq;
+    let mut etag = joined.etag;
+    let mut samples: Vec<Duration> = Vec::new();
+    let now = Instant::now();
+    let mut timer = PollTimer::new(
+        now,
+        ctx.plan.poll_interval,
+        POLL_JITTER,
+        ctx.plan.seed ^ u64::from(g) << 20,
+    );
+    let mut next_heartbeat = now + ctx.plan.heartbeat;
+
+    loop {
+        if *stop.borrow() {
+            break;
+        }
+        let due = timer.due();
+        let wake = due.min(next_heartbeat);
+        tokio::select! {
+            _ = sleep_until(wake) => {}
+            _ = stop.changed() => break,
+        }
+        let now = Instant::now();
+        if now >= next_heartbeat {
+            next_heartbeat += ctx.plan.heartbeat;
+            if now >= refresh_at {
+                // The token is about to expire: join again, keep reading
+                // from where this guest was.
+                if let Some(again) = with_retries(&ctx.stats, "join", JOIN_ATTEMPTS, || {
+                    ctx.client.join(&room.name, &nick)
+                })
+                .await
+                {
+                    token = again.token.into();
+                    *lock(&guest.token) = Some(token.clone());
+                    refresh_at = Instant::now() + ttl.mul_f64(0.8);
+                }
+            } else {
+                let ctx2 = ctx.clone();
+                let token = token.clone();
+                let room_idx = guest.room as usize;
+                tokio::spawn(async move {
+                    let room = &ctx2.rooms[room_idx].name;
+                    if let Err(e) = ctx2.client.heartbeat(room, &token).await {
+                        ctx2.stats.error("heartbeat", &e);
+                    }
+                });
+            }
+        }
+        if now >= due {
+            timer.advance();
+            poll_once(
+                &ctx,
+                room,
+                &mut reader,
+                &mut cursor,
+                &mut etag,
+                &mut samples,
+                due,
+            )
+            .await;
+        }
+    }
+    if ctx.plan.leave {
+        if let Err(e) = ctx.client.leave(&room.name, &token).await {
+            ctx.stats.error("leave", &e);
+        }
+    }
+    Some(reader)
+}
+
+/// One poll due at `due`: asks for events after `cursor` with the last ETag,
+/// following `more` pages. Its latency runs from `due` to its last answer.
+async fn poll_once(
+    ctx: &Ctx,
+    room: &Room,
+    reader: &mut Reader,
+    cursor: &mut u64,
+    etag: &mut String,
+    samples: &mut Vec<Duration>,
+    due: Instant,
+) {
+    let stats = &ctx.stats;
+    if due >= ctx.window_start && due < ctx.window_end {
+        stats.polls_due_in_window.fetch_add(1, Relaxed);
+    }
+    loop {
+        let answer = ctx
+            .client
+            .poll(
+                &room.name,
+                *cursor,
+                (!etag.is_empty()).then_some(etag.as_str()),
+            )
+            .await;
+        let now = Instant::now();
+        let more = match answer {
+            Ok(Poll::NotModified { etag: tag }) => {
+                stats.poll_requests.fetch_add(1, Relaxed);
+                stats.poll_304.fetch_add(1, Relaxed);
+                set_etag(etag, tag);
+                false
+            }
+            Ok(Poll::Page { page, etag: tag }) => {
+                stats.poll_requests.fetch_add(1, Relaxed);
+                set_etag(etag, tag);
+                samples.clear();
+                lock(&room.log).observe(reader, &page.events, now, |d| samples.push(d));
+                if !samples.is_empty() {
+                    let mut h = lock(&stats.delivery_latency);
+                    for d in samples.iter() {
+                        h.record(*d);
+                    }
+                }
+                *cursor = page.seq;
+                page.more && !page.events.is_empty()
+            }
+            Err(e) => {
+                stats.error("poll", &e);
+                return;
+            }
+        };
+        if !more {
+            stats.polls.fetch_add(1, Relaxed);
+            lock(&stats.poll_latency).record(now - due);
+            return;
+        }
+    }
+}
+
+fn set_etag(etag: &mut String, tag: Option<String>) {
+    if let Some(tag) = tag {
+        if *etag != tag {
+            etag.clear();
+            etag.push_str(&tag);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex as StdMutex;
+
+    /// Sends are fired at their due times even when each takes far longer
+    /// than the gap between them, and their latency counts from the due time.
+    #[tokio::test(start_paused = true)]
+    async fn sends_follow_the_timetable_not_the_server() {
+        let start = Instant::now() + Duration::from_secs(1);
+        let end = start + Duration::from_secs(10);
+        let fired: Arc<StdMutex<Vec<(Instant, Instant)>>> = Arc::default();
+        let latencies: Arc<StdMutex<Vec<Duration>>> = Arc::default();
+        let mut tasks = JoinSet::new();
+        let timetable = SendTimetable::new(5.0, Arrivals::Even, 1);
+        open_loop(start, end, timetable, |due| {
+            fired.lock().unwrap().push((due, Instant::now()));
+            let latencies = latencies.clone();
+            tasks.spawn(async move {
+                // A server that takes 3 s to answer each send.
+                sleep(Duration::from_secs(3)).await;
+                latencies.lock().unwrap().push(Instant::now() - due);
+            });
+        })
+        .await;
+        while tasks.join_next().await.is_some() {}
+        let fired = fired.lock().unwrap();
+        assert_eq!(fired.len(), 50, "5/s for 10 s");
+        for (i, (due, at)) in fired.iter().enumerate() {
+            assert_eq!(*due, start + Duration::from_millis(200 * i as u64));
+            assert_eq!(at, due, "fired on time, not after the previous answer");
+        }
+        let latencies = latencies.lock().unwrap();
+        assert!(latencies.iter().all(|l| *l == Duration::from_secs(3)));
+    }
+
+    /// A poll that comes late because the previous one was slow has its
+    /// latency counted from when it was due.
+    #[tokio::test(start_paused = true)]
+    async fn late_polls_count_from_their_due_time() {
+        let start = Instant::now();
+        let mut timer = PollTimer::new(start, Duration::from_secs(1), 0.0, 1);
+        let mut latencies = Vec::new();
+        let mut dues = Vec::new();
+        for i in 0..4 {
+            let due = timer.due();
+            sleep_until(due).await;
+            timer.advance();
+            dues.push(due);
+            // The first poll takes 2.5 s, the others 100 ms.
+            let took = if i == 0 { 2500 } else { 100 };
+            sleep(Duration::from_millis(took)).await;
+            latencies.push(Instant::now() - due);
+        }
+        // Due times stay on the timetable: one interval apart.
+        for w in dues.windows(2) {
+            assert_eq!(w[1] - w[0], Duration::from_secs(1));
+        }
+        let ms: Vec<u128> = latencies.iter().map(|d| d.as_millis()).collect();
+        // Poll 2 was due 1 s after poll 1 but could only start at 2.5 s.
+        assert_eq!(ms, vec![2500, 1600, 700, 100]);
+    }
+}

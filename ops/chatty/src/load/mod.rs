@@ -1,0 +1,300 @@
+//! `chatty load`: the load generator's flags and entry point. The work is in
+//! plan (who goes where, when), generator (the tasks), checker (delivery
+//! rules) and report (figures and the JSON report).
+//!
+//! For a load run against an embedded chat-api, turn its rate limits off
+//! (`chat-api --ip-rate off --guest-rate off`): every guest comes from one IP
+//! address here, and the default per-IP limit would refuse most of them.
+
+pub mod checker;
+pub mod generator;
+pub mod plan;
+pub mod report;
+pub mod scrape;
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chatty_shared::config::{parse_duration, EXIT_BAD_CONFIG};
+
+use crate::client::{ApiClient, ClientOptions};
+use generator::{Plan, Stats};
+use plan::Arrivals;
+use report::{CheckReport, Report};
+
+/// Flags of `chatty load`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LoadArgs {
+    /// Base URL of the deployment to load (the edge, or one API node), e.g.
+    /// http://127.0.0.1:8080.
+    #[arg(long, env = "CHATTY_TARGET")]
+    pub target: String,
+    /// Site id the guests join.
+    #[arg(long, env = "CHATTY_SITE", default_value = "demo")]
+    pub site: String,
+    /// Number of guests.
+    #[arg(long, default_value_t = 100)]
+    pub guests: usize,
+    /// Number of rooms (`load-0`, `load-1`, …); guests spread over them
+    /// Zipf-like (s = 1), so a few rooms are big and most are small.
+    #[arg(long, default_value_t = 10)]
+    pub rooms: usize,
+    /// Length of the measured window, after the ramp (e.g. 60s, 5m).
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Messages per second in total, sent by guests picked at random, on a
+    /// fixed timetable whatever the server's speed (open loop).
+    #[arg(long, default_value_t = 10.0)]
+    pub send_rate: f64,
+    /// How sends are spaced: poisson (exponential gaps) or even.
+    #[arg(long, value_enum, default_value = "poisson")]
+    pub arrivals: Arrivals,
+    /// Each guest polls this often, ±20% jitter per poll.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub poll_interval: Duration,
+    /// Each guest sends a heartbeat this often.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub heartbeat: Duration,
+    /// Joins are spread evenly over this time before the window starts.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub ramp: Duration,
+    /// Most HTTP requests in flight (and so connections) at once.
+    #[arg(long, default_value_t = 256)]
+    pub connections: usize,
+    /// Timeout of one HTTP request.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// Check delivery: seqs in order with no gap, no duplicate, every
+    /// acknowledged message seen by every other guest of its room. Any
+    /// anomaly makes the exit status 1.
+    #[arg(long)]
+    pub check: bool,
+    /// Also write the report as JSON to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// A chat-api /metrics URL (repeatable): the rise of
+    /// chatty_api_requests_total over the run is reported as api_requests.
+    #[arg(long = "api-metrics")]
+    pub api_metrics: Vec<String>,
+    /// Seed for room assignment, jitter and the send timetable.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Runtime worker threads.
+    #[arg(long, default_value_t = 2)]
+    pub workers: usize,
+    /// Do not send `leave` for each guest at the end.
+    #[arg(long)]
+    pub no_leave: bool,
+    /// No progress line on stderr.
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+impl LoadArgs {
+    /// Refuses flags that cannot make a run.
+    pub fn validate(&self) -> Result<(), String> {
+        let url = reqwest::Url::parse(&self.target)
+            .map_err(|e| format!("--target {:?}: {e}", self.target))?;
+        if url.scheme() != "http" {
+            return Err(format!(
+                "--target {:?}: only http:// is supported",
+                self.target
+            ));
+        }
+        if !chatty_shared::room::is_valid_site(self.site.as_bytes()) {
+            return Err(format!("--site {:?}: not a valid site id", self.site));
+        }
+        if self.guests == 0 || self.rooms == 0 {
+            return Err("--guests and --rooms must be at least 1".into());
+        }
+        if !(self.send_rate >= 0.0 && self.send_rate.is_finite()) {
+            return Err("--send-rate must be a number >= 0".into());
+        }
+        if self.duration.is_zero() || self.poll_interval.is_zero() || self.heartbeat.is_zero() {
+            return Err("--duration, --poll-interval and --heartbeat must be positive".into());
+        }
+        if self.connections == 0 || self.workers == 0 {
+            return Err("--connections and --workers must be at least 1".into());
+        }
+        for u in &self.api_metrics {
+            reqwest::Url::parse(u).map_err(|e| format!("--api-metrics {u:?}: {e}"))?;
+        }
+        Ok(())
+    }
+}
+
+/// Runs `chatty load` and answers the process exit status: 0, 1 when the
+/// run failed or the check found an anomaly, 64 for bad flags.
+pub fn main(args: LoadArgs) -> i32 {
+    if let Err(e) = args.validate() {
+        eprintln!("chatty load: {e}");
+        return EXIT_BAD_CONFIG;
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.workers)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("chatty load: cannot start the runtime: {e}");
+            return 1;
+        }
+    };
+    rt.block_on(run(args))
+}
+
+async fn run(args: LoadArgs) -> i32 {
+    let mut opts = ClientOptions::new(args.target.clone(), args.site.clone());
+    opts.max_in_flight = Some(args.connections);
+    opts.timeout = args.timeout;
+    let client = match ApiClient::new(&opts) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("chatty load: {e}");
+            return 1;
+        }
+    };
+    let before = if args.api_metrics.is_empty() {
+        None
+    } else {
+        match scrape::scrape_all(&client, &args.api_metrics).await {
+            Ok(v) => Some(v),
+            Err((url, e)) => {
+                eprintln!("chatty load: cannot read {url}: {e}");
+                return 1;
+            }
+        }
+    };
+    // Unique per process, so parallel generators never mistake each
+    // other's messages (or client ids) for their own.
+    let run_tag = format!(
+        "L{:x}p{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0),
+        std::process::id()
+    );
+    let plan = Plan {
+        guests: args.guests,
+        rooms: args.rooms,
+        duration: args.duration,
+        send_rate: args.send_rate,
+        arrivals: args.arrivals,
+        poll_interval: args.poll_interval,
+        heartbeat: args.heartbeat,
+        ramp: args.ramp,
+        drain: args.poll_interval + Duration::from_secs(2),
+        seed: args.seed,
+        run_tag,
+        leave: !args.no_leave,
+    };
+    let stats = Arc::new(Stats::default());
+    let progress =
+        (!args.no_progress).then(|| tokio::spawn(progress_line(stats.clone(), args.guests)));
+    let result = generator::run(client.clone(), plan, stats.clone()).await;
+    if let Some(p) = progress {
+        p.abort();
+        eprintln!();
+    }
+    let api_requests = match before {
+        None => None,
+        Some(before) => match scrape::scrape_all(&client, &args.api_metrics).await {
+            Ok(after) => Some((after - before).max(0.0).round() as u64),
+            Err((url, e)) => {
+                eprintln!("chatty load: cannot read {url} after the run: {e}");
+                None
+            }
+        },
+    };
+
+    let window_s = result.window.as_secs_f64();
+    let poll_requests = stats.poll_requests.load(Relaxed);
+    let report = Report {
+        guests: args.guests,
+        guests_joined: stats.joined.load(Relaxed),
+        rooms: args.rooms,
+        site: args.site.clone(),
+        seed: args.seed,
+        duration_s: window_s,
+        elapsed_s: result.elapsed.as_secs_f64(),
+        polls: stats.polls.load(Relaxed),
+        poll_requests,
+        polls_per_s: stats.polls_due_in_window.load(Relaxed) as f64 / window_s.max(1e-9),
+        poll_304_share: if poll_requests == 0 {
+            0.0
+        } else {
+            stats.poll_304.load(Relaxed) as f64 / poll_requests as f64
+        },
+        poll_latency_ms: Stats::percentiles(&stats.poll_latency),
+        sends: stats.sends_due.load(Relaxed),
+        sends_acknowledged: stats.sends_acked.load(Relaxed),
+        send_latency_ms: Stats::percentiles(&stats.send_latency),
+        delivery_latency_ms: Stats::percentiles(&stats.delivery_latency),
+        errors: stats.errors(),
+        api_requests,
+        check: CheckReport {
+            enabled: args.check,
+            anomalies: if args.check {
+                result.anomalies.clone()
+            } else {
+                Default::default()
+            },
+        },
+    };
+    print!("{}", report.summary());
+    let mut status = 0;
+    if let Some(path) = &args.json {
+        let written = serde_json::to_vec_pretty(&report)
+            .map_err(|e| e.to_string())
+            .and_then(|bytes| std::fs::write(path, bytes).map_err(|e| e.to_string()));
+        if let Err(e) = written {
+            eprintln!("chatty load: cannot write {}: {e}", path.display());
+            status = 1;
+        }
+    }
+    if report.guests_joined == 0 {
+        eprintln!("chatty load: no guest could join {}", args.target);
+        status = 1;
+    }
+    if args.check && result.anomalies.total() > 0 {
+        for note in &result.notes {
+            println!("  anomaly: {note}");
+        }
+        status = 1;
+    }
+    status
+}
+
+/// Redraws one status line on stderr every second.
+async fn progress_line(stats: Arc<Stats>, guests: usize) {
+    use std::io::Write as _;
+    let start = tokio::time::Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut last_polls = 0;
+    loop {
+        tick.tick().await;
+        let polls = stats.polls.load(Relaxed);
+        let p = Stats::percentiles(&stats.poll_latency);
+        let line = format!(
+            "\r\x1b[2K{:>4}s  joined {}/{}  polls {} ({}/s)  304 {}  sends {}/{}  errors {}  poll p99 {:.1} ms",
+            start.elapsed().as_secs(),
+            stats.joined.load(Relaxed),
+            guests,
+            polls,
+            polls - last_polls,
+            stats.poll_304.load(Relaxed),
+            stats.sends_acked.load(Relaxed),
+            stats.sends_due.load(Relaxed),
+            stats.error_total(),
+            p.p99,
+        );
+        last_polls = polls;
+        let mut err = std::io::stderr().lock();
+        let _ = err.write_all(line.as_bytes());
+        let _ = err.flush();
+    }
+}
