@@ -86,13 +86,18 @@ impl ClientError {
 /// The answer to a poll.
 #[derive(Debug)]
 pub enum Poll {
-    /// 304: nothing new; the room's current ETag.
-    NotModified { etag: Option<String> },
-    /// 200: events after the cursor and the room's current ETag.
-    Page {
-        page: MessagesPage,
-        etag: Option<String>,
-    },
+    /// 304: nothing new.
+    NotModified,
+    /// 200: events after the cursor.
+    Page(MessagesPage),
+}
+
+/// The parts of an answer the client looks at.
+struct Answer {
+    status: StatusCode,
+    etag: Option<HeaderValue>,
+    retry_after: Option<u64>,
+    body: bytes::Bytes,
 }
 
 /// How to build an [`ApiClient`].
@@ -160,10 +165,7 @@ impl ApiClient {
         s
     }
 
-    async fn execute(
-        &self,
-        req: reqwest::RequestBuilder,
-    ) -> Result<(StatusCode, reqwest::header::HeaderMap, bytes::Bytes), ClientError> {
+    async fn execute(&self, req: reqwest::RequestBuilder) -> Result<Answer, ClientError> {
         let _permit = match &self.permits {
             Some(p) => Some(
                 p.acquire()
@@ -174,9 +176,19 @@ impl ApiClient {
         };
         let resp = req.send().await.map_err(ClientError::from_reqwest)?;
         let status = resp.status();
-        let headers = resp.headers().clone();
+        let etag = resp.headers().get(ETAG).cloned();
+        let retry_after = resp
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse().ok());
         let body = resp.bytes().await.map_err(ClientError::from_reqwest)?;
-        Ok((status, headers, body))
+        Ok(Answer {
+            status,
+            etag,
+            retry_after,
+            body,
+        })
     }
 
     /// `POST …/join`.
@@ -190,40 +202,41 @@ impl ApiClient {
             .post(self.url(room, "/join"))
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(body);
-        let (status, headers, body) = self.execute(req).await?;
-        expect(status, &headers, &body, &[StatusCode::OK])?;
-        decode(&body)
+        let answer = self.execute(req).await?;
+        expect(&answer, &[StatusCode::OK])?;
+        decode(&answer.body)
     }
 
-    /// `GET …/messages?after=N`, with `If-None-Match` when `etag` is given.
+    /// `GET …/messages?after=N`, with `If-None-Match: etag` unless `etag`
+    /// is empty. `etag` is updated in place from the answer's `ETag` (only
+    /// copied when it changed, so an unchanged 304 allocates nothing here).
     pub async fn poll(
         &self,
         room: &str,
         after: u64,
-        etag: Option<&str>,
+        etag: &mut String,
     ) -> Result<Poll, ClientError> {
         let mut tail = String::with_capacity(32);
         tail.push_str("/messages?after=");
         tail.push_str(itoa_u64(after).as_str());
         let mut req = self.http.get(self.url(room, &tail));
-        if let Some(tag) = etag {
-            if let Ok(v) = HeaderValue::from_str(tag) {
+        if !etag.is_empty() {
+            if let Ok(v) = HeaderValue::from_str(etag) {
                 req = req.header(IF_NONE_MATCH, v);
             }
         }
-        let (status, headers, body) = self.execute(req).await?;
-        let etag = headers
-            .get(ETAG)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        if status == StatusCode::NOT_MODIFIED {
-            return Ok(Poll::NotModified { etag });
+        let answer = self.execute(req).await?;
+        if let Some(tag) = answer.etag.as_ref().and_then(|v| v.to_str().ok()) {
+            if tag != etag.as_str() {
+                etag.clear();
+                etag.push_str(tag);
+            }
         }
-        expect(status, &headers, &body, &[StatusCode::OK])?;
-        Ok(Poll::Page {
-            page: decode(&body)?,
-            etag,
-        })
+        if answer.status == StatusCode::NOT_MODIFIED {
+            return Ok(Poll::NotModified);
+        }
+        expect(&answer, &[StatusCode::OK])?;
+        Ok(Poll::Page(decode(&answer.body)?))
     }
 
     /// `POST …/messages`. Answers the stored event (201, or 200 for a
@@ -246,14 +259,9 @@ impl ApiClient {
             .header(AUTHORIZATION, bearer(token)?)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(body);
-        let (status, headers, body) = self.execute(req).await?;
-        expect(
-            status,
-            &headers,
-            &body,
-            &[StatusCode::CREATED, StatusCode::OK],
-        )?;
-        decode(&body)
+        let answer = self.execute(req).await?;
+        expect(&answer, &[StatusCode::CREATED, StatusCode::OK])?;
+        decode(&answer.body)
     }
 
     /// `POST …/heartbeat` (204).
@@ -271,20 +279,15 @@ impl ApiClient {
             .http
             .post(self.url(room, tail))
             .header(AUTHORIZATION, bearer(token)?);
-        let (status, headers, body) = self.execute(req).await?;
-        expect(
-            status,
-            &headers,
-            &body,
-            &[StatusCode::NO_CONTENT, StatusCode::OK],
-        )
+        let answer = self.execute(req).await?;
+        expect(&answer, &[StatusCode::NO_CONTENT, StatusCode::OK])
     }
 
     /// `GET {url}` as text (used to scrape `/metrics`).
     pub async fn get_text(&self, url: &str) -> Result<String, ClientError> {
-        let (status, headers, body) = self.execute(self.http.get(url)).await?;
-        expect(status, &headers, &body, &[StatusCode::OK])?;
-        String::from_utf8(body.to_vec()).map_err(|e| ClientError::Decode(e.to_string()))
+        let answer = self.execute(self.http.get(url)).await?;
+        expect(&answer, &[StatusCode::OK])?;
+        String::from_utf8(answer.body.to_vec()).map_err(|e| ClientError::Decode(e.to_string()))
     }
 }
 
@@ -295,15 +298,11 @@ fn bearer(token: &str) -> Result<HeaderValue, ClientError> {
     Ok(v)
 }
 
-fn expect(
-    status: StatusCode,
-    headers: &reqwest::header::HeaderMap,
-    body: &[u8],
-    ok: &[StatusCode],
-) -> Result<(), ClientError> {
-    if ok.contains(&status) {
+fn expect(answer: &Answer, ok: &[StatusCode]) -> Result<(), ClientError> {
+    if ok.contains(&answer.status) {
         return Ok(());
     }
+    let body = &answer.body;
     let (code, message) = match serde_json::from_slice::<ErrorBody>(body) {
         Ok(e) => (e.error.code, e.error.message),
         Err(_) => (
@@ -311,15 +310,11 @@ fn expect(
             String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned(),
         ),
     };
-    let retry_after = headers
-        .get(RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse().ok());
     Err(ClientError::Status {
-        status: status.as_u16(),
+        status: answer.status.as_u16(),
         code,
         message,
-        retry_after,
+        retry_after: answer.retry_after,
     })
 }
 

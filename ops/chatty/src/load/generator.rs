@@ -433,25 +433,16 @@ async fn poll_once(
         stats.polls_due_in_window.fetch_add(1, Relaxed);
     }
     loop {
-        let answer = ctx
-            .client
-            .poll(
-                &room.name,
-                *cursor,
-                (!etag.is_empty()).then_some(etag.as_str()),
-            )
-            .await;
+        let answer = ctx.client.poll(&room.name, *cursor, etag).await;
         let now = Instant::now();
         let more = match answer {
-            Ok(Poll::NotModified { etag: tag }) => {
+            Ok(Poll::NotModified) => {
                 stats.poll_requests.fetch_add(1, Relaxed);
                 stats.poll_304.fetch_add(1, Relaxed);
-                set_etag(etag, tag);
                 false
             }
-            Ok(Poll::Page { page, etag: tag }) => {
+            Ok(Poll::Page(page)) => {
                 stats.poll_requests.fetch_add(1, Relaxed);
-                set_etag(etag, tag);
                 samples.clear();
                 lock(&room.log).observe(reader, &page.events, now, |d| samples.push(d));
                 if !samples.is_empty() {
@@ -472,15 +463,6 @@ async fn poll_once(
             stats.polls.fetch_add(1, Relaxed);
             lock(&stats.poll_latency).record(now - due);
             return;
-        }
-    }
-}
-
-fn set_etag(etag: &mut String, tag: Option<String>) {
-    if let Some(tag) = tag {
-        if *etag != tag {
-            etag.clear();
-            etag.push_str(&tag);
         }
     }
 }
