@@ -7,6 +7,8 @@
 //! address here, and the default per-IP limit would refuse most of them.
 
 pub mod checker;
+#[cfg(test)]
+mod fake_server;
 pub mod generator;
 pub mod plan;
 pub mod report;
@@ -296,5 +298,89 @@ async fn progress_line(stats: Arc<Stats>, guests: usize) {
         let mut err = std::io::stderr().lock();
         let _ = err.write_all(line.as_bytes());
         let _ = err.flush();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn args(target: &str, json: &std::path::Path) -> LoadArgs {
+        #[derive(Parser)]
+        struct Wrap {
+            #[command(flatten)]
+            load: LoadArgs,
+        }
+        Wrap::try_parse_from([
+            "load",
+            "--target",
+            target,
+            "--guests",
+            "40",
+            "--rooms",
+            "4",
+            "--duration",
+            "2s",
+            "--ramp",
+            "300ms",
+            "--poll-interval",
+            "200ms",
+            "--heartbeat",
+            "500ms",
+            "--send-rate",
+            "25",
+            "--check",
+            "--no-progress",
+            "--json",
+            json.to_str().unwrap(),
+        ])
+        .unwrap()
+        .load
+    }
+
+    fn temp_json(name: &str) -> std::path::PathBuf {
+        std::env::temp_dir().join(format!("chatty-load-{name}-{}.json", std::process::id()))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_clean_run_against_a_fake_server() {
+        let base = fake_server::start(None).await;
+        let json = temp_json("clean");
+        let status = run(args(&base, &json)).await;
+        let report: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+        let _ = std::fs::remove_file(&json);
+        assert_eq!(status, 0, "{report:#}");
+        assert_eq!(report["guests_joined"], 40);
+        assert!(report["sends"].as_u64().unwrap() > 20, "{report:#}");
+        assert_eq!(report["sends"], report["sends_acknowledged"]);
+        assert!(report["poll_304_share"].as_f64().unwrap() > 0.0);
+        assert!(report["delivery_latency_ms"]["count"].as_u64().unwrap() > 0);
+        assert!(report["poll_latency_ms"]["p99"].as_f64().unwrap() > 0.0);
+        assert_eq!(report["check"]["lost_acknowledged"], 0);
+        assert!(
+            report["errors"].as_object().unwrap().is_empty(),
+            "{report:#}"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_hidden_event_fails_the_check() {
+        let base = fake_server::start(Some(3)).await;
+        let json = temp_json("hidden");
+        let status = run(args(&base, &json)).await;
+        let report: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+        let _ = std::fs::remove_file(&json);
+        assert_eq!(status, 1, "{report:#}");
+        assert!(
+            report["check"]["missing"].as_u64().unwrap() > 0,
+            "{report:#}"
+        );
+        assert!(
+            report["check"]["lost_acknowledged"].as_u64().unwrap() > 0,
+            "{report:#}"
+        );
     }
 }
