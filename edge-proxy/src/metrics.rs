@@ -1,0 +1,137 @@
+//! The edge's Prometheus metrics (default registry), named once here. No
+//! label is ever a room or a site.
+
+use std::sync::LazyLock;
+
+use prometheus::{
+    register_histogram, register_int_counter, register_int_counter_vec, register_int_gauge, Gauge,
+    Histogram, IntCounter, IntCounterVec, IntGauge,
+};
+
+/// Why the edge refused a connection or request (`reason` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejection {
+    ConnLimit,
+    HeaderTooLarge,
+    BodyTooLarge,
+    HeaderTimeout,
+    RateLimited,
+}
+
+impl Rejection {
+    pub fn label(self) -> &'static str {
+        match self {
+            Rejection::ConnLimit => "conn_limit",
+            Rejection::HeaderTooLarge => "header_too_large",
+            Rejection::BodyTooLarge => "body_too_large",
+            Rejection::HeaderTimeout => "header_timeout",
+            Rejection::RateLimited => "rate_limited",
+        }
+    }
+}
+
+/// Every metric of the edge, registered on first use.
+pub struct Metrics {
+    pub short_circuit: IntCounter,
+    pub forwarded: IntCounter,
+    pub error: IntCounter,
+    pub rejected_requests: IntCounter,
+    pub upstream_duration: Histogram,
+    pub map_entries: IntGauge,
+    pub map_evictions: IntCounter,
+    pub map_resets: IntCounter,
+    pub bus_up: IntGauge,
+    pub bus_last_message_age: Gauge,
+    pub upstreams_healthy: IntGauge,
+    rejected: IntCounterVec,
+}
+
+impl Metrics {
+    /// Counts a refused connection or request, by reason.
+    pub fn reject(&self, why: Rejection) {
+        self.rejected.with_label_values(&[why.label()]).inc();
+        self.rejected_requests.inc();
+    }
+}
+
+fn build() -> Metrics {
+    let requests = register_int_counter_vec!(
+        "chatty_edge_requests_total",
+        "Requests by outcome: answered from memory (short_circuit), forwarded, failed, rejected.",
+        &["outcome"]
+    )
+    .expect("metric registers once");
+    let rejected = register_int_counter_vec!(
+        "chatty_edge_rejected_total",
+        "Connections and requests refused by the edge's protections, by reason.",
+        &["reason"]
+    )
+    .expect("metric registers once");
+    for r in [
+        Rejection::ConnLimit,
+        Rejection::HeaderTooLarge,
+        Rejection::BodyTooLarge,
+        Rejection::HeaderTimeout,
+        Rejection::RateLimited,
+    ] {
+        rejected.with_label_values(&[r.label()]);
+    }
+    Metrics {
+        short_circuit: requests.with_label_values(&["short_circuit"]),
+        forwarded: requests.with_label_values(&["forwarded"]),
+        error: requests.with_label_values(&["error"]),
+        rejected_requests: requests.with_label_values(&["rejected"]),
+        upstream_duration: register_histogram!(
+            "chatty_edge_upstream_duration_seconds",
+            "Time from choosing an API node to the end of its response.",
+            chatty_shared::telemetry::LATENCY_BUCKETS.to_vec()
+        )
+        .expect("metric registers once"),
+        map_entries: register_int_gauge!(
+            "chatty_edge_map_entries",
+            "Rooms held in the version map."
+        )
+        .expect("metric registers once"),
+        map_evictions: register_int_counter!(
+            "chatty_edge_map_evictions_total",
+            "Rooms evicted from the version map to stay within --max-rooms."
+        )
+        .expect("metric registers once"),
+        map_resets: register_int_counter!(
+            "chatty_edge_map_resets_total",
+            "Times the whole version map was forgotten (bus lost or silent)."
+        )
+        .expect("metric registers once"),
+        bus_up: register_int_gauge!(
+            "chatty_edge_bus_up",
+            "1 while the bus subscription is established and heard from, else 0."
+        )
+        .expect("metric registers once"),
+        bus_last_message_age: prometheus::register_gauge!(
+            "chatty_edge_bus_last_message_age_seconds",
+            "Seconds since the last bus message of any kind (heartbeats included)."
+        )
+        .expect("metric registers once"),
+        upstreams_healthy: register_int_gauge!(
+            "chatty_edge_upstreams_healthy",
+            "API nodes currently passing health checks."
+        )
+        .expect("metric registers once"),
+        rejected,
+    }
+}
+
+static METRICS: LazyLock<Metrics> = LazyLock::new(build);
+
+/// The edge's metrics.
+pub fn metrics() -> &'static Metrics {
+    &METRICS
+}
+
+/// Brings a counter mirrored from elsewhere up to `total`.
+pub fn catch_up(counter: &IntCounter, total: u64) {
+    let seen = counter.get();
+    if total > seen {
+        counter.inc_by(total - seen);
+    }
+}

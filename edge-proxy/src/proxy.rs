@@ -1,0 +1,367 @@
+//! The `ProxyHttp`: answers an unchanged poll with 304 from the version map,
+//! forwards everything else to a healthy API node, and learns room versions
+//! from the ETags of the answers it forwards.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use chatty_shared::etag::{if_none_match, members_etag, parse_etag, EtagBuf, Tag};
+use chatty_shared::room::parse_room_path;
+use http::{header, Method};
+use pingora::http::ResponseHeader;
+use pingora::prelude::{HttpPeer, ProxyHttp, Session};
+use pingora::proxy::FailToProxy;
+use pingora::{Error, ErrorSource, ErrorType};
+
+use crate::metrics::{metrics, Rejection};
+use crate::upstreams::Upstreams;
+use crate::versions::{RoomHash, Tick, VersionMap};
+
+/// Connect timeout to an API node.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// Longest wait for an API node's next bytes.
+const READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest life of an idle pooled connection to an API node.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Most nodes one idempotent request is tried on.
+const MAX_TRIES: usize = 3;
+
+/// Which version an answer on this path carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    Messages,
+    Members,
+}
+
+/// What happened to a request, for `chatty_edge_requests_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+enum Outcome {
+    #[default]
+    Forwarded,
+    ShortCircuit,
+    Rejected,
+}
+
+/// Per-request state.
+#[derive(Debug, Default)]
+pub struct Ctx {
+    room: Option<(RoomHash, Part)>,
+    outcome: Outcome,
+    /// When the request was last sent to a node: the authority vouches for
+    /// the version in its answer from that moment on.
+    sent_at: Option<Tick>,
+    upstream_start: Option<Instant>,
+    tried: Vec<SocketAddr>,
+    body_bytes: u64,
+}
+
+/// The edge's proxy logic.
+pub struct EdgeProxy {
+    map: Arc<VersionMap>,
+    upstreams: Arc<Upstreams>,
+    max_body_bytes: u64,
+    not_modified: ResponseHeader,
+}
+
+impl EdgeProxy {
+    pub fn new(map: Arc<VersionMap>, upstreams: Arc<Upstreams>, max_body_bytes: u64) -> Self {
+        let mut not_modified = ResponseHeader::build(304, Some(2)).expect("static status");
+        not_modified
+            .insert_header(header::CACHE_CONTROL, "no-cache")
+            .expect("static header");
+        Self {
+            map,
+            upstreams,
+            max_body_bytes,
+            not_modified,
+        }
+    }
+
+    /// The current ETag of a room part, if fresh.
+    fn fresh_etag(&self, key: RoomHash, part: Part, now: Tick) -> Option<EtagBuf> {
+        match part {
+            Part::Messages => self.map.fresh_messages_by_hash(key, now).map(|v| v.etag()),
+            Part::Members => self.map.fresh_members_by_hash(key, now).map(members_etag),
+        }
+    }
+}
+
+/// Which room part a request reads or writes, from its method and path.
+pub fn classify(method: &Method, rest: &str) -> Option<Part> {
+    match (method.as_str(), rest) {
+        ("GET", "messages") | ("POST", "messages") => Some(Part::Messages),
+        ("GET", "members") => Some(Part::Members),
+        _ => None,
+    }
+}
+
+/// The `{"error":{…}}` body every refusal carries.
+pub fn error_body(code: &str, message: &str) -> Bytes {
+    let body = serde_like_error(code, message);
+    Bytes::from(body)
+}
+
+fn serde_like_error(code: &str, message: &str) -> String {
+    // Codes and messages are fixed strings of this crate: no escaping needed
+    // beyond quotes and backslashes, which they never hold.
+    debug_assert!(!code.contains(['"', '\\']) && !message.contains(['"', '\\']));
+    format!(r#"{{"error":{{"code":"{code}","message":"{message}"}}}}"#)
+}
+
+/// Writes a JSON error answer and closes the connection after it.
+pub async fn respond_json_error(
+    session: &mut Session,
+    status: u16,
+    code: &str,
+    message: &str,
+    retry_after: bool,
+) {
+    let body = error_body(code, message);
+    let Ok(mut resp) = ResponseHeader::build(status, Some(5)) else {
+        return;
+    };
+    let _ = resp.insert_header(header::CONTENT_TYPE, "application/json");
+    let _ = resp.insert_header(header::CONTENT_LENGTH, body.len());
+    let _ = resp.insert_header(header::CACHE_CONTROL, "no-store");
+    if retry_after {
+        let _ = resp.insert_header(header::RETRY_AFTER, "1");
+    }
+    if let Err(e) = session
+        .as_downstream_mut()
+        .write_error_response(resp, body)
+        .await
+    {
+        tracing::debug!(error = %e, "could not write an error answer");
+    }
+}
+
+fn content_length(session: &Session) -> Option<u64> {
+    let v = session.req_header().headers.get(header::CONTENT_LENGTH)?;
+    std::str::from_utf8(v.as_bytes()).ok()?.trim().parse().ok()
+}
+
+#[async_trait]
+impl ProxyHttp for EdgeProxy {
+    type CTX = Ctx;
+
+    fn new_ctx(&self) -> Ctx {
+        Ctx::default()
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> pingora::Result<bool> {
+        if content_length(session).is_some_and(|n| n > self.max_body_bytes) {
+            ctx.outcome = Outcome::Rejected;
+            metrics().reject(Rejection::BodyTooLarge);
+            respond_json_error(session, 413, "too_large", "request body too large", false).await;
+            return Ok(true);
+        }
+        let req = session.req_header();
+        let Some(path) = parse_room_path(req.uri.path()) else {
+            return Ok(false);
+        };
+        let Some(part) = classify(&req.method, path.rest) else {
+            return Ok(false);
+        };
+        let key = self.map.room_hash(path.site, path.room);
+        ctx.room = Some((key, part));
+        if req.method != Method::GET || !req.headers.contains_key(header::IF_NONE_MATCH) {
+            return Ok(false);
+        }
+        let Some(etag) = self.fresh_etag(key, part, self.map.now()) else {
+            return Ok(false);
+        };
+        let asked = req
+            .headers
+            .get_all(header::IF_NONE_MATCH)
+            .iter()
+            .map(|v| v.as_bytes());
+        if !if_none_match(asked, etag.as_bytes()) {
+            return Ok(false);
+        }
+        let mut resp = Box::new(self.not_modified.clone());
+        resp.insert_header("ETag", etag.as_str())?;
+        ctx.outcome = Outcome::ShortCircuit;
+        session.write_response_header(resp, true).await?;
+        Ok(true)
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> pingora::Result<()> {
+        if let Some(b) = body {
+            ctx.body_bytes += b.len() as u64;
+            if ctx.body_bytes > self.max_body_bytes {
+                ctx.outcome = Outcome::Rejected;
+                metrics().reject(Rejection::BodyTooLarge);
+                return Error::e_explain(ErrorType::HTTPStatus(413), "request body too large");
+            }
+        }
+        Ok(())
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut Ctx,
+    ) -> pingora::Result<Box<HttpPeer>> {
+        let tried = &ctx.tried;
+        let backend = self.upstreams.select_with(b"", 256, |b, healthy| {
+            healthy && b.addr.as_inet().is_some_and(|a| !tried.contains(a))
+        });
+        let Some(addr) = backend.as_ref().and_then(|b| b.addr.as_inet().copied()) else {
+            return Error::e_explain(ErrorType::HTTPStatus(503), "no healthy API node");
+        };
+        ctx.tried.push(addr);
+        let mut peer = HttpPeer::new(addr, false, String::new());
+        peer.options.connection_timeout = Some(CONNECT_TIMEOUT);
+        peer.options.read_timeout = Some(READ_TIMEOUT);
+        peer.options.idle_timeout = Some(IDLE_TIMEOUT);
+        ctx.upstream_start.get_or_insert_with(Instant::now);
+        Ok(Box::new(peer))
+    }
+
+    fn fail_to_connect(
+        &self,
+        session: &mut Session,
+        peer: &HttpPeer,
+        ctx: &mut Ctx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        let idempotent = matches!(session.req_header().method, Method::GET | Method::HEAD);
+        if idempotent && ctx.tried.len() < MAX_TRIES {
+            tracing::debug!(peer = %peer, error = %e, "connect failed; trying another node");
+            e.set_retry(true);
+        }
+        e
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream_request: &mut pingora::http::RequestHeader,
+        ctx: &mut Ctx,
+    ) -> pingora::Result<()> {
+        if let Some(ip) = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip())
+        {
+            let forwarded = match upstream_request.headers.get("x-forwarded-for") {
+                Some(prior) => format!("{}, {ip}", String::from_utf8_lossy(prior.as_bytes())),
+                None => ip.to_string(),
+            };
+            upstream_request.insert_header("x-forwarded-for", forwarded)?;
+        }
+        ctx.sent_at = Some(self.map.now());
+        Ok(())
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> pingora::Result<()> {
+        let (Some((key, part)), Some(at)) = (ctx.room, ctx.sent_at) else {
+            return Ok(());
+        };
+        if !matches!(upstream_response.status.as_u16(), 200 | 201 | 304) {
+            return Ok(());
+        }
+        let Some(etag) = upstream_response.headers.get(header::ETAG) else {
+            return Ok(());
+        };
+        let Ok(etag) = std::str::from_utf8(etag.as_bytes()) else {
+            return Ok(());
+        };
+        match (parse_etag(etag), part) {
+            (Some(Tag::Room(v)), Part::Messages) => {
+                self.map.observe_messages(key, v, at);
+            }
+            (Some(Tag::Members(v)), Part::Members) => {
+                self.map.observe_members(key, v, at);
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, _ctx: &mut Ctx) -> FailToProxy {
+        let (status, code, message, retry) = match e.etype() {
+            ErrorType::HTTPStatus(413) => (413, "too_large", "request body too large", false),
+            ErrorType::HTTPStatus(503) => (503, "unavailable", "no healthy API node", true),
+            ErrorType::HTTPStatus(400) => (400, "bad_request", "malformed request", false),
+            _ => match e.esource() {
+                ErrorSource::Upstream => {
+                    (502, "unavailable", "the API node failed to answer", true)
+                }
+                ErrorSource::Downstream => match e.etype() {
+                    ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => {
+                        (0, "", "", false)
+                    }
+                    ErrorType::ReadTimedout => (408, "bad_request", "request timed out", false),
+                    _ => (400, "bad_request", "malformed request", false),
+                },
+                ErrorSource::Internal | ErrorSource::Unset => (
+                    503,
+                    "unavailable",
+                    "the edge could not forward the request",
+                    true,
+                ),
+            },
+        };
+        if status != 0 {
+            respond_json_error(session, status, code, message, retry).await;
+        }
+        FailToProxy {
+            error_code: status,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, _session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+        let m = metrics();
+        match (ctx.outcome, e) {
+            (Outcome::ShortCircuit, _) => m.short_circuit.inc(),
+            (Outcome::Rejected, _) => {}
+            (Outcome::Forwarded, None) => m.forwarded.inc(),
+            (Outcome::Forwarded, Some(_)) => m.error.inc(),
+        }
+        if let Some(start) = ctx.upstream_start {
+            m.upstream_duration.observe(start.elapsed().as_secs_f64());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_room_paths() {
+        assert_eq!(classify(&Method::GET, "messages"), Some(Part::Messages));
+        assert_eq!(classify(&Method::POST, "messages"), Some(Part::Messages));
+        assert_eq!(classify(&Method::GET, "members"), Some(Part::Members));
+        assert_eq!(classify(&Method::POST, "members"), None);
+        assert_eq!(classify(&Method::HEAD, "messages"), None);
+        assert_eq!(classify(&Method::GET, "frame"), None);
+        assert_eq!(classify(&Method::GET, "messages/3"), None);
+    }
+
+    #[test]
+    fn error_bodies_are_json() {
+        assert_eq!(
+            error_body("unavailable", "no healthy API node"),
+            Bytes::from_static(
+                br#"{"error":{"code":"unavailable","message":"no healthy API node"}}"#
+            )
+        );
+    }
+}
