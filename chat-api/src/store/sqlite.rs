@@ -1,0 +1,661 @@
+//! The embedded store: one SQLite file in WAL mode with `synchronous=FULL`,
+//! so a commit is on disk before the caller answers `201`.
+//!
+//! One writer connection (a mutex serialises every write, which also
+//! serialises each room's seq) and a few reader connections; WAL lets the
+//! readers run beside the writer, each read seeing one committed snapshot.
+//! Every call runs on tokio's blocking pool.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chatty_shared::etag::RoomVersion;
+use chatty_shared::room::RoomKey;
+use chatty_shared::wire::{Event, EventKind, SiteLimits};
+use parking_lot::Mutex;
+use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
+
+use super::{
+    hash_from_bytes, kind_code, kind_from_code, limit_to_i64, new_epoch, origins_from_json,
+    origins_to_json, seq_to_i64, Appended, NewMessage, NewSite, SiteRecord, Store, StoreError,
+};
+
+/// The schema version this build writes.
+const SCHEMA_VERSION: i64 = 1;
+
+/// Reader connections kept open beside the writer.
+const READERS: usize = 4;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS sites (
+    id TEXT PRIMARY KEY,
+    origins TEXT NOT NULL,
+    secret_hash BLOB NOT NULL,
+    max_text_bytes INTEGER NOT NULL,
+    guest_messages INTEGER NOT NULL,
+    guest_window_secs INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS bans (
+    site TEXT NOT NULL,
+    member_id TEXT NOT NULL,
+    PRIMARY KEY (site, member_id)
+);
+CREATE TABLE IF NOT EXISTS rooms (
+    site TEXT NOT NULL,
+    room TEXT NOT NULL,
+    epoch INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    PRIMARY KEY (site, room)
+);
+CREATE TABLE IF NOT EXISTS events (
+    site TEXT NOT NULL,
+    room TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    kind INTEGER NOT NULL,
+    member_id TEXT NOT NULL,
+    nick TEXT NOT NULL,
+    text TEXT NOT NULL,
+    client_id TEXT,
+    deletes INTEGER,
+    deleted INTEGER NOT NULL DEFAULT 0,
+    at_ms INTEGER NOT NULL,
+    PRIMARY KEY (site, room, seq)
+);
+CREATE UNIQUE INDEX IF NOT EXISTS events_by_client ON events (site, room, member_id, client_id);
+CREATE UNIQUE INDEX IF NOT EXISTS events_by_deletes ON events (site, room, deletes);
+CREATE INDEX IF NOT EXISTS events_live ON events (site, room, kind, deleted, seq);
+";
+
+const EVENT_COLUMNS: &str = "seq, kind, member_id, nick, text, client_id, deletes, at_ms";
+
+/// The embedded store.
+pub struct SqliteStore {
+    writer: Arc<Mutex<Connection>>,
+    readers: Vec<Arc<Mutex<Connection>>>,
+    next_reader: AtomicUsize,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore").finish_non_exhaustive()
+    }
+}
+
+fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+fn is_constraint(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation)
+}
+
+fn configure(conn: &Connection) -> rusqlite::Result<()> {
+    conn.busy_timeout(Duration::from_secs(5))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(())
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file at `path` and applies
+    /// the schema. The parent directory must exist.
+    pub fn open(path: &Path) -> Result<Arc<SqliteStore>, StoreError> {
+        let writer = Connection::open(path).map_err(unavailable)?;
+        configure(&writer).map_err(unavailable)?;
+        writer.execute_batch(SCHEMA).map_err(unavailable)?;
+        let found: Option<i64> = writer
+            .query_row("SELECT MAX(version) FROM schema_version", [], |r| r.get(0))
+            .map_err(unavailable)?;
+        match found {
+            Some(v) if v > SCHEMA_VERSION => {
+                return Err(StoreError::Unavailable(format!(
+                    "the database has schema version {v}, newer than this build's {SCHEMA_VERSION}"
+                )))
+            }
+            Some(_) => {}
+            None => {
+                writer
+                    .execute(
+                        "INSERT OR IGNORE INTO schema_version (version) VALUES (?1)",
+                        [SCHEMA_VERSION],
+                    )
+                    .map_err(unavailable)?;
+            }
+        }
+        let mut readers = Vec::with_capacity(READERS);
+        for _ in 0..READERS {
+            let conn = Connection::open(path).map_err(unavailable)?;
+            configure(&conn).map_err(unavailable)?;
+            readers.push(Arc::new(Mutex::new(conn)));
+        }
+        Ok(Arc::new(SqliteStore {
+            writer: Arc::new(Mutex::new(writer)),
+            readers,
+            next_reader: AtomicUsize::new(0),
+        }))
+    }
+
+    async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let conn = self.writer.clone();
+        tokio::task::spawn_blocking(move || f(&mut conn.lock()))
+            .await
+            .map_err(unavailable)?
+    }
+
+    async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let i = self.next_reader.fetch_add(1, Ordering::Relaxed) % self.readers.len();
+        let conn = self.readers[i].clone();
+        tokio::task::spawn_blocking(move || f(&mut conn.lock()))
+            .await
+            .map_err(unavailable)?
+    }
+}
+
+fn site_from_row(r: &Row<'_>) -> rusqlite::Result<(String, String, Vec<u8>, SiteLimits)> {
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        SiteLimits {
+            max_text_bytes: r.get(3)?,
+            guest_messages: r.get(4)?,
+            guest_window_secs: r.get(5)?,
+        },
+    ))
+}
+
+fn site_record(raw: (String, String, Vec<u8>, SiteLimits)) -> Result<SiteRecord, StoreError> {
+    let (id, origins, hash, limits) = raw;
+    Ok(SiteRecord {
+        id,
+        origins: origins_from_json(&origins)?,
+        secret_hash: hash_from_bytes(&hash)?,
+        limits,
+    })
+}
+
+/// An event row, before its kind code is checked.
+struct RawEvent {
+    seq: i64,
+    kind: u8,
+    member_id: String,
+    nick: String,
+    text: String,
+    client_id: Option<String>,
+    deletes: Option<i64>,
+    at_ms: i64,
+}
+
+fn raw_event(r: &Row<'_>) -> rusqlite::Result<RawEvent> {
+    Ok(RawEvent {
+        seq: r.get(0)?,
+        kind: r.get(1)?,
+        member_id: r.get(2)?,
+        nick: r.get(3)?,
+        text: r.get(4)?,
+        client_id: r.get(5)?,
+        deletes: r.get(6)?,
+        at_ms: r.get(7)?,
+    })
+}
+
+fn to_u64(v: i64) -> Result<u64, StoreError> {
+    u64::try_from(v).map_err(|_| StoreError::Unavailable("negative seq in the store".into()))
+}
+
+fn event(raw: RawEvent) -> Result<Event, StoreError> {
+    Ok(Event {
+        seq: to_u64(raw.seq)?,
+        kind: kind_from_code(raw.kind)?,
+        member_id: raw.member_id,
+        nick: raw.nick,
+        text: raw.text,
+        client_id: raw.client_id,
+        deletes: raw.deletes.map(to_u64).transpose()?,
+        at_ms: raw.at_ms,
+    })
+}
+
+fn version_of(conn: &Connection, key: &RoomKey) -> Result<RoomVersion, StoreError> {
+    let row: Option<(u32, i64)> = conn
+        .query_row(
+            "SELECT epoch, seq FROM rooms WHERE site = ?1 AND room = ?2",
+            params![key.site(), key.room()],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()
+        .map_err(unavailable)?;
+    match row {
+        // A row whose first write never committed has nothing to show.
+        Some((epoch, seq)) if seq > 0 => Ok(RoomVersion::new(epoch, to_u64(seq)?)),
+        _ => Ok(RoomVersion::default()),
+    }
+}
+
+fn events_where(
+    conn: &Connection,
+    sql_tail: &str,
+    args: impl rusqlite::Params,
+) -> Result<Vec<Event>, StoreError> {
+    let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE {sql_tail}");
+    let mut stmt = conn.prepare_cached(&sql).map_err(unavailable)?;
+    let rows = stmt
+        .query_map(args, raw_event)
+        .map_err(unavailable)?
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .map_err(unavailable)?;
+    rows.into_iter().map(event).collect()
+}
+
+/// Locks nothing by itself: the caller holds the writer connection inside
+/// an IMMEDIATE transaction. Returns the room's `(epoch, seq)`, if it exists.
+fn room_row(tx: &Connection, key: &RoomKey) -> Result<Option<(u32, i64)>, StoreError> {
+    tx.query_row(
+        "SELECT epoch, seq FROM rooms WHERE site = ?1 AND room = ?2",
+        params![key.site(), key.room()],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
+    .optional()
+    .map_err(unavailable)
+}
+
+fn insert_event(tx: &Connection, key: &RoomKey, e: &Event) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO events (site, room, seq, kind, member_id, nick, text, client_id, deletes, at_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        params![
+            key.site(),
+            key.room(),
+            seq_to_i64(e.seq),
+            kind_code(e.kind),
+            e.member_id,
+            e.nick,
+            e.text,
+            e.client_id,
+            e.deletes.map(seq_to_i64),
+            e.at_ms,
+        ],
+    )
+    .map_err(unavailable)?;
+    tx.execute(
+        "UPDATE rooms SET seq = ?3 WHERE site = ?1 AND room = ?2",
+        params![key.site(), key.room(), seq_to_i64(e.seq)],
+    )
+    .map_err(unavailable)?;
+    Ok(())
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.read(|c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(unavailable))
+            .await
+    }
+
+    async fn create_site(&self, site: &NewSite) -> Result<(), StoreError> {
+        let site = site.clone();
+        self.write(move |c| {
+            let r = c.execute(
+                "INSERT INTO sites (id, origins, secret_hash, max_text_bytes, guest_messages, guest_window_secs)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    site.id,
+                    origins_to_json(&site.origins),
+                    &site.secret_hash[..],
+                    site.limits.max_text_bytes,
+                    site.limits.guest_messages,
+                    site.limits.guest_window_secs,
+                ],
+            );
+            match r {
+                Ok(_) => Ok(()),
+                Err(e) if is_constraint(&e) => Err(StoreError::Conflict),
+                Err(e) => Err(unavailable(e)),
+            }
+        })
+        .await
+    }
+
+    async fn site(&self, id: &str) -> Result<Option<SiteRecord>, StoreError> {
+        let id = id.to_owned();
+        self.read(move |c| {
+            let raw = c
+                .query_row(
+                    "SELECT id, origins, secret_hash, max_text_bytes, guest_messages, guest_window_secs
+                     FROM sites WHERE id = ?1",
+                    [id],
+                    site_from_row,
+                )
+                .optional()
+                .map_err(unavailable)?;
+            raw.map(site_record).transpose()
+        })
+        .await
+    }
+
+    async fn list_sites(&self) -> Result<Vec<SiteRecord>, StoreError> {
+        self.read(|c| {
+            let mut stmt = c
+                .prepare_cached(
+                    "SELECT id, origins, secret_hash, max_text_bytes, guest_messages, guest_window_secs
+                     FROM sites ORDER BY id",
+                )
+                .map_err(unavailable)?;
+            let rows = stmt
+                .query_map([], site_from_row)
+                .map_err(unavailable)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(unavailable)?;
+            rows.into_iter().map(site_record).collect()
+        })
+        .await
+    }
+
+    async fn set_limits(&self, site: &str, limits: SiteLimits) -> Result<(), StoreError> {
+        let site = site.to_owned();
+        self.write(move |c| {
+            let n = c
+                .execute(
+                    "UPDATE sites SET max_text_bytes = ?2, guest_messages = ?3, guest_window_secs = ?4
+                     WHERE id = ?1",
+                    params![
+                        site,
+                        limits.max_text_bytes,
+                        limits.guest_messages,
+                        limits.guest_window_secs
+                    ],
+                )
+                .map_err(unavailable)?;
+            if n == 0 {
+                Err(StoreError::NotFound)
+            } else {
+                Ok(())
+            }
+        })
+        .await
+    }
+
+    async fn ban(&self, site: &str, member_id: &str) -> Result<(), StoreError> {
+        let (site, member_id) = (site.to_owned(), member_id.to_owned());
+        self.write(move |c| {
+            c.execute(
+                "INSERT OR IGNORE INTO bans (site, member_id) VALUES (?1, ?2)",
+                params![site, member_id],
+            )
+            .map_err(unavailable)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn is_banned(&self, site: &str, member_id: &str) -> Result<bool, StoreError> {
+        let (site, member_id) = (site.to_owned(), member_id.to_owned());
+        self.read(move |c| {
+            c.query_row(
+                "SELECT 1 FROM bans WHERE site = ?1 AND member_id = ?2",
+                params![site, member_id],
+                |_| Ok(()),
+            )
+            .optional()
+            .map(|r| r.is_some())
+            .map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn append_message(&self, key: &RoomKey, msg: NewMessage) -> Result<Appended, StoreError> {
+        let key = key.clone();
+        self.write(move |c| {
+            let tx = c
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(unavailable)?;
+            let (epoch, seq) = match room_row(&tx, &key)? {
+                Some((epoch, seq)) => {
+                    let existing = events_where(
+                        &tx,
+                        "site = ?1 AND room = ?2 AND member_id = ?3 AND client_id = ?4",
+                        params![key.site(), key.room(), msg.member_id, msg.client_id],
+                    )?;
+                    if let Some(event) = existing.into_iter().next() {
+                        return Ok(Appended {
+                            event,
+                            version: RoomVersion::new(epoch, to_u64(seq)?),
+                            created: false,
+                        });
+                    }
+                    (epoch, seq)
+                }
+                None => {
+                    let epoch = new_epoch();
+                    tx.execute(
+                        "INSERT INTO rooms (site, room, epoch, seq) VALUES (?1, ?2, ?3, 0)",
+                        params![key.site(), key.room(), epoch],
+                    )
+                    .map_err(unavailable)?;
+                    (epoch, 0)
+                }
+            };
+            let seq = to_u64(seq)? + 1;
+            let event = Event {
+                seq,
+                kind: EventKind::Message,
+                member_id: msg.member_id,
+                nick: msg.nick,
+                text: msg.text,
+                client_id: Some(msg.client_id),
+                deletes: None,
+                at_ms: msg.at_ms,
+            };
+            insert_event(&tx, &key, &event)?;
+            tx.commit().map_err(unavailable)?;
+            Ok(Appended {
+                event,
+                version: RoomVersion::new(epoch, seq),
+                created: true,
+            })
+        })
+        .await
+    }
+
+    async fn delete_message(
+        &self,
+        key: &RoomKey,
+        seq: u64,
+        at_ms: i64,
+    ) -> Result<Appended, StoreError> {
+        let key = key.clone();
+        self.write(move |c| {
+            let tx = c
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(unavailable)?;
+            let Some((epoch, last)) = room_row(&tx, &key)? else {
+                return Err(StoreError::NotFound);
+            };
+            let target: Option<(u8, bool)> = tx
+                .query_row(
+                    "SELECT kind, deleted FROM events WHERE site = ?1 AND room = ?2 AND seq = ?3",
+                    params![key.site(), key.room(), seq_to_i64(seq)],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()
+                .map_err(unavailable)?;
+            match target {
+                Some((kind, _)) if kind_from_code(kind)? != EventKind::Message => {
+                    return Err(StoreError::NotFound)
+                }
+                None => return Err(StoreError::NotFound),
+                Some((_, true)) => {
+                    let existing = events_where(
+                        &tx,
+                        "site = ?1 AND room = ?2 AND deletes = ?3",
+                        params![key.site(), key.room(), seq_to_i64(seq)],
+                    )?;
+                    let event = existing.into_iter().next().ok_or_else(|| {
+                        StoreError::Unavailable("a deleted message has no deletion event".into())
+                    })?;
+                    return Ok(Appended {
+                        event,
+                        version: RoomVersion::new(epoch, to_u64(last)?),
+                        created: false,
+                    });
+                }
+                Some((_, false)) => {}
+            }
+            let new_seq = to_u64(last)? + 1;
+            let event = Event {
+                seq: new_seq,
+                kind: EventKind::Deletion,
+                member_id: String::new(),
+                nick: String::new(),
+                text: String::new(),
+                client_id: None,
+                deletes: Some(seq),
+                at_ms,
+            };
+            insert_event(&tx, &key, &event)?;
+            tx.execute(
+                "UPDATE events SET deleted = 1 WHERE site = ?1 AND room = ?2 AND seq = ?3",
+                params![key.site(), key.room(), seq_to_i64(seq)],
+            )
+            .map_err(unavailable)?;
+            tx.commit().map_err(unavailable)?;
+            Ok(Appended {
+                event,
+                version: RoomVersion::new(epoch, new_seq),
+                created: true,
+            })
+        })
+        .await
+    }
+
+    async fn events_after(
+        &self,
+        key: &RoomKey,
+        after: u64,
+        limit: usize,
+    ) -> Result<(Vec<Event>, RoomVersion), StoreError> {
+        let key = key.clone();
+        self.read(move |c| {
+            let tx = c.transaction().map_err(unavailable)?;
+            let version = version_of(&tx, &key)?;
+            let events = if version.seq > after && limit > 0 {
+                events_where(
+                    &tx,
+                    "site = ?1 AND room = ?2 AND seq > ?3 ORDER BY seq LIMIT ?4",
+                    params![
+                        key.site(),
+                        key.room(),
+                        seq_to_i64(after),
+                        limit_to_i64(limit)
+                    ],
+                )?
+            } else {
+                Vec::new()
+            };
+            tx.finish().map_err(unavailable)?;
+            Ok((events, version))
+        })
+        .await
+    }
+
+    async fn recent_messages(
+        &self,
+        key: &RoomKey,
+        limit: usize,
+    ) -> Result<(Vec<Event>, RoomVersion), StoreError> {
+        let key = key.clone();
+        self.read(move |c| {
+            let tx = c.transaction().map_err(unavailable)?;
+            let version = version_of(&tx, &key)?;
+            let mut events = if version.seq > 0 && limit > 0 {
+                events_where(
+                    &tx,
+                    "site = ?1 AND room = ?2 AND kind = ?3 AND deleted = 0 ORDER BY seq DESC LIMIT ?4",
+                    params![
+                        key.site(),
+                        key.room(),
+                        kind_code(EventKind::Message),
+                        limit_to_i64(limit)
+                    ],
+                )?
+            } else {
+                Vec::new()
+            };
+            tx.finish().map_err(unavailable)?;
+            events.reverse();
+            Ok((events, version))
+        })
+        .await
+    }
+
+    async fn room_version(&self, key: &RoomKey) -> Result<RoomVersion, StoreError> {
+        let key = key.clone();
+        self.read(move |c| version_of(c, &key)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::conformance;
+
+    fn open() -> (tempfile::TempDir, Arc<SqliteStore>) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("chatty.db")).unwrap();
+        (dir, store)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn conformance_suite() {
+        let (_dir, store) = open();
+        conformance::run_all(store).await;
+    }
+
+    #[tokio::test]
+    async fn data_survives_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("chatty.db");
+        let key = RoomKey::new("demo", "lobby").unwrap();
+        let first = {
+            let store = SqliteStore::open(&path).unwrap();
+            let a = store
+                .append_message(&key, conformance::message("m1", "c1", "hello"))
+                .await
+                .unwrap();
+            a.version
+        };
+        let store = SqliteStore::open(&path).unwrap();
+        assert_eq!(store.room_version(&key).await.unwrap(), first);
+        let (events, _) = store.events_after(&key, 0, 10).await.unwrap();
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].text, "hello");
+    }
+
+    #[test]
+    fn refuses_a_newer_schema() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("chatty.db");
+        drop(SqliteStore::open(&path).unwrap());
+        let c = Connection::open(&path).unwrap();
+        c.execute("INSERT INTO schema_version (version) VALUES (99)", [])
+            .unwrap();
+        drop(c);
+        assert!(matches!(
+            SqliteStore::open(&path),
+            Err(StoreError::Unavailable(_))
+        ));
+    }
+}
