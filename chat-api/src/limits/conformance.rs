@@ -1,0 +1,103 @@
+//! The rate-limit conformance suite: what every [`Limiter`] must do, run
+//! against the in-process one and Redis alike (real time, short windows).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chatty_shared::config::Rate;
+
+use super::{Decision, Limiter};
+
+fn key(name: &str) -> String {
+    format!("{name}:{:08x}", rand::random::<u32>())
+}
+
+/// Runs every check in turn.
+pub async fn run_all(l: Arc<dyn Limiter>) {
+    counts_up_to_the_limit(&*l).await;
+    keys_are_independent(&*l).await;
+    allows_again_after_retry_after(&*l).await;
+    concurrent_hits(l.clone()).await;
+}
+
+/// `count` hits pass, the next is refused with a sensible wait.
+pub async fn counts_up_to_the_limit(l: &dyn Limiter) {
+    let k = key("count");
+    let rate = Rate {
+        count: 5,
+        per: Duration::from_secs(10),
+    };
+    for _ in 0..5 {
+        assert_eq!(l.hit(&k, rate).await, Decision::Allowed);
+    }
+    for _ in 0..3 {
+        match l.hit(&k, rate).await {
+            Decision::Limited { retry_after } => {
+                assert!(retry_after > Duration::ZERO && retry_after <= Duration::from_secs(20));
+            }
+            Decision::Allowed => panic!("hit over the limit allowed"),
+        }
+    }
+}
+
+/// One key's hits never count against another.
+pub async fn keys_are_independent(l: &dyn Limiter) {
+    let rate = Rate {
+        count: 1,
+        per: Duration::from_secs(10),
+    };
+    let (a, b) = (key("a"), key("b"));
+    assert_eq!(l.hit(&a, rate).await, Decision::Allowed);
+    assert!(matches!(l.hit(&a, rate).await, Decision::Limited { .. }));
+    assert_eq!(l.hit(&b, rate).await, Decision::Allowed);
+}
+
+/// Waiting as long as told is enough.
+pub async fn allows_again_after_retry_after(l: &dyn Limiter) {
+    let k = key("wait");
+    let rate = Rate {
+        count: 3,
+        per: Duration::from_millis(300),
+    };
+    let mut allowed = 0;
+    let mut waited = false;
+    for _ in 0..20 {
+        match l.hit(&k, rate).await {
+            Decision::Allowed => allowed += 1,
+            Decision::Limited { retry_after } => {
+                assert!(retry_after <= Duration::from_millis(600), "{retry_after:?}");
+                tokio::time::sleep(retry_after + Duration::from_millis(5)).await;
+                assert_eq!(
+                    l.hit(&k, rate).await,
+                    Decision::Allowed,
+                    "after {retry_after:?}"
+                );
+                allowed += 1;
+                waited = true;
+            }
+        }
+    }
+    assert!(waited && allowed > 3);
+}
+
+/// Concurrent hits on one key: exactly `count` get through.
+pub async fn concurrent_hits(l: Arc<dyn Limiter>) {
+    let k = key("race");
+    let rate = Rate {
+        count: 10,
+        per: Duration::from_secs(30),
+    };
+    let tasks: Vec<_> = (0..40)
+        .map(|_| {
+            let (l, k) = (l.clone(), k.clone());
+            tokio::spawn(async move { l.hit(&k, rate).await == Decision::Allowed })
+        })
+        .collect();
+    let mut allowed = 0;
+    for t in tasks {
+        if t.await.expect("hit task") {
+            allowed += 1;
+        }
+    }
+    assert_eq!(allowed, 10);
+}

@@ -1,0 +1,192 @@
+//! Rate limits in Redis, shared by every API node, with a per-node fallback.
+//!
+//! Counters live at `{prefix}l:{key}:{window}` (two per key at a time, each
+//! expiring after two windows); one Lua script, timed by Redis' clock,
+//! applies the sliding-window rule and counts the hit atomically.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chatty_shared::bus::{redis_builder, start_connecting};
+use chatty_shared::config::Rate;
+use fred::clients::Client;
+use fred::interfaces::ClientLike;
+
+use super::{per_ms, Decision, InProcessLimiter, Limiter};
+use crate::presence::script::Script;
+
+/// Upper bound on one Redis round trip before falling back.
+const CALL_TIMEOUT: Duration = Duration::from_millis(300);
+
+/// KEYS: counter key stem. ARGV: limit, window ms.
+/// Returns 0 when allowed (and counted), else the ms to wait.
+static HIT: Script = Script::new(
+    "local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local limit = tonumber(ARGV[1])
+local per = tonumber(ARGV[2])
+local w = math.floor(now / per)
+local elapsed = now - w * per
+local ck = KEYS[1] .. string.format('%d', w)
+local curr = tonumber(redis.call('GET', ck) or '0')
+local prev = tonumber(redis.call('GET', KEYS[1] .. string.format('%d', w - 1)) or '0')
+if prev * (per - elapsed) + (curr + 1) * per <= limit * per then
+  redis.call('INCR', ck)
+  redis.call('PEXPIRE', ck, 2 * per + 1000)
+  return 0
+end
+local wait
+if curr < limit then
+  wait = per - math.floor(((limit - curr - 1) * per) / math.max(prev, 1)) - elapsed
+else
+  wait = (per - elapsed) + per - math.floor(((limit - 1) * per) / math.max(curr, 1))
+end
+return math.max(wait, 1)
+",
+);
+
+/// Rate limits kept in Redis, so that every node counts the same hits.
+///
+/// **While Redis is down or slow, each node falls back to its own
+/// [`InProcessLimiter`]**: limits keep working, per node (so a client
+/// spread over `n` nodes may get up to `n` times the rate), and sends are
+/// never refused because Redis is unavailable. Back on Redis, the shared
+/// counters resume where they were.
+pub struct RedisLimiter {
+    client: Client,
+    prefix: String,
+    fallback: InProcessLimiter,
+}
+
+impl std::fmt::Debug for RedisLimiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisLimiter")
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why the Redis limiter could not be built (a bad URL).
+#[derive(Debug, thiserror::Error)]
+#[error("rate limits: {0}")]
+pub struct LimiterError(String);
+
+impl RedisLimiter {
+    /// Starts connecting in the background (the fallback answers until
+    /// Redis does). Keys live under `prefix`. Needs a tokio runtime.
+    pub fn connect(url: &str, prefix: &str) -> Result<Arc<RedisLimiter>, LimiterError> {
+        let client = redis_builder(url)
+            .map_err(|e| LimiterError(e.to_string()))?
+            .build()
+            .map_err(|e| LimiterError(e.to_string()))?;
+        start_connecting(&client);
+        Ok(Arc::new(RedisLimiter {
+            client,
+            prefix: prefix.to_owned(),
+            fallback: InProcessLimiter::default(),
+        }))
+    }
+
+    /// Waits up to `within` for the first connection (for tests).
+    pub async fn wait_connected(&self, within: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        while !self.client.is_connected() {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        true
+    }
+
+    async fn shared(&self, key: &str, rate: Rate) -> Result<Decision, String> {
+        if !self.client.is_connected() {
+            return Err("Redis not connected".into());
+        }
+        let run = HIT.run::<i64>(
+            &self.client,
+            vec![format!("{}l:{key}:", self.prefix)],
+            vec![rate.count.to_string(), per_ms(rate).to_string()],
+        );
+        let wait = tokio::time::timeout(CALL_TIMEOUT, run)
+            .await
+            .map_err(|_| "Redis did not answer in time".to_owned())?
+            .map_err(|e| e.to_string())?;
+        Ok(match u64::try_from(wait) {
+            Ok(0) | Err(_) => Decision::Allowed,
+            Ok(ms) => Decision::Limited {
+                retry_after: Duration::from_millis(ms),
+            },
+        })
+    }
+}
+
+#[async_trait]
+impl Limiter for RedisLimiter {
+    async fn hit(&self, key: &str, rate: Rate) -> Decision {
+        match self.shared(key, rate).await {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::debug!(error = %e, "rate limits: Redis unavailable, counting on this node");
+                self.fallback.check(key, rate)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::limits::conformance;
+
+    const HOW_TO_START: &str =
+        "start Redis: redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save ''";
+
+    async fn limiter() -> Arc<RedisLimiter> {
+        let prefix = format!("t{:08x}:", rand::random::<u32>());
+        let l = RedisLimiter::connect("redis://127.0.0.1:6379", &prefix).unwrap();
+        assert!(
+            l.wait_connected(Duration::from_secs(3)).await,
+            "{HOW_TO_START}"
+        );
+        l
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn conformance_suite() {
+        conformance::run_all(limiter().await).await;
+    }
+
+    #[tokio::test]
+    async fn nodes_share_counters() {
+        let a = limiter().await;
+        let b = RedisLimiter::connect("redis://127.0.0.1:6379", &a.prefix).unwrap();
+        assert!(
+            b.wait_connected(Duration::from_secs(3)).await,
+            "{HOW_TO_START}"
+        );
+        let rate = Rate {
+            count: 2,
+            per: Duration::from_secs(10),
+        };
+        assert_eq!(a.hit("k", rate).await, Decision::Allowed);
+        assert_eq!(b.hit("k", rate).await, Decision::Allowed);
+        assert!(matches!(a.hit("k", rate).await, Decision::Limited { .. }));
+        assert!(matches!(b.hit("k", rate).await, Decision::Limited { .. }));
+    }
+
+    #[tokio::test]
+    async fn falls_back_to_this_node_while_redis_is_down() {
+        let l = RedisLimiter::connect("redis://127.0.0.1:1", "t:").unwrap();
+        let rate = Rate {
+            count: 2,
+            per: Duration::from_secs(10),
+        };
+        let t = std::time::Instant::now();
+        assert_eq!(l.hit("k", rate).await, Decision::Allowed);
+        assert_eq!(l.hit("k", rate).await, Decision::Allowed);
+        assert!(matches!(l.hit("k", rate).await, Decision::Limited { .. }));
+        assert!(t.elapsed() < Duration::from_millis(500));
+    }
+}

@@ -1,0 +1,388 @@
+//! Presence in Redis, shared by every API node (cluster mode).
+//!
+//! Per room (`{site}/{room}`): a sorted set `{prefix}p:{room}` of member ids
+//! scored by expiry (ms), a hash `{prefix}pn:{room}` of nicks and a string
+//! `{prefix}pv:{room}` holding the members version. One global sorted set
+//! `{prefix}px` indexes every `"{room} {member id}"` by expiry so that a sweep
+//! finds expired members in any room. Every change is one Lua script, timed
+//! by Redis' own clock, so versions are bumped atomically and a sweep run
+//! by several nodes at once reports each removal once. (The sweep touches
+//! keys it derives from the index: fine on one Redis, not on Redis Cluster.)
+//!
+//! Keys expire an hour after their room's last activity, so abandoned rooms
+//! leave nothing behind. While Redis is down every call fails within a
+//! second with [`PresenceError::Unavailable`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chatty_shared::bus::{redis_builder, start_connecting};
+use chatty_shared::room::RoomKey;
+use chatty_shared::wire::Member;
+use fred::clients::Client;
+use fred::interfaces::ClientLike;
+use fred::types::Value;
+
+use super::script::Script;
+use super::{sort_members, Presence, PresenceError};
+
+/// Upper bound on one presence call, whatever fred does.
+const CALL_TIMEOUT: Duration = Duration::from_millis(800);
+
+/// KEYS: members zset, nicks hash, version, global index.
+/// ARGV: member id, nick, ttl ms, room key. Returns {changed, version}.
+static UPSERT: Script = Script::new(
+    "local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ttl = tonumber(ARGV[3])
+local exp = now + ttl
+local keep = ttl + 3600000
+local changed = 0
+if redis.call('HGET', KEYS[2], ARGV[1]) ~= ARGV[2] then changed = 1 end
+if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then changed = 1 end
+redis.call('ZADD', KEYS[1], exp, ARGV[1])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+redis.call('ZADD', KEYS[4], exp, ARGV[4] .. ' ' .. ARGV[1])
+redis.call('PEXPIRE', KEYS[1], keep)
+redis.call('PEXPIRE', KEYS[2], keep)
+local v = tonumber(redis.call('GET', KEYS[3]) or '0')
+if changed == 1 or v == 0 then
+  changed = 1
+  v = math.max(v + 1, now)
+end
+redis.call('SET', KEYS[3], string.format('%d', v), 'PX', keep)
+return {changed, v}
+",
+);
+
+/// KEYS: members zset, nicks hash, version, global index.
+/// ARGV: member id, room key. Returns the new version, or -1.
+static LEAVE: Script = Script::new(
+    "local removed = redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('HDEL', KEYS[2], ARGV[1])
+redis.call('ZREM', KEYS[4], ARGV[2] .. ' ' .. ARGV[1])
+if removed == 0 then return -1 end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local v = math.max(tonumber(redis.call('GET', KEYS[3]) or '0') + 1, now)
+local keep = math.max(redis.call('PTTL', KEYS[1]), 3600000)
+redis.call('SET', KEYS[3], string.format('%d', v), 'PX', keep)
+return v
+",
+);
+
+/// KEYS: members zset, nicks hash, version.
+/// Returns {version, id1, nick1, id2, nick2, …}.
+static LIST: Script = Script::new(
+    "local ids = redis.call('ZRANGE', KEYS[1], 0, -1)
+local out = { redis.call('GET', KEYS[3]) or '0' }
+for _, id in ipairs(ids) do
+  table.insert(out, id)
+  table.insert(out, redis.call('HGET', KEYS[2], id) or '')
+end
+return out
+",
+);
+
+/// KEYS: global index. ARGV: max, key prefix.
+/// Returns {room1, version1, room2, version2, …} for the rooms that moved.
+static SWEEP: Script = Script::new(
+    "local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
+local seen = {}
+local order = {}
+for _, entry in ipairs(due) do
+  redis.call('ZREM', KEYS[1], entry)
+  local sp = string.find(entry, ' ', 1, true)
+  if sp then
+    local room = string.sub(entry, 1, sp - 1)
+    local member = string.sub(entry, sp + 1)
+    local z = ARGV[2] .. 'p:' .. room
+    local score = redis.call('ZSCORE', z, member)
+    if score and tonumber(score) <= now then
+      redis.call('ZREM', z, member)
+      redis.call('HDEL', ARGV[2] .. 'pn:' .. room, member)
+      if not seen[room] then
+        seen[room] = true
+        table.insert(order, room)
+      end
+    end
+  end
+end
+local out = {}
+for _, room in ipairs(order) do
+  local vk = ARGV[2] .. 'pv:' .. room
+  local v = math.max(tonumber(redis.call('GET', vk) or '0') + 1, now)
+  local keep = math.max(redis.call('PTTL', ARGV[2] .. 'p:' .. room), 3600000)
+  redis.call('SET', vk, string.format('%d', v), 'PX', keep)
+  table.insert(out, room)
+  table.insert(out, v)
+end
+return out
+",
+);
+
+/// Presence kept in Redis.
+pub struct RedisPresence {
+    client: Client,
+    prefix: String,
+}
+
+impl std::fmt::Debug for RedisPresence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisPresence")
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+fn down(e: impl std::fmt::Display) -> PresenceError {
+    PresenceError::Unavailable(e.to_string())
+}
+
+fn number(v: &Value) -> Result<u64, PresenceError> {
+    match v {
+        Value::Integer(i) => u64::try_from(*i).map_err(|_| down("negative version from Redis")),
+        other => other
+            .as_string()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| down("unexpected reply from Redis")),
+    }
+}
+
+fn text(v: Value) -> Result<String, PresenceError> {
+    v.into_string()
+        .ok_or_else(|| down("unexpected reply from Redis"))
+}
+
+impl RedisPresence {
+    /// Starts connecting in the background (calls fail fast until Redis
+    /// answers). Keys live under `prefix`. Needs a tokio runtime.
+    pub fn connect(url: &str, prefix: &str) -> Result<Arc<RedisPresence>, PresenceError> {
+        let client = redis_builder(url).map_err(down)?.build().map_err(down)?;
+        start_connecting(&client);
+        Ok(Arc::new(RedisPresence {
+            client,
+            prefix: prefix.to_owned(),
+        }))
+    }
+
+    /// Waits up to `within` for the first connection (for tests and
+    /// start-up logs; calls work without it).
+    pub async fn wait_connected(&self, within: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        while !self.client.is_connected() {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        true
+    }
+
+    fn room_keys(&self, key: &RoomKey) -> Vec<String> {
+        let p = &self.prefix;
+        vec![
+            format!("{p}p:{key}"),
+            format!("{p}pn:{key}"),
+            format!("{p}pv:{key}"),
+            format!("{p}px"),
+        ]
+    }
+
+    async fn call<R: fred::types::FromValue>(
+        &self,
+        script: &Script,
+        keys: Vec<String>,
+        args: Vec<String>,
+    ) -> Result<R, PresenceError> {
+        if !self.client.is_connected() {
+            return Err(down("Redis not connected"));
+        }
+        tokio::time::timeout(CALL_TIMEOUT, script.run(&self.client, keys, args))
+            .await
+            .map_err(|_| down("Redis did not answer in time"))?
+            .map_err(down)
+    }
+
+    async fn upsert(
+        &self,
+        key: &RoomKey,
+        member: &Member,
+        ttl: Duration,
+    ) -> Result<(bool, u64), PresenceError> {
+        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        let reply: Vec<Value> = self
+            .call(
+                &UPSERT,
+                self.room_keys(key),
+                vec![
+                    member.id.clone(),
+                    member.nick.clone(),
+                    ttl_ms.to_string(),
+                    key.to_string(),
+                ],
+            )
+            .await?;
+        match reply.as_slice() {
+            [changed, version] => Ok((number(changed)? == 1, number(version)?)),
+            _ => Err(down("unexpected reply from Redis")),
+        }
+    }
+}
+
+#[async_trait]
+impl Presence for RedisPresence {
+    async fn ping(&self) -> Result<(), PresenceError> {
+        if !self.client.is_connected() {
+            return Err(down("Redis not connected"));
+        }
+        tokio::time::timeout(CALL_TIMEOUT, self.client.ping::<()>(None))
+            .await
+            .map_err(|_| down("Redis did not answer in time"))?
+            .map_err(down)
+    }
+
+    async fn join(
+        &self,
+        key: &RoomKey,
+        member: &Member,
+        ttl: Duration,
+    ) -> Result<u64, PresenceError> {
+        self.upsert(key, member, ttl).await.map(|(_, v)| v)
+    }
+
+    async fn heartbeat(
+        &self,
+        key: &RoomKey,
+        member: &Member,
+        ttl: Duration,
+    ) -> Result<Option<u64>, PresenceError> {
+        self.upsert(key, member, ttl)
+            .await
+            .map(|(changed, v)| changed.then_some(v))
+    }
+
+    async fn leave(&self, key: &RoomKey, member_id: &str) -> Result<Option<u64>, PresenceError> {
+        let v: i64 = self
+            .call(
+                &LEAVE,
+                self.room_keys(key),
+                vec![member_id.to_owned(), key.to_string()],
+            )
+            .await?;
+        Ok(u64::try_from(v).ok())
+    }
+
+    async fn list(&self, key: &RoomKey) -> Result<(Vec<Member>, u64), PresenceError> {
+        let mut keys = self.room_keys(key);
+        keys.truncate(3);
+        let reply: Vec<Value> = self.call(&LIST, keys, Vec::new()).await?;
+        let mut items = reply.into_iter();
+        let version = number(&items.next().ok_or_else(|| down("empty reply from Redis"))?)?;
+        let mut members = Vec::with_capacity(items.len() / 2);
+        while let (Some(id), Some(nick)) = (items.next(), items.next()) {
+            members.push(Member {
+                id: text(id)?,
+                nick: text(nick)?,
+            });
+        }
+        sort_members(&mut members);
+        Ok((members, version))
+    }
+
+    async fn sweep(&self, max: usize) -> Result<Vec<(RoomKey, u64)>, PresenceError> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        let reply: Vec<Value> = self
+            .call(
+                &SWEEP,
+                vec![format!("{}px", self.prefix)],
+                vec![max.to_string(), self.prefix.clone()],
+            )
+            .await?;
+        let mut out = Vec::with_capacity(reply.len() / 2);
+        let mut items = reply.into_iter();
+        while let (Some(room), Some(version)) = (items.next(), items.next()) {
+            let room = text(room)?;
+            // Keys were written by this code from valid room keys; skip
+            // anything else rather than fail the whole sweep.
+            if let Ok(key) = RoomKey::parse(&room) {
+                out.push((key, number(&version)?));
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::presence::conformance;
+    use fred::interfaces::KeysInterface;
+
+    pub(crate) const HOW_TO_START: &str =
+        "start Redis: redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save ''";
+
+    pub(crate) fn test_prefix() -> String {
+        format!("t{:08x}:", rand::random::<u32>())
+    }
+
+    async fn presence() -> Arc<RedisPresence> {
+        let p = RedisPresence::connect("redis://127.0.0.1:6379", &test_prefix()).unwrap();
+        assert!(
+            p.wait_connected(Duration::from_secs(3)).await,
+            "{HOW_TO_START}"
+        );
+        p
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn conformance_suite() {
+        conformance::run_all(presence().await).await;
+    }
+
+    #[tokio::test]
+    async fn versions_survive_a_forgetful_redis() {
+        let p = presence().await;
+        let key = RoomKey::new("demo", "lobby").unwrap();
+        let a = Member {
+            id: "a".into(),
+            nick: "A".into(),
+        };
+        let mut last = 0;
+        for i in 0..3 {
+            let m = Member {
+                nick: format!("A{i}"),
+                ..a.clone()
+            };
+            last = p.join(&key, &m, Duration::from_secs(30)).await.unwrap();
+        }
+        // What a restart of a non-persistent Redis does to this prefix.
+        let keys: Vec<String> = p.room_keys(&key);
+        let _: i64 = p.client.del(keys).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let v = p.join(&key, &a, Duration::from_secs(30)).await.unwrap();
+        assert!(v > last, "{v} after {last}");
+        assert_eq!(p.list(&key).await.unwrap(), (vec![a], v));
+    }
+
+    #[tokio::test]
+    async fn unreachable_redis_fails_fast() {
+        let p = RedisPresence::connect("redis://127.0.0.1:1", "t:").unwrap();
+        let key = RoomKey::new("demo", "lobby").unwrap();
+        let m = Member {
+            id: "a".into(),
+            nick: "A".into(),
+        };
+        let t = std::time::Instant::now();
+        assert!(p.ping().await.is_err());
+        assert!(p.join(&key, &m, Duration::from_secs(1)).await.is_err());
+        assert!(p.list(&key).await.is_err());
+        assert!(p.sweep(10).await.is_err());
+        assert!(t.elapsed() < Duration::from_secs(1));
+    }
+}
