@@ -1,0 +1,673 @@
+//! End-to-end tests of the edge, in process, against a stand-in API node.
+//!
+//! The stand-in (`Upstream`) is a TEST FIXTURE: a tiny HTTP/1.1 server on a
+//! real socket that answers `/readyz` and room polls with ETags and counts
+//! the requests it sees. It is not chat-api; the cross-process tests with
+//! real API nodes live in the workspace's integration suite.
+
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chatty_shared::bus::{Bus, BusError, BusEvent, BusMessage};
+use chatty_shared::etag::RoomVersion;
+use chatty_shared::room::RoomKey;
+use edge_proxy::{BusSource, EdgeConfig};
+use parking_lot::Mutex;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+// ---------------------------------------------------------------- fixture
+
+/// A stand-in API node: room `messages` at `"r1.{seq}"`, `members` at
+/// `"m{members}"`, 304 on an exact `If-None-Match`, 201 on a POST.
+struct Upstream {
+    addr: SocketAddr,
+    seq: Arc<AtomicU64>,
+    members: Arc<AtomicU64>,
+    hits: Arc<AtomicUsize>,
+    stopped: Arc<std::sync::atomic::AtomicBool>,
+    tasks: Mutex<Option<JoinSet<()>>>,
+}
+
+impl Upstream {
+    async fn start() -> Upstream {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seq = Arc::new(AtomicU64::new(3));
+        let members = Arc::new(AtomicU64::new(2));
+        let hits = Arc::new(AtomicUsize::new(0));
+        let stopped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut tasks = JoinSet::new();
+        let (s, m, h, st) = (seq.clone(), members.clone(), hits.clone(), stopped.clone());
+        tasks.spawn(async move {
+            let mut conns = JoinSet::new();
+            loop {
+                let Ok((sock, _)) = listener.accept().await else {
+                    return;
+                };
+                let (s, m, h, st) = (s.clone(), m.clone(), h.clone(), st.clone());
+                conns.spawn(serve(sock, s, m, h, st));
+            }
+        });
+        Upstream {
+            addr,
+            seq,
+            members,
+            hits,
+            stopped,
+            tasks: Mutex::new(Some(tasks)),
+        }
+    }
+
+    /// Room requests seen (health checks excluded).
+    fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+
+    /// Closes the listener; open connections close on their next request.
+    async fn stop(&self) {
+        self.stopped.store(true, Ordering::SeqCst);
+        let tasks = self.tasks.lock().take();
+        if let Some(mut t) = tasks {
+            t.abort_all();
+            while t.join_next().await.is_some() {}
+        }
+    }
+}
+
+async fn serve(
+    mut sock: TcpStream,
+    seq: Arc<AtomicU64>,
+    members: Arc<AtomicU64>,
+    hits: Arc<AtomicUsize>,
+    stopped: Arc<std::sync::atomic::AtomicBool>,
+) {
+    let mut buf = Vec::new();
+    loop {
+        let Some((head, body_start)) = read_head(&mut sock, &mut buf).await else {
+            return;
+        };
+        if stopped.load(Ordering::SeqCst) {
+            return;
+        }
+        let mut lines = head.split("\r\n");
+        let request_line = lines.next().unwrap_or("");
+        let mut parts = request_line.split(' ');
+        let method = parts.next().unwrap_or("").to_owned();
+        let path = parts
+            .next()
+            .unwrap_or("")
+            .split('?')
+            .next()
+            .unwrap_or("")
+            .to_owned();
+        let mut inm = None;
+        let mut len = 0usize;
+        for l in lines {
+            if let Some((k, v)) = l.split_once(':') {
+                match k.trim().to_ascii_lowercase().as_str() {
+                    "if-none-match" => inm = Some(v.trim().to_owned()),
+                    "content-length" => len = v.trim().parse().unwrap_or(0),
+                    _ => {}
+                }
+            }
+        }
+        buf.drain(..body_start);
+        while buf.len() < len {
+            let mut chunk = [0u8; 4096];
+            match sock.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+        buf.drain(..len);
+        let (status, etag, body) = if path == "/readyz" {
+            ("200 OK", None, r#"{"store":"ok","bus":"ok"}"#.to_owned())
+        } else if path.ends_with("/messages") {
+            hits.fetch_add(1, Ordering::SeqCst);
+            if method == "POST" {
+                let n = seq.fetch_add(1, Ordering::SeqCst) + 1;
+                (
+                    "201 Created",
+                    Some(format!("\"r1.{n}\"")),
+                    format!(r#"{{"seq":{n}}}"#),
+                )
+            } else {
+                let tag = format!("\"r1.{}\"", seq.load(Ordering::SeqCst));
+                if inm.as_deref() == Some(tag.as_str()) {
+                    ("304 Not Modified", Some(tag), String::new())
+                } else {
+                    ("200 OK", Some(tag), r#"{"events":[]}"#.to_owned())
+                }
+            }
+        } else if path.ends_with("/members") {
+            hits.fetch_add(1, Ordering::SeqCst);
+            let tag = format!("\"m{}\"", members.load(Ordering::SeqCst));
+            if inm.as_deref() == Some(tag.as_str()) {
+                ("304 Not Modified", Some(tag), String::new())
+            } else {
+                ("200 OK", Some(tag), r#"{"members":[]}"#.to_owned())
+            }
+        } else {
+            hits.fetch_add(1, Ordering::SeqCst);
+            (
+                "404 Not Found",
+                None,
+                r#"{"error":{"code":"not_found","message":"no"}}"#.to_owned(),
+            )
+        };
+        let mut out = format!("HTTP/1.1 {status}\r\n");
+        if let Some(tag) = etag {
+            out.push_str(&format!("ETag: {tag}\r\nCache-Control: no-cache\r\n"));
+        }
+        if !status.starts_with("304") {
+            out.push_str(&format!(
+                "Content-Type: application/json\r\nContent-Length: {}\r\n",
+                body.len()
+            ));
+        }
+        out.push_str("\r\n");
+        out.push_str(&body);
+        if sock.write_all(out.as_bytes()).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Reads until a blank line; returns the header text and where the body
+/// starts in `buf`.
+async fn read_head(sock: &mut TcpStream, buf: &mut Vec<u8>) -> Option<(String, usize)> {
+    loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            return Some((String::from_utf8_lossy(&buf[..i]).into_owned(), i + 4));
+        }
+        let mut chunk = [0u8; 4096];
+        match sock.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+/// A bus whose events the test writes by hand.
+struct ScriptedBus {
+    rx: Mutex<Option<mpsc::Receiver<BusEvent>>>,
+}
+
+#[async_trait::async_trait]
+impl Bus for ScriptedBus {
+    async fn publish(&self, _msg: &BusMessage) -> Result<(), BusError> {
+        Ok(())
+    }
+    async fn ping(&self) -> Result<(), BusError> {
+        Ok(())
+    }
+    fn subscribe(&self) -> mpsc::Receiver<BusEvent> {
+        self.rx.lock().take().expect("subscribed once")
+    }
+}
+
+// ------------------------------------------------------------- the edge
+
+struct Edge {
+    addr: SocketAddr,
+    admin: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+fn free_port() -> SocketAddr {
+    StdListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+impl Edge {
+    async fn start(config: EdgeConfig, bus: BusSource) -> Edge {
+        let addr = free_port();
+        let admin = free_port();
+        let config = EdgeConfig {
+            listen: addr,
+            metrics_listen: admin,
+            threads: 2,
+            drain_timeout: Duration::from_secs(1),
+            ..config
+        };
+        let (stop, rx) = tokio::sync::oneshot::channel();
+        let thread = std::thread::spawn(move || {
+            edge_proxy::run_until(config, bus, rx).expect("edge runs");
+        });
+        let edge = Edge {
+            addr,
+            admin,
+            stop: Some(stop),
+            thread: Some(thread),
+        };
+        for _ in 0..200 {
+            if let Ok(r) = get(edge.admin, "/readyz", &[]).await {
+                if r.status == 200 {
+                    return edge;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("edge did not become ready");
+    }
+}
+
+impl Drop for Edge {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Reply {
+    status: u16,
+    head: String,
+    body: String,
+}
+
+impl Reply {
+    fn header(&self, name: &str) -> Option<String> {
+        self.head.split("\r\n").find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| v.trim().to_owned())
+        })
+    }
+}
+
+/// One request on a fresh connection (`Connection: close`), read to the end.
+async fn request(addr: SocketAddr, raw: String) -> std::io::Result<Reply> {
+    let mut sock = TcpStream::connect(addr).await?;
+    sock.write_all(raw.as_bytes()).await?;
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), sock.read_to_end(&mut out))
+        .await
+        .map_err(|_| std::io::Error::other("timeout"))??;
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("no status in {head:?}")))?;
+    Ok(Reply {
+        status,
+        head: head.to_owned(),
+        body: body.to_owned(),
+    })
+}
+
+async fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> std::io::Result<Reply> {
+    let mut raw = format!("GET {path} HTTP/1.1\r\nHost: chat.example\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        raw.push_str(&format!("{k}: {v}\r\n"));
+    }
+    raw.push_str("\r\n");
+    request(addr, raw).await
+}
+
+const LOBBY: &str = "/v1/sites/demo/rooms/lobby/messages";
+const LOBBY_MEMBERS: &str = "/v1/sites/demo/rooms/lobby/members";
+
+fn config(up: &Upstream) -> EdgeConfig {
+    EdgeConfig {
+        upstreams: vec![up.addr.to_string()],
+        ..EdgeConfig::default()
+    }
+}
+
+// ------------------------------------------------------------------ tests
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_from_memory_with_the_upstream_stopped() {
+    let up = Upstream::start().await;
+    let edge = Edge::start(config(&up), BusSource::None).await;
+
+    // First poll: forwarded, learned.
+    let r = get(
+        edge.addr,
+        "/v1/sites/demo/rooms/lobby/messages?after=0",
+        &[],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("etag").as_deref(), Some("\"r1.3\""));
+    assert_eq!(up.hits(), 1);
+
+    // Unchanged poll: 304 from memory (single, list, weak, split lines, *).
+    for inm in [
+        vec!["\"r1.3\""],
+        vec!["\"r0.0\", W/\"r1.3\""],
+        vec!["\"x\"", "\"r1.3\""],
+        vec!["*"],
+    ] {
+        let headers: Vec<(&str, &str)> = inm.iter().map(|v| ("If-None-Match", *v)).collect();
+        let r = get(
+            edge.addr,
+            "/v1/sites/demo/rooms/lobby/messages?after=3",
+            &headers,
+        )
+        .await
+        .unwrap();
+        assert_eq!(r.status, 304, "{inm:?}");
+        assert_eq!(r.header("etag").as_deref(), Some("\"r1.3\""));
+        assert_eq!(r.header("cache-control").as_deref(), Some("no-cache"));
+        assert!(r.body.is_empty());
+    }
+    assert_eq!(up.hits(), 1, "no poll reached the upstream");
+
+    // The upstream goes away: unchanged polls are still answered.
+    up.stop().await;
+    let r = get(edge.addr, LOBBY, &[("If-None-Match", "\"r1.3\"")])
+        .await
+        .unwrap();
+    assert_eq!(r.status, 304);
+
+    // A different ETag, or an unknown room, is forwarded: no healthy node.
+    for (path, inm) in [
+        (LOBBY, "\"r1.2\""),
+        ("/v1/sites/demo/rooms/other/messages", "\"r1.3\""),
+    ] {
+        let r = get(edge.addr, path, &[("If-None-Match", inm)])
+            .await
+            .unwrap();
+        assert!(r.status == 502 || r.status == 503, "{r:?}");
+        assert!(r.body.contains(r#""code":"unavailable""#), "{r:?}");
+        assert_eq!(r.header("retry-after").as_deref(), Some("1"));
+    }
+    // Within two seconds the dead node is out of rotation: /readyz says so.
+    let mut ready = 200;
+    for _ in 0..25 {
+        ready = get(edge.admin, "/readyz", &[]).await.unwrap().status;
+        if ready == 503 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(ready, 503);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn learns_from_posts_members_and_upstream_304s() {
+    let up = Upstream::start().await;
+    let edge = Edge::start(config(&up), BusSource::None).await;
+
+    // A POST answer carries the room's new ETag.
+    let body = r#"{"text":"hi","client_id":"c1"}"#;
+    let raw = format!(
+        "POST {LOBBY} HTTP/1.1\r\nHost: chat.example\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let r = request(edge.addr, raw).await.unwrap();
+    assert_eq!(r.status, 201);
+    assert_eq!(r.header("etag").as_deref(), Some("\"r1.4\""));
+    let r = get(edge.addr, LOBBY, &[("If-None-Match", "\"r1.4\"")])
+        .await
+        .unwrap();
+    assert_eq!(r.status, 304);
+    assert_eq!(up.hits(), 1);
+
+    // An older ETag is forwarded and answered 200 by the node.
+    let r = get(edge.addr, LOBBY, &[("If-None-Match", "\"r1.3\"")])
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(up.hits(), 2);
+
+    // Members: learned from a node's 304 as well as from a 200.
+    let r = get(edge.addr, LOBBY_MEMBERS, &[("If-None-Match", "\"m2\"")])
+        .await
+        .unwrap();
+    assert_eq!(r.status, 304);
+    assert_eq!(up.hits(), 3, "unknown members version: forwarded");
+    let r = get(edge.addr, LOBBY_MEMBERS, &[("If-None-Match", "\"m2\"")])
+        .await
+        .unwrap();
+    assert_eq!(r.status, 304);
+    assert_eq!(up.hits(), 3, "now answered from memory");
+    // A members bump seen in an answer replaces the old version.
+    up.members.store(3, Ordering::SeqCst);
+    let r = get(edge.addr, LOBBY_MEMBERS, &[]).await.unwrap();
+    assert_eq!(r.header("etag").as_deref(), Some("\"m3\""));
+    let r = get(edge.addr, LOBBY_MEMBERS, &[("If-None-Match", "\"m2\"")])
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200);
+    let r = get(edge.addr, LOBBY_MEMBERS, &[("If-None-Match", "\"m3\"")])
+        .await
+        .unwrap();
+    assert_eq!(r.status, 304);
+    // A messages ETag does not match the members resource.
+    let r = get(edge.addr, LOBBY_MEMBERS, &[("If-None-Match", "\"r1.4\"")])
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200);
+
+    // An unknown room is forwarded even for `*`.
+    let hits = up.hits();
+    let r = get(
+        edge.addr,
+        "/v1/sites/demo/rooms/fresh/messages",
+        &[("If-None-Match", "*")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(up.hits(), hits + 1);
+    // Other paths are forwarded untouched.
+    let r = get(edge.addr, "/v1/widget.js", &[]).await.unwrap();
+    assert_eq!(r.status, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entries_expire_after_max_age() {
+    let up = Upstream::start().await;
+    let edge = Edge::start(
+        EdgeConfig {
+            max_age: Duration::from_millis(300),
+            ..config(&up)
+        },
+        BusSource::None,
+    )
+    .await;
+    get(edge.addr, LOBBY, &[]).await.unwrap();
+    let r = get(edge.addr, LOBBY, &[("If-None-Match", "\"r1.3\"")])
+        .await
+        .unwrap();
+    assert_eq!((r.status, up.hits()), (304, 1));
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let r = get(edge.addr, LOBBY, &[("If-None-Match", "\"r1.3\"")])
+        .await
+        .unwrap();
+    assert_eq!(r.status, 304);
+    assert_eq!(up.hits(), 2, "an expired entry is not trusted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bus_bumps_and_down() {
+    let up = Upstream::start().await;
+    let (tx, rx) = mpsc::channel(64);
+    let bus = Arc::new(ScriptedBus {
+        rx: Mutex::new(Some(rx)),
+    });
+    let edge = Edge::start(config(&up), BusSource::Shared(bus)).await;
+    tx.send(BusEvent::Up).await.unwrap();
+    let beat = tx.clone();
+    let heartbeats = tokio::spawn(async move {
+        loop {
+            let hb = BusEvent::Message(BusMessage::Heartbeat {
+                node: "api-1".into(),
+            });
+            if beat.send(hb).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+
+    get(edge.addr, LOBBY, &[]).await.unwrap();
+    let r = get(edge.addr, LOBBY, &[("If-None-Match", "\"r1.3\"")])
+        .await
+        .unwrap();
+    assert_eq!((r.status, up.hits()), (304, 1));
+
+    // A bump makes the old ETag stale at once; the new one is answered.
+    up.seq.store(4, Ordering::SeqCst);
+    tx.send(BusEvent::Message(BusMessage::Room {
+        key: RoomKey::new("demo", "lobby").unwrap(),
+        version: RoomVersion::new(1, 4),
+    }))
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let r = get(edge.addr, LOBBY, &[("If-None-Match", "\"r1.3\"")])
+        .await
+        .unwrap();
+    assert_eq!((r.status, up.hits()), (200, 2));
+    let r = get(edge.addr, LOBBY, &[("If-None-Match", "\"r1.4\"")])
+        .await
+        .unwrap();
+    assert_eq!((r.status, up.hits()), (304, 2));
+    let ready = get(edge.admin, "/readyz", &[]).await.unwrap();
+    assert!(ready.body.contains(r#""bus":"ok""#), "{ready:?}");
+
+    // The bus is lost: everything is forgotten, the next poll is forwarded.
+    tx.send(BusEvent::Down).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let ready = get(edge.admin, "/readyz", &[]).await.unwrap();
+    assert!(ready.body.contains(r#""rooms":0"#), "{ready:?}");
+    let r = get(edge.addr, LOBBY, &[("If-None-Match", "\"r1.4\"")])
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.status, up.hits()),
+        (304, 3),
+        "forwarded; the node answered 304"
+    );
+    heartbeats.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn protections() {
+    let up = Upstream::start().await;
+    let edge = Edge::start(
+        EdgeConfig {
+            header_timeout: Duration::from_millis(300),
+            max_header_bytes: 2048,
+            max_body_bytes: 100,
+            max_conns_per_ip: 3,
+            ..config(&up)
+        },
+        BusSource::None,
+    )
+    .await;
+
+    // Keep-alive works through the protections.
+    let mut sock = TcpStream::connect(edge.addr).await.unwrap();
+    for _ in 0..3 {
+        sock.write_all(
+            format!("GET {LOBBY} HTTP/1.1\r\nHost: x\r\nIf-None-Match: \"r1.3\"\r\n\r\n")
+                .as_bytes(),
+        )
+        .await
+        .unwrap();
+        let mut buf = [0u8; 1024];
+        let n = sock.read(&mut buf).await.unwrap();
+        let text = String::from_utf8_lossy(&buf[..n]);
+        assert!(text.starts_with("HTTP/1.1 304"), "{text}");
+    }
+
+    // Header too large.
+    let big = "b".repeat(4000);
+    let r = get(edge.addr, LOBBY, &[("X-Big", &big)]).await.unwrap();
+    assert_eq!(r.status, 431);
+    assert!(r.body.contains(r#""error""#));
+
+    // Body too large, from Content-Length, before any byte of it.
+    let raw = format!(
+        "POST {LOBBY} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 101\r\n\r\n"
+    );
+    let r = request(edge.addr, raw).await.unwrap();
+    assert_eq!(r.status, 413);
+    assert!(r.body.contains(r#""code":"too_large""#));
+    // Chunked bodies are counted (the node sees the start of the request,
+    // then the connection is cut: it never gets a whole body).
+    let chunk = "a".repeat(80);
+    let raw = format!(
+        "POST {LOBBY} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n50\r\n{chunk}\r\n50\r\n{chunk}\r\n0\r\n\r\n"
+    );
+    let r = request(edge.addr, raw).await.unwrap();
+    assert_eq!(r.status, 413);
+
+    // A header that never ends.
+    let mut slow = TcpStream::connect(edge.addr).await.unwrap();
+    slow.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(3), slow.read_to_end(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out).starts_with("HTTP/1.1 408"),
+        "{out:?}"
+    );
+
+    // Connections per address.
+    let held: Vec<TcpStream> = {
+        let mut v = Vec::new();
+        for _ in 0..3 {
+            v.push(TcpStream::connect(edge.addr).await.unwrap());
+        }
+        v
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let r = get(edge.addr, LOBBY, &[]).await.unwrap();
+    assert_eq!(r.status, 429);
+    assert_eq!(r.header("retry-after").as_deref(), Some("1"));
+    drop(held);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let r = get(edge.addr, LOBBY, &[]).await.unwrap();
+    assert_eq!(r.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_endpoints() {
+    let up = Upstream::start().await;
+    let edge = Edge::start(config(&up), BusSource::None).await;
+    let r = get(edge.admin, "/healthz", &[]).await.unwrap();
+    assert_eq!(r.status, 200);
+    let r = get(edge.admin, "/readyz", &[]).await.unwrap();
+    assert_eq!(r.status, 200);
+    assert!(r.body.contains(r#""upstreams_healthy":1"#), "{r:?}");
+    assert!(r.body.contains(r#""bus":"off""#), "{r:?}");
+    let r = get(edge.admin, "/metrics", &[]).await.unwrap();
+    for name in [
+        "chatty_edge_requests_total",
+        "chatty_edge_map_entries",
+        "chatty_edge_map_evictions_total",
+        "chatty_edge_map_resets_total",
+        "chatty_edge_bus_up",
+        "chatty_edge_bus_last_message_age_seconds",
+        "chatty_edge_upstreams_healthy",
+        "chatty_edge_rejected_total",
+    ] {
+        assert!(r.body.contains(name), "{name} missing");
+    }
+}
