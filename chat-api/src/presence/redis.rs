@@ -9,8 +9,9 @@
 //! by several nodes at once reports each removal once. (The sweep touches
 //! keys it derives from the index: fine on one Redis, not on Redis Cluster.)
 //!
-//! Keys expire an hour after their room's last activity, so abandoned rooms
-//! leave nothing behind. While Redis is down every call fails within a
+//! Keys expire an hour after their room's last activity (the index an hour
+//! after the last join or heartbeat anywhere), so abandoned rooms leave
+//! nothing behind. While Redis is down every call fails within a
 //! second with [`PresenceError::Unavailable`].
 
 use std::sync::Arc;
@@ -46,6 +47,7 @@ redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
 redis.call('ZADD', KEYS[4], exp, ARGV[4] .. ' ' .. ARGV[1])
 redis.call('PEXPIRE', KEYS[1], keep)
 redis.call('PEXPIRE', KEYS[2], keep)
+if redis.call('PTTL', KEYS[4]) < keep then redis.call('PEXPIRE', KEYS[4], keep) end
 local v = tonumber(redis.call('GET', KEYS[3]) or '0')
 if changed == 1 or v == 0 then
   changed = 1
