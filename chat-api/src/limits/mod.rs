@@ -23,7 +23,7 @@ use tokio::time::Instant;
 pub mod conformance;
 mod redis;
 
-pub use redis::RedisLimiter;
+pub use redis::{LimiterError, RedisLimiter};
 
 /// What a limiter says about one hit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
