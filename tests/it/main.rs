@@ -2,4 +2,8 @@
 //! the real binaries against the real MariaDB and Redis (own database, own
 //! key prefix) and stops them when it ends.
 
+mod browser;
+mod cluster;
+mod edge;
 mod harness_selftest;
+mod outages;

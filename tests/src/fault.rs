@@ -55,9 +55,12 @@ impl FaultProxy {
         }
     }
 
-    pub fn set(&self, mode: Mode) {
+    /// Switches the mode; returns once the connection tasks have had time
+    /// to act on it (they are woken at once and need only a moment).
+    pub async fn set(&self, mode: Mode) {
         self.mode.store(mode as u8, Ordering::SeqCst);
         let _ = self.changed.send(mode as u8);
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

@@ -3,6 +3,8 @@
 //! proxy. Every helper fails loudly, saying how to fix the machine, when a
 //! service the suite needs is missing.
 
+pub mod browser;
+pub mod chat;
 pub mod fault;
 pub mod procs;
 pub mod services;

@@ -267,3 +267,50 @@ pub async fn metric(url: &str, sample: &str) -> f64 {
         })
         .unwrap_or(0.0)
 }
+
+/// `chatty up`: the edge and one API node in one process, embedded store.
+pub struct ChattyUp {
+    pub proc: Proc,
+    pub port: u16,
+    pub base: String,
+    pub data_dir: tempfile::TempDir,
+}
+
+impl ChattyUp {
+    pub async fn start() -> ChattyUp {
+        let data_dir = tempfile::tempdir().expect("data dir");
+        let port = free_port();
+        let mut cmd = Command::new(bin("chatty"));
+        cmd.arg("up")
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--data-dir")
+            .arg(data_dir.path());
+        let proc = Proc::spawn("chatty up", cmd);
+        let base = format!("http://127.0.0.1:{port}");
+        wait_healthy(&format!("{base}/readyz"), Duration::from_secs(30)).await;
+        ChattyUp {
+            proc,
+            port,
+            base,
+            data_dir,
+        }
+    }
+
+    /// Runs a `chatty` subcommand against this stack's data dir; returns its
+    /// standard output.
+    pub fn chatty(&self, args: &[&str]) -> String {
+        let out = Command::new(bin("chatty"))
+            .args(args)
+            .arg("--data-dir")
+            .arg(self.data_dir.path())
+            .output()
+            .expect("run chatty");
+        assert!(
+            out.status.success(),
+            "chatty {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("utf-8 output")
+    }
+}

@@ -290,7 +290,9 @@ impl MysqlStore {
     /// operation.
     pub async fn connect(url: &str, timeout: Duration) -> Result<Arc<MysqlStore>, StoreError> {
         let opts = Opts::from_url(url).map_err(|e| unavailable(format!("bad MySQL URL: {e}")))?;
-        let mut builder = OptsBuilder::from_opts(opts.clone());
+        // Always the address given: mysql_async would otherwise switch a
+        // loopback TCP address to the server's Unix socket behind our back.
+        let mut builder = OptsBuilder::from_opts(opts.clone()).prefer_socket(false);
         if !url.contains("pool_min=") && !url.contains("pool_max=") {
             let constraints = PoolConstraints::new(1, MAX_CONNECTIONS)
                 .ok_or_else(|| unavailable("bad pool constraints"))?;
@@ -506,7 +508,7 @@ impl MysqlStore {
 /// is only logged: the user may lack the privilege while the database
 /// exists, and a missing one shows up in the migrations anyway.
 async fn create_database(opts: Opts, db: &str) {
-    let admin = OptsBuilder::from_opts(opts).db_name(None::<String>);
+    let admin = OptsBuilder::from_opts(opts).prefer_socket(false).db_name(None::<String>);
     let result = async {
         let mut conn = Conn::new(admin).await?;
         let sql = format!("CREATE DATABASE IF NOT EXISTS `{}`", db.replace('`', "``"));

@@ -3,7 +3,7 @@
 
 use clap::{Parser, Subcommand};
 
-use crate::load;
+use crate::{load, site, up};
 
 /// Chatty operator's tool.
 #[derive(Debug, Parser)]
@@ -15,6 +15,11 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run Chatty here: the edge and an API node in one process on the
+    /// embedded store, or a local cluster on MySQL and Redis.
+    Up(up::UpArgs),
+    /// Create and list sites (the snippet a site owner pastes).
+    Site(site::SiteArgs),
     /// Load a deployment with simulated guests and report latencies, the
     /// share of polls answered 304 and (with --check) delivery anomalies.
     Load(load::LoadArgs),
@@ -23,6 +28,8 @@ pub enum Command {
 /// Runs the chosen subcommand; answers the process exit status.
 pub fn run(cli: Cli) -> i32 {
     match cli.command {
+        Command::Up(args) => up::main(args),
+        Command::Site(args) => site::main(args),
         Command::Load(args) => load::main(args),
     }
 }

@@ -1,0 +1,295 @@
+//! Real headless Chromium against `chatty up`: two visitors chat through the
+//! edge, user text stays text, only allowed origins can frame the chat,
+//! history survives a reload, a leaver drops out, and a site made with
+//! `chatty site add` works on its own origin only.
+
+use std::time::Duration;
+
+use chatty_tests::browser::{host_page_html, with_session, Driver, HostPage};
+use chatty_tests::procs::ChattyUp;
+use fantoccini::elements::{Element, ElementRef};
+use fantoccini::key::Key;
+use fantoccini::{Client, Locator};
+
+const WAIT: Duration = Duration::from_secs(15);
+
+/// Opens the widget on the current page and switches into its frame.
+async fn open_widget(c: &Client) {
+    let iframe = wait_js(
+        c,
+        "const host = document.querySelector('chatty-widget');
+         if (!host || !host.shadowRoot) return null;
+         const b = host.shadowRoot.querySelector('button.launcher');
+         if (!b) return null;
+         if (!host.shadowRoot.querySelector('iframe')) b.click();
+         return host.shadowRoot.querySelector('iframe');",
+    )
+    .await;
+    let id = iframe
+        .as_object()
+        .and_then(|o| o.values().next())
+        .and_then(|v| v.as_str())
+        .expect("an element reference")
+        .to_owned();
+    Element::from_element_id(c.clone(), ElementRef::from(id))
+        .enter_frame()
+        .await
+        .expect("enter the chat frame");
+}
+
+/// Runs `script` until it returns something other than null/false.
+async fn wait_js(c: &Client, script: &str) -> serde_json::Value {
+    let start = std::time::Instant::now();
+    loop {
+        let v = c.execute(script, vec![]).await.expect("execute script");
+        if !v.is_null() && v != serde_json::Value::Bool(false) {
+            return v;
+        }
+        assert!(start.elapsed() < WAIT, "timed out waiting for: {script}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn find(c: &Client, css: &str) -> Element {
+    c.wait()
+        .at_most(WAIT)
+        .for_element(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("no {css}: {e}"))
+}
+
+/// Picks a nickname in the frame (if asked) and waits for the composer.
+async fn join_as(c: &Client, nick: &str) {
+    let input = find(c, "#nick-input").await;
+    input.send_keys(nick).await.expect("type nick");
+    find(c, "#nick-submit").await.click().await.expect("join");
+    wait_js(
+        c,
+        "const d = document.getElementById('nick-dialog'); return d && d.hidden;",
+    )
+    .await;
+}
+
+async fn say(c: &Client, text: &str) {
+    let composer = find(c, "#composer").await;
+    composer.send_keys(text).await.expect("type");
+    composer
+        .send_keys(&Key::Enter.to_string())
+        .await
+        .expect("enter");
+}
+
+/// Waits until a message with exactly `text` is in the list.
+async fn wait_message(c: &Client, text: &str) {
+    let script = format!(
+        "return [...document.querySelectorAll('#messages li.message .text')].some(e => e.textContent === {});",
+        serde_json::to_string(text).expect("json")
+    );
+    wait_js(c, &script).await;
+}
+
+async fn members(c: &Client) -> Vec<String> {
+    let v = c
+        .execute(
+            "return [...document.querySelectorAll('#members li.member')].map(e => e.textContent.trim());",
+            vec![],
+        )
+        .await
+        .expect("members");
+    serde_json::from_value(v).expect("member names")
+}
+
+async fn wait_member(c: &Client, nick: &str, present: bool) {
+    let start = std::time::Instant::now();
+    loop {
+        let here = members(c).await.iter().any(|m| m.contains(nick));
+        if here == present {
+            return;
+        }
+        assert!(
+            start.elapsed() < WAIT,
+            "{nick} present={here}, wanted {present}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_visitors_chat_through_the_edge_and_text_stays_text() {
+    let up = ChattyUp::start().await;
+    let driver = Driver::start().await;
+    let demo = format!("{}/", up.base);
+    let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("widget.png");
+
+    let ada = driver.session("ada").await;
+    ada.goto(&demo).await.expect("open demo page");
+    open_widget(&ada).await;
+    join_as(&ada, "ada").await;
+
+    let demo2 = demo.clone();
+    with_session(&driver, "bob", move |bob| async move {
+        bob.goto(&demo2).await.expect("open demo page");
+        open_widget(&bob).await;
+        join_as(&bob, "<b>x</b>").await;
+        say(&bob, "<img src=x onerror=alert(1)>").await;
+        wait_message(&bob, "<img src=x onerror=alert(1)>").await;
+        // Rendered as text: no element was made from it, no script ran (an
+        // alert would make the next command fail with UnexpectedAlertOpen).
+        let imgs = bob
+            .execute(
+                "return document.querySelectorAll('#messages img').length;",
+                vec![],
+            )
+            .await
+            .expect("no alert open");
+        assert_eq!(imgs, serde_json::json!(0));
+    })
+    .await;
+
+    wait_message(&ada, "<img src=x onerror=alert(1)>").await;
+    let nicks = ada
+        .execute(
+            "return [...document.querySelectorAll('#messages li.message .nick')].map(e => e.textContent);",
+            vec![],
+        )
+        .await
+        .expect("nicks");
+    assert!(
+        nicks.to_string().contains("<b>x</b>"),
+        "nick shown literally: {nicks}"
+    );
+    let bolds = ada
+        .execute(
+            "return document.querySelectorAll('#messages b, #members b').length;",
+            vec![],
+        )
+        .await
+        .expect("no alert open");
+    assert_eq!(bolds, serde_json::json!(0));
+    say(&ada, "hello bob").await;
+    wait_message(&ada, "hello bob").await;
+
+    ada.enter_parent_frame().await.expect("back to the page");
+    let png = ada.screenshot().await.expect("screenshot");
+    std::fs::write(&shot, png).expect("save screenshot");
+    let _ = ada.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_history_and_leaving() {
+    let up = ChattyUp::start().await;
+    let driver = Driver::start().await;
+    let frame = format!("{}/v1/sites/demo/rooms/members-test/frame", up.base);
+    let host = HostPage::serve(
+        "127.0.0.1",
+        host_page_html(&up.base, "demo", "members-test"),
+    )
+    .await;
+
+    let ada = driver.session("ada").await;
+    ada.goto(&host.origin).await.expect("host page");
+    open_widget(&ada).await;
+    join_as(&ada, "ada").await;
+    say(&ada, "remember me").await;
+    wait_message(&ada, "remember me").await;
+
+    let bob = driver.session("bob").await;
+    bob.goto(&frame).await.expect("frame page");
+    join_as(&bob, "bob").await;
+    wait_member(&ada, "bob", true).await;
+    wait_member(&bob, "ada", true).await;
+
+    // Bob leaves (pagehide → leave): Ada's list drops him within seconds.
+    bob.goto("about:blank").await.expect("leave");
+    wait_member(&ada, "bob", false).await;
+
+    // Ada reloads: the history is back.
+    ada.refresh().await.expect("reload");
+    open_widget(&ada).await;
+    wait_message(&ada, "remember me").await;
+    let _ = bob.close().await;
+    let _ = ada.close().await;
+}
+
+/// True when the frame inside the widget rendered the chat (the composer).
+async fn frame_renders_chat(c: &Client) -> bool {
+    open_widget(c).await;
+    // Give a refused frame time to settle into its error page.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let found = c
+        .execute("return !!document.getElementById('composer');", vec![])
+        .await
+        .map(|v| v == serde_json::json!(true))
+        .unwrap_or(false);
+    let _ = c.enter_parent_frame().await;
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_allowed_origins_can_frame_the_chat() {
+    let up = ChattyUp::start().await;
+    let driver = Driver::start().await;
+    // The demo site allows http://127.0.0.1 and http://localhost on any
+    // port; 127.0.0.2 is another origin.
+    let allowed = HostPage::serve("127.0.0.1", host_page_html(&up.base, "demo", "lobby")).await;
+    let refused = HostPage::serve("127.0.0.2", host_page_html(&up.base, "demo", "lobby")).await;
+    let c = driver.session("origins").await;
+    c.goto(&allowed.origin).await.expect("allowed page");
+    assert!(
+        frame_renders_chat(&c).await,
+        "an allowed origin must be able to frame the chat"
+    );
+    c.goto(&refused.origin).await.expect("refused page");
+    assert!(
+        !frame_renders_chat(&c).await,
+        "a refused origin framed the chat"
+    );
+    let _ = c.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_site_from_chatty_site_add_works_on_its_origin_only() {
+    let up = ChattyUp::start().await;
+    let driver = Driver::start().await;
+    let page = HostPage::serve("127.0.0.1", String::new()).await;
+    let port = page.origin.rsplit(':').next().expect("port").to_owned();
+    drop(page);
+    let allowed_origin = format!("http://localhost:{port}");
+    let out = up.chatty(&[
+        "site",
+        "add",
+        "--origin",
+        &allowed_origin,
+        "--public-url",
+        &up.base,
+        "--json",
+    ]);
+    let created: serde_json::Value = serde_json::from_str(&out).expect("site add --json");
+    let site = created["site"]["id"].as_str().expect("site id").to_owned();
+    let snippet = created["snippet"].as_str().expect("snippet").to_owned();
+    assert!(
+        snippet.contains(&site) && snippet.contains("/v1/widget.js"),
+        "{snippet}"
+    );
+    let html = format!("<!doctype html><html><body><h1>owner page</h1>{snippet}</body></html>");
+    // Serve the page on the same port the site was created for.
+    let listener_ip = "127.0.0.1";
+    let page = HostPage::serve_on(listener_ip, port.parse().expect("port"), html).await;
+    let c = driver.session("site-add").await;
+    c.goto(&allowed_origin)
+        .await
+        .expect("owner page on its origin");
+    assert!(
+        frame_renders_chat(&c).await,
+        "the site's own origin must be able to frame its chat"
+    );
+    // The same page reached as http://127.0.0.1:port is another origin.
+    c.goto(&page.origin)
+        .await
+        .expect("owner page on another origin");
+    assert!(
+        !frame_renders_chat(&c).await,
+        "another origin framed the site's chat"
+    );
+    let _ = c.close().await;
+}

@@ -1,0 +1,339 @@
+//! The edge in front of two real chat-api nodes on MariaDB and a private
+//! Redis: 304 from memory with every API node frozen, bumps over the bus,
+//! a node killed under load, Redis killed and restarted, invented rooms, and
+//! two edges on one bus.
+
+use std::time::{Duration, Instant};
+
+use chatty::client::Poll;
+use chatty_tests::chat::{client, create_site, Guest, Reader};
+use chatty_tests::procs::{ApiNode, ApiOpts, Edge, EdgeOpts};
+use chatty_tests::services::{redis_prefix, FreshDb, PrivateRedis};
+use chatty_tests::wait_for;
+
+struct Stack {
+    _db: FreshDb,
+    redis: PrivateRedis,
+    a: ApiNode,
+    b: ApiNode,
+    edge: Edge,
+    prefix: String,
+}
+
+async fn stack(edge_extra: &[&str]) -> Stack {
+    let db = FreshDb::create().await;
+    let redis = PrivateRedis::start().await;
+    let prefix = redis_prefix().await;
+    let opts = ApiOpts {
+        mysql_url: Some(db.url.clone()),
+        redis_url: Some(redis.url()),
+        redis_prefix: Some(prefix.clone()),
+        extra: vec![
+            "--guest-rate".into(),
+            "off".into(),
+            "--ip-rate".into(),
+            "off".into(),
+        ],
+        ..ApiOpts::default()
+    };
+    let a = ApiNode::start(opts.clone()).await;
+    let b = ApiNode::start(opts).await;
+    create_site(&a.base, "acme").await;
+    let edge = Edge::start(EdgeOpts {
+        upstreams: vec![
+            format!("127.0.0.1:{}", a.port),
+            format!("127.0.0.1:{}", b.port),
+        ],
+        redis_url: Some(redis.url()),
+        redis_prefix: Some(prefix.clone()),
+        extra: edge_extra.iter().map(|s| s.to_string()).collect(),
+    })
+    .await;
+    Stack {
+        _db: db,
+        redis,
+        a,
+        b,
+        edge,
+        prefix,
+    }
+}
+
+/// Polls through `edge` until the room's ETag is learned and a poll with it
+/// is answered 304; returns that ETag and seq.
+async fn learn(base: &str, room: &str) -> (String, u64) {
+    let c = client(base, "acme");
+    wait_for(Duration::from_secs(10), "a 304 from the edge", || {
+        let c = c.clone();
+        async move {
+            let mut r = Reader::new();
+            r.poll(&c, room).await.ok()?;
+            let mut etag = r.etag.clone();
+            match c.poll(room, r.after, &mut etag).await.ok()? {
+                Poll::NotModified => Some((etag, r.after)),
+                Poll::Page(_) => None,
+            }
+        }
+    })
+    .await
+}
+
+async fn api_requests(node: &ApiNode) -> f64 {
+    let body = chatty_tests::http()
+        .get(format!("{}/metrics", node.base))
+        .send()
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .expect("body");
+    body.lines()
+        .filter(|l| {
+            l.starts_with("chatty_api_requests_total{") && l.contains("route=\"messages_get\"")
+        })
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test]
+async fn answers_304_from_memory_with_every_api_node_frozen() {
+    let s = stack(&[]).await;
+    let g = Guest::join(&s.edge.base, "acme", "hall", "ada").await;
+    g.send("hi", "c1").await;
+    let (etag, seq) = learn(&s.edge.base, "hall").await;
+    s.a.proc.signal("STOP");
+    s.b.proc.signal("STOP");
+    let c = client(&s.edge.base, "acme");
+    for _ in 0..20 {
+        let mut held = etag.clone();
+        match c.poll("hall", seq, &mut held).await {
+            Ok(Poll::NotModified) => assert_eq!(held, etag),
+            other => panic!("expected 304 from the edge's memory, got {other:?}"),
+        }
+    }
+    s.a.proc.signal("CONT");
+    s.b.proc.signal("CONT");
+    assert!(
+        s.edge
+            .metric("chatty_edge_requests_total{outcome=\"short_circuit\"}")
+            .await
+            >= 20.0
+    );
+}
+
+#[tokio::test]
+async fn a_send_to_one_node_reaches_an_edge_poller_within_200ms() {
+    let s = stack(&[]).await;
+    let g = Guest::join(&s.b.base, "acme", "hall", "ada").await;
+    g.send("first", "c1").await;
+    let (etag, seq) = learn(&s.edge.base, "hall").await;
+    let c = client(&s.edge.base, "acme");
+    let sent = g.send("second", "c2").await;
+    let acked = Instant::now();
+    loop {
+        if let Poll::Page(page) = c.poll("hall", seq, &mut etag.clone()).await.expect("poll") {
+            assert_eq!(page.events[0].seq, sent.seq);
+            break;
+        }
+        assert!(
+            acked.elapsed() < Duration::from_millis(200),
+            "stale 304 for {:?}",
+            acked.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_killed_api_node_costs_nothing_after_two_seconds() {
+    let mut s = stack(&[]).await;
+    let g = Guest::join(&s.edge.base, "acme", "hall", "ada").await;
+    let c = client(&s.edge.base, "acme");
+    let mut acked = Vec::new();
+    let mut reader = Reader::new();
+    let start = Instant::now();
+    let mut killed_at = None;
+    let mut late_failures = Vec::new();
+    let mut n = 0;
+    while start.elapsed() < Duration::from_secs(6) {
+        if killed_at.is_none() && start.elapsed() > Duration::from_secs(1) {
+            s.a.proc.kill();
+            killed_at = Some(Instant::now());
+        }
+        let late = killed_at.is_some_and(|t| t.elapsed() > Duration::from_secs(2));
+        n += 1;
+        let id = format!("k{n}");
+        // A send whose answer is lost is retried with the same client_id,
+        // as every client does.
+        let mut result = g
+            .client
+            .send("hall", &g.joined.token, &format!("m{n}"), &id)
+            .await;
+        if result.is_err() && !late {
+            result = g
+                .client
+                .send("hall", &g.joined.token, &format!("m{n}"), &id)
+                .await;
+        }
+        match result {
+            Ok(e) => acked.push(e.seq),
+            Err(e) if late => late_failures.push(format!("send: {e}")),
+            Err(_) => {}
+        }
+        match reader.poll(&c, "hall").await {
+            Ok(_) => {}
+            Err(e) if late => late_failures.push(format!("poll: {e}")),
+            Err(_) => {}
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        late_failures.is_empty(),
+        "failures 2 s after the kill: {late_failures:?}"
+    );
+    reader.poll(&c, "hall").await.expect("final poll");
+    reader.assert_gapless();
+    let seen: std::collections::HashSet<u64> = reader.events.iter().map(|e| e.seq).collect();
+    let lost: Vec<_> = acked.iter().filter(|s| !seen.contains(s)).collect();
+    assert!(lost.is_empty(), "acknowledged but lost: {lost:?}");
+    assert!(
+        acked.len() > 50,
+        "too few sends went through: {}",
+        acked.len()
+    );
+}
+
+#[tokio::test]
+async fn redis_killed_and_restarted_bounds_staleness_and_resumes() {
+    let mut s = stack(&["--max-age", "2s"]).await;
+    let g = Guest::join(&s.a.base, "acme", "hall", "ada").await;
+    g.send("first", "c1").await;
+    let (etag, seq) = learn(&s.edge.base, "hall").await;
+    s.redis.kill();
+    let sent = g.send("while redis is down", "c2").await;
+    let acked = Instant::now();
+    let c = client(&s.edge.base, "acme");
+    loop {
+        if let Poll::Page(page) = c.poll("hall", seq, &mut etag.clone()).await.expect("poll") {
+            assert_eq!(page.events[0].seq, sent.seq);
+            break;
+        }
+        assert!(
+            acked.elapsed() < Duration::from_secs(3),
+            "stale beyond max-age + 1 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    s.redis.restart().await;
+    wait_for(
+        Duration::from_secs(10),
+        "the edge's bus back up",
+        || async { (s.edge.metric("chatty_edge_bus_up").await == 1.0).then_some(()) },
+    )
+    .await;
+    // Short-circuiting resumes: polls with the current ETag stop reaching the API.
+    let (etag, seq) = learn(&s.edge.base, "hall").await;
+    let before = api_requests(&s.a).await + api_requests(&s.b).await;
+    for _ in 0..50 {
+        assert!(matches!(
+            c.poll("hall", seq, &mut etag.clone()).await,
+            Ok(Poll::NotModified)
+        ));
+    }
+    let after = api_requests(&s.a).await + api_requests(&s.b).await;
+    assert!(
+        after - before <= 2.0,
+        "{} polls reached the API",
+        after - before
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn invented_rooms_stay_within_the_cap_and_are_forwarded() {
+    const CAP: u64 = 1000;
+    const POLLS: usize = 100_000;
+    let s = stack(&["--max-rooms", "1000"]).await;
+    let before = s
+        .edge
+        .metric("chatty_edge_requests_total{outcome=\"short_circuit\"}")
+        .await;
+    let http = reqwest::Client::new();
+    let base = s.edge.base.clone();
+    let mut tasks = Vec::new();
+    for t in 0..50 {
+        let http = http.clone();
+        let base = base.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut forwarded = 0;
+            for i in (t..POLLS).step_by(50) {
+                let r = http
+                    .get(format!(
+                        "{base}/v1/sites/acme/rooms/invented-{i}/messages?after=0"
+                    ))
+                    .header("if-none-match", "\"r0.0\"")
+                    .send()
+                    .await
+                    .expect("poll");
+                // An unknown room is never answered from memory: the API
+                // (which has no such room either) answers.
+                assert!(r.status() == 200 || r.status() == 304, "{}", r.status());
+                forwarded += 1;
+            }
+            forwarded
+        }));
+    }
+    let mut total = 0;
+    for t in tasks {
+        total += t.await.expect("poller");
+    }
+    assert_eq!(total, POLLS);
+    let entries = s.edge.metric("chatty_edge_map_entries").await;
+    assert!(
+        entries <= CAP as f64,
+        "map holds {entries} entries, cap {CAP}"
+    );
+    assert!(s.edge.metric("chatty_edge_map_evictions_total").await > 0.0);
+    let after = s
+        .edge
+        .metric("chatty_edge_requests_total{outcome=\"short_circuit\"}")
+        .await;
+    assert_eq!(after, before, "an invented room was answered from memory");
+    let forwarded = s
+        .edge
+        .metric("chatty_edge_requests_total{outcome=\"forwarded\"}")
+        .await;
+    assert!(forwarded >= POLLS as f64);
+}
+
+#[tokio::test]
+async fn a_send_through_one_edge_is_seen_through_another_within_200ms() {
+    let s = stack(&[]).await;
+    let edge2 = Edge::start(EdgeOpts {
+        upstreams: vec![
+            format!("127.0.0.1:{}", s.a.port),
+            format!("127.0.0.1:{}", s.b.port),
+        ],
+        redis_url: Some(s.redis.url()),
+        redis_prefix: Some(s.prefix.clone()),
+        extra: vec![],
+    })
+    .await;
+    let g = Guest::join(&s.edge.base, "acme", "hall", "ada").await;
+    g.send("first", "c1").await;
+    let (etag, seq) = learn(&edge2.base, "hall").await;
+    let sent = g.send("second", "c2").await;
+    let acked = Instant::now();
+    let c = client(&edge2.base, "acme");
+    loop {
+        if let Poll::Page(page) = c.poll("hall", seq, &mut etag.clone()).await.expect("poll") {
+            assert_eq!(page.events[0].seq, sent.seq);
+            break;
+        }
+        assert!(
+            acked.elapsed() < Duration::from_millis(200),
+            "edge 2 stale for {:?}",
+            acked.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
