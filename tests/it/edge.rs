@@ -47,6 +47,7 @@ async fn stack(edge_extra: &[&str]) -> Stack {
         redis_url: Some(redis.url()),
         redis_prefix: Some(prefix.clone()),
         extra: edge_extra.iter().map(|s| s.to_string()).collect(),
+        ..EdgeOpts::default()
     })
     .await;
     Stack {
@@ -315,7 +316,7 @@ async fn a_send_through_one_edge_is_seen_through_another_within_200ms() {
         ],
         redis_url: Some(s.redis.url()),
         redis_prefix: Some(s.prefix.clone()),
-        extra: vec![],
+        ..EdgeOpts::default()
     })
     .await;
     let g = Guest::join(&s.edge.base, "acme", "hall", "ada").await;

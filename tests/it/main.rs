@@ -5,5 +5,6 @@
 mod browser;
 mod cluster;
 mod edge;
+mod faults;
 mod harness_selftest;
 mod outages;

@@ -191,6 +191,8 @@ impl ApiNode {
 /// Settings of an edge.
 #[derive(Clone, Debug, Default)]
 pub struct EdgeOpts {
+    /// The proxy port; a free one when `None`.
+    pub port: Option<u16>,
     pub upstreams: Vec<String>,
     pub redis_url: Option<String>,
     pub redis_prefix: Option<String>,
@@ -208,7 +210,20 @@ pub struct Edge {
 
 impl Edge {
     pub async fn start(opts: EdgeOpts) -> Edge {
-        let port = free_port();
+        let edge = Self::spawn(opts);
+        edge.wait_ready().await;
+        edge
+    }
+
+    /// Waits until the edge answers on its operator port.
+    pub async fn wait_ready(&self) {
+        wait_healthy(&format!("{}/readyz", self.metrics), Duration::from_secs(20)).await;
+    }
+
+    /// Starts the edge without waiting for it (an edge started with
+    /// `--upgrade` waits for its predecessor's listeners).
+    pub fn spawn(opts: EdgeOpts) -> Edge {
+        let port = opts.port.unwrap_or_else(free_port);
         let metrics_port = free_port();
         let mut cmd = Command::new(bin("edge-proxy"));
         cmd.arg("--listen")
@@ -230,7 +245,6 @@ impl Edge {
         let proc = Proc::spawn("edge-proxy", cmd);
         let base = format!("http://127.0.0.1:{port}");
         let metrics = format!("http://127.0.0.1:{metrics_port}");
-        wait_healthy(&format!("{metrics}/readyz"), Duration::from_secs(20)).await;
         Edge {
             proc,
             port,
