@@ -130,7 +130,7 @@ for s in nginx nchan edge; do
   ACTIVE+=("$s")
 done
 
-api_polls() { metric_sum "http://127.0.0.1:$API_PORT/metrics" '^chatty_api_requests_total\{.*route="messages_get"'; }
+api_polls() { metric_sum "http://127.0.0.1:$API_PORT/metrics" '^chatty_api_requests_total[{].*route="messages_get"'; }
 
 # ---- alternating runs ------------------------------------------------------
 RESULTS="$TMPROOT/results.tsv"; : > "$RESULTS"
