@@ -68,7 +68,9 @@ mod tests {
             "http://b/metrics",
         ])
         .unwrap();
-        let Command::Load(a) = cli.command;
+        let Command::Load(a) = cli.command else {
+            panic!("not load")
+        };
         assert_eq!(a.guests, 300);
         assert_eq!(a.duration, std::time::Duration::from_secs(15));
         assert_eq!(a.api_metrics.len(), 2);
@@ -77,7 +79,9 @@ mod tests {
         assert!(a.validate().is_ok());
         let bad = Cli::try_parse_from(["chatty", "load", "--target", "ftp://x", "--guests", "1"])
             .unwrap();
-        let Command::Load(b) = bad.command;
+        let Command::Load(b) = bad.command else {
+            panic!("not load")
+        };
         assert!(b.validate().is_err());
     }
 }
