@@ -2,7 +2,8 @@
 # (e) The edge's memory at 1,000,000 rooms: RSS before and after teaching it
 # ROOMS rooms through the bus (`v1 r demo/room-I 1 1` on {prefix}bus), the
 # map's own entry count (chatty_edge_map_entries), and bytes per entry.
-# Env: ROOMS (1000000), BATCH (5000), PAUSE (0.02), BENCH_SKIP_BUILD.
+# Env: ROOMS (1000000), BATCH (16), PAUSE (0.001), BENCH_SKIP_BUILD. Small batches:
+# a subscriber whose client-side queue overflows (lags) forgets the whole map.
 . "$(dirname "$0")/lib.sh"
 
 ROOMS="${ROOMS:-1000000}"
@@ -25,7 +26,7 @@ done
 sleep 1
 R0=$(rss_kb "$P"); E0=$(entries)
 log "before: RSS ${R0} kB, map entries $E0"
-run python3 "$BENCH_DIR/publish_bumps.py" "$RH" "$RP" "${REDIS_PREFIX}bus" demo "$ROOMS" "${BATCH:-5000}" "${PAUSE:-0.02}"
+run python3 "$BENCH_DIR/publish_bumps.py" "$RH" "$RP" "${REDIS_PREFIX}bus" demo "$ROOMS" "${BATCH:-16}" "${PAUSE:-0.001}"
 for i in $(seq 1 100); do
   e=$(entries); [[ "$e" -ge "$ROOMS" ]] && break; sleep 0.2
 done

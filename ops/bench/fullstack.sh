@@ -8,6 +8,7 @@
 # Each run: WINDOW seconds (30) after a ramp of max(5, G/1000) s. A mode's
 # ladder stops at the first run with errors above 1% or poll p99 > 2 s.
 # Env: GUESTS ("1000 2000 5000 10000 20000"), MODES ("edge direct1 direct2"),
+#      RAMP_OVERRIDE (seconds of join ramp), RUNS_NAME (fullstack: out/NAME.jsonl),
 #      WINDOW (30), SEND_RATE (2), BENCH_SKIP_BUILD.
 . "$(dirname "$0")/lib.sh"
 
@@ -24,7 +25,7 @@ start_api api2 "$A2"; P_API2=$API_PID
 start_edge edge "$EP" "$EM" "$A1" "$A2"; P_EDGE=$EDGE_PID
 API_PORTS=("$A1" "$A2")
 CPU_PROCS=("api1=$P_API1" "api2=$P_API2" "edge=$P_EDGE" "mariadb=$(mariadb_pid)" "redis=$(redis_pid)")
-RUNS_JSONL="$OUT/fullstack.jsonl"; : > "$RUNS_JSONL"
+RUNS_JSONL="$OUT/${RUNS_NAME:-fullstack}.jsonl"; : > "$RUNS_JSONL"
 log "database $DB_NAME, redis prefix $REDIS_PREFIX, api nodes :$A1 :$A2, edge :$EP (metrics :$EM)"
 
 too_bad() { # last line of RUNS_JSONL
@@ -50,13 +51,13 @@ done
 show curl -s "http://127.0.0.1:$EM/metrics"
 curl -s "http://127.0.0.1:$EM/metrics" | grep -E '^chatty_edge_(requests_total|map_entries|upstreams_healthy|bus_up)' || true
 
-python3 "$BENCH_DIR/benchlib.py" table "$RUNS_JSONL" | tee "$OUT/fullstack.txt"
-python3 - "$RUNS_JSONL" "$OUT/fullstack.json" <<'PY'
+python3 "$BENCH_DIR/benchlib.py" table "$RUNS_JSONL" | tee "$OUT/${RUNS_NAME:-fullstack}.txt"
+python3 - "$RUNS_JSONL" "$OUT/${RUNS_NAME:-fullstack}.json" <<'PY'
 import json, sys
 runs = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 json.dump({"what": "full stack: 2 chat-api nodes, 1 edge, MariaDB, Redis; chatty load, G/50 rooms, 2 msg/s", "runs": runs}, open(sys.argv[2], "w"), indent=2)
 PY
-run python3 "$BENCH_DIR/benchlib.py" plot "$RUNS_JSONL" "$OUT/delivery-latency.png" --y delivery_p99_ms --y2 delivery_p50_ms \
+run python3 "$BENCH_DIR/benchlib.py" plot "$RUNS_JSONL" "$OUT/${RUNS_NAME:+$RUNS_NAME-}delivery-latency.png" --y delivery_p99_ms --y2 delivery_p50_ms \
   --ylabel "delivery latency, ms (p99 solid, p50 dashed)" --title "Send-to-seen latency vs guests (polls every 2 s)" --logx
-run python3 "$BENCH_DIR/benchlib.py" plot "$RUNS_JSONL" "$OUT/api-load.png" --y api_requests_per_s \
+run python3 "$BENCH_DIR/benchlib.py" plot "$RUNS_JSONL" "$OUT/${RUNS_NAME:+$RUNS_NAME-}api-load.png" --y api_requests_per_s \
   --ylabel "requests/s reaching the API nodes" --title "API load vs guests (edge vs polls straight to the API)" --logx

@@ -246,7 +246,7 @@ load_run() {
   local label="$1" g="$2"; shift 2
   local n=$# rooms ramp i=0 t a0 p0 c0 a1 p1 c1 t0 t1 pids=() files=()
   rooms=$(( g / 50 < 1 ? 1 : g / 50 )); rooms="${ROOMS_OVERRIDE:-$rooms}"
-  ramp=$(( g / 1000 < 5 ? 5 : g / 1000 ))
+  ramp=$(( g / 1000 < 5 ? 5 : g / 1000 )); ramp="${RAMP_OVERRIDE:-$ramp}"
   local rate; rate=$(python3 -c "print(${SEND_RATE:-2} / $n)")
   mkdir -p "$OUT/runs"
   a0=$(api_requests "${API_PORTS[@]}"); p0=$(api_polls_total "${API_PORTS[@]}")

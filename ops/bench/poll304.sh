@@ -175,6 +175,26 @@ if [[ $have_edge == 1 && $PROFILE == 1 && " ${ACTIVE[*]} " == *" edge "* ]] && c
   log "wrote $OUT/profile-304.txt"
 fi
 
+# ---- syscalls per answer (strace -c; slows the server, counts stay valid) ---
+if [[ "${SYSCALLS:-1}" == 1 ]] && command -v strace >/dev/null; then
+  SC="$OUT/syscalls-304.txt"; : > "$SC"
+  for s in "${ACTIVE[@]}"; do
+    pid="${SPID[$s]}"; [[ $s != edge ]] && pid=$(pgrep -P "$pid" | head -1)
+    mapfile -d '' H < <(hdr_args "$s")
+    show timeout -s INT 5 strace -c -f -p "$pid"
+    timeout -s INT 5 strace -c -f -p "$pid" -o "$TMPROOT/strace-$s.txt" 2>/dev/null &
+    SP=$!; sleep 0.5
+    taskset -c $CLIENT_CORE wrk -t1 -c"$CONNS" -d3s "${H[@]}" "${URL[$s]}" > "$TMPROOT/wrk-strace-$s.txt" 2>&1
+    wait $SP || true
+    n=$(awk '/requests in/ {print $1}' "$TMPROOT/wrk-strace-$s.txt")
+    { echo "== $s: $n answers during the trace (wrk -c$CONNS -d3s under strace)"
+      awk -v n="$n" '$NF ~ /^[a-z_0-9]+$/ && $NF != "total" && $4 ~ /^[0-9]+$/ && NF>=5 {printf "  %-16s %9d calls  %.2f per answer\n", $NF, $4, $4/n}' "$TMPROOT/strace-$s.txt" | sort -k2 -nr | head -8
+      awk -v n="$n" '$NF == "total" {printf "  total            %9d calls  %.2f per answer\n", $4, $4/n}' "$TMPROOT/strace-$s.txt"
+    } >> "$SC"
+  done
+  cat "$SC"; log "wrote $SC"
+fi
+
 # ---- summary ---------------------------------------------------------------
 python3 - "$RESULTS" "$OUT" "$CONNS" "$DURATION" "$ETAG" <<'PY'
 import json, statistics, sys
