@@ -45,6 +45,16 @@ pub struct UpArgs {
     #[arg(long, env = "CHATTY_ADMIN_TOKEN")]
     pub admin_token: Option<String>,
 
+    /// Sends per guest on the API nodes (`N/DURATION` or `off`).
+    #[arg(long, env = "CHATTY_GUEST_RATE", default_value = "10/10s")]
+    pub guest_rate: String,
+
+    /// Joins and sends per client address on the API nodes (`N/DURATION` or
+    /// `off`). Every simulated guest of `chatty load` comes from one address:
+    /// use `off` for load runs.
+    #[arg(long, env = "CHATTY_IP_RATE", default_value = "60/10s")]
+    pub ip_rate: String,
+
     /// Token key of the cluster's API nodes (at least 32 bytes); generated
     /// into --data-dir when absent.
     #[arg(long, env = "CHATTY_TOKEN_KEY")]
@@ -64,6 +74,9 @@ pub fn main(args: UpArgs) -> i32 {
 }
 
 fn up(args: UpArgs) -> anyhow::Result<()> {
+    // Bad rates are refused before anything starts.
+    rate(&args.guest_rate).context("--guest-rate")?;
+    rate(&args.ip_rate).context("--ip-rate")?;
     let mut edge = EdgeConfig {
         listen: args.listen,
         metrics_listen: free_if_zero(args.metrics_listen)?,
@@ -138,6 +151,8 @@ fn start_embedded_api(
 ) -> anyhow::Result<(SocketAddr, std::sync::Arc<dyn chatty_shared::bus::Bus>)> {
     let mut config = chat_api::Config::embedded(&args.data_dir);
     config.admin_token = args.admin_token.clone();
+    config.guest_rate = rate(&args.guest_rate)?;
+    config.ip_rate = rate(&args.ip_rate)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .thread_name("chat-api")
@@ -157,6 +172,12 @@ fn start_embedded_api(
         })
         .context("API thread")?;
     Ok((addr, bus))
+}
+
+fn rate(s: &str) -> anyhow::Result<chat_api::config::RateSetting> {
+    chatty_shared::config::parse_rate(s)
+        .map(chat_api::config::RateSetting)
+        .map_err(anyhow::Error::msg)
 }
 
 /// The token key the cluster's nodes share: given, or kept in --data-dir.
@@ -194,7 +215,11 @@ fn spawn_api_node(
         .arg(redis)
         .arg("--token-key")
         .arg(key)
-        .arg("--demo-site");
+        .arg("--demo-site")
+        .arg("--guest-rate")
+        .arg(&args.guest_rate)
+        .arg("--ip-rate")
+        .arg(&args.ip_rate);
     if let Some(t) = &args.admin_token {
         cmd.arg("--admin-token").arg(t);
     }
