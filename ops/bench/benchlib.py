@@ -38,6 +38,7 @@ def merge(a):
     }
     out["cpu_pct_per_1000_guests"] = {n: round(100 * v / wall / k, 2) for n, v in cpu.items()} if wall > 0 else {}
     out["api_requests_per_s"] = round(out["api_requests"] / wall, 1) if wall > 0 else None
+    out["api_polls_per_s"] = round(out["api_polls"] / wall, 1) if wall > 0 else None
     if ok:
         def s(key):
             return sum(r.get(key) or 0 for r in ok)
@@ -70,7 +71,10 @@ def load_runs(path):
 
 def table(a):
     runs = load_runs(a.jsonl)
-    cols = ["label", "guests", "api_requests_per_s", "poll_304_share", "poll_p99_ms", "delivery_p50_ms",
+    for r in runs:
+        if r.get("wall_s"):
+            r.setdefault("api_polls_per_s", round(r["api_polls"] / r["wall_s"], 1))
+    cols = ["label", "guests", "api_requests_per_s", "api_polls_per_s", "poll_304_share", "poll_p99_ms", "delivery_p50_ms",
             "delivery_p99_ms", "send_p99_ms", "errors_total"]
     print(" | ".join(cols + ["CPU % of a core per 1000 guests"]))
     for r in runs:
@@ -83,6 +87,9 @@ def plot(a):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     runs = load_runs(a.jsonl)
+    for r in runs:
+        if r.get("wall_s"):
+            r.setdefault("api_polls_per_s", round(r["api_polls"] / r["wall_s"], 1))
     labels = []
     for r in runs:
         if r["label"] not in labels:

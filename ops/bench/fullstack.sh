@@ -59,5 +59,5 @@ json.dump({"what": "full stack: 2 chat-api nodes, 1 edge, MariaDB, Redis; chatty
 PY
 run python3 "$BENCH_DIR/benchlib.py" plot "$RUNS_JSONL" "$OUT/${RUNS_NAME:+$RUNS_NAME-}delivery-latency.png" --y delivery_p99_ms --y2 delivery_p50_ms \
   --ylabel "delivery latency, ms (p99 solid, p50 dashed)" --title "Send-to-seen latency vs guests (polls every 2 s)" --logx
-run python3 "$BENCH_DIR/benchlib.py" plot "$RUNS_JSONL" "$OUT/${RUNS_NAME:+$RUNS_NAME-}api-load.png" --y api_requests_per_s \
-  --ylabel "requests/s reaching the API nodes" --title "API load vs guests (edge vs polls straight to the API)" --logx
+run python3 "$BENCH_DIR/benchlib.py" plot "$RUNS_JSONL" "$OUT/${RUNS_NAME:+$RUNS_NAME-}api-load.png" --y api_polls_per_s --y2 api_requests_per_s \
+  --ylabel "API requests/s (solid polls, dashed all)" --title "API load vs guests (edge vs polls straight to the API)" --logx

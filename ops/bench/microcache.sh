@@ -20,6 +20,8 @@ start_edge edge "$EP" "$EM" "$A1" "$A2"; P_EDGE=$EDGE_PID
 
 d="$TMPROOT/nginx"; mkdir -p "$d/cache"
 cat > "$d/nginx.conf" <<CONF
+# Workers run as this user so they can write the cache in the private temp dir.
+user $(id -un);
 worker_processes 1;
 daemon off;
 pid $d/nginx.pid;
