@@ -7,4 +7,5 @@ mod cluster;
 mod edge;
 mod faults;
 mod harness_selftest;
+mod observability;
 mod outages;
