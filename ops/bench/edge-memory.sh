@@ -24,30 +24,44 @@ for i in $(seq 1 50); do
   [[ "$(metric_sum "http://127.0.0.1:$EM/metrics" '^chatty_edge_bus_up')" == 1 ]] && break; sleep 0.2
 done
 sleep 1
+# With no API node, nobody sends heartbeats and the edge forgets its map
+# after a second of silence: stand in for an API node's heartbeat.
+show redis-cli -h "$RH" -p "$RP" PUBLISH "${REDIS_PREFIX}bus" "v1 h bench" "(every 250 ms)"
+( for i in $(seq 1 4000); do redis-cli -h "$RH" -p "$RP" PUBLISH "${REDIS_PREFIX}bus" "v1 h bench" >/dev/null; sleep 0.25; done ) &
+BG_PIDS+=($!)
 R0=$(rss_kb "$P"); E0=$(entries)
 log "before: RSS ${R0} kB, map entries $E0"
+# Sample entries and RSS while the map fills (a lagged subscription clears it).
+( for i in $(seq 1 2400); do echo "$(entries) $(rss_kb "$P")"; sleep 0.25; done ) > "$TMPROOT/samples.txt" &
+SAMPLER=$!; BG_PIDS+=($SAMPLER)
 run python3 "$BENCH_DIR/publish_bumps.py" "$RH" "$RP" "${REDIS_PREFIX}bus" demo "$ROOMS" "${BATCH:-16}" "${PAUSE:-0.001}"
-for i in $(seq 1 100); do
+for i in $(seq 1 20); do
   e=$(entries); [[ "$e" -ge "$ROOMS" ]] && break; sleep 0.2
 done
 sleep 1
 R1=$(rss_kb "$P"); E1=$(entries)
+stop_pid "$SAMPLER"
+read -r PEAK_E PEAK_R <<<"$(sort -n "$TMPROOT/samples.txt" | tail -1)"
+log "peak while publishing: map entries $PEAK_E at RSS $PEAK_R kB"
 RESETS=$(metric_sum "http://127.0.0.1:$EM/metrics" '^chatty_edge_map_resets_total')
 EVICT=$(metric_sum "http://127.0.0.1:$EM/metrics" '^chatty_edge_map_evictions_total')
 log "after: RSS ${R1} kB, map entries $E1, resets $RESETS, evictions $EVICT"
-# A room taught only by the bus: is it answered from memory?
+# A room taught only by the bus: is it answered from memory? (No API node runs:
+# anything forwarded gets 502/503.)
 show curl -s -o /dev/null -w '%{http_code}' -H 'If-None-Match: "r1.1"' "http://127.0.0.1:$EP/v1/sites/demo/rooms/room-12345/messages?after=1"
 CODE=$(curl -s -o /dev/null -w '%{http_code}' -H 'If-None-Match: "r1.1"' "http://127.0.0.1:$EP/v1/sites/demo/rooms/room-12345/messages?after=1")
 log "poll for a bus-taught room with its ETag: $CODE (304 = answered from memory)"
-python3 - "$OUT/edge-memory.json" "$ROOMS" "$R0" "$R1" "$E0" "$E1" "$RESETS" "$EVICT" "$CODE" <<'PY'
+python3 - "$OUT/edge-memory.json" "$ROOMS" "$R0" "$R1" "$E0" "$E1" "$RESETS" "$EVICT" "$CODE" "${PEAK_E:-0}" "${PEAK_R:-0}" <<'PY'
 import json, sys
-out, rooms, r0, r1, e0, e1, resets, evict, code = sys.argv[1:]
-r0, r1, e0, e1 = int(r0), int(r1), int(e0 or 0), int(e1 or 0)
+out, rooms, r0, r1, e0, e1, resets, evict, code, pe, pr = sys.argv[1:]
+r0, r1, e0, e1, pe, pr = int(r0), int(r1), int(e0 or 0), int(e1 or 0), int(pe or 0), int(pr or 0)
 d = {"rooms_published": int(rooms), "rss_before_kb": r0, "rss_after_kb": r1, "map_entries_before": e0,
      "map_entries_after": e1, "map_resets": int(resets or 0), "map_evictions": int(evict or 0),
      "rss_growth_mb": round((r1 - r0) / 1024, 1),
      "bytes_per_entry": round((r1 - r0) * 1024 / (e1 - e0), 1) if e1 > e0 else None,
-     "bus_taught_room_poll_status": int(code)}
+     "bus_taught_room_poll_status": int(code),
+     "peak_map_entries": pe, "rss_at_peak_kb": pr,
+     "bytes_per_entry_at_peak": round((pr - r0) * 1024 / pe, 1) if pe > 0 else None}
 json.dump(d, open(out, "w"), indent=2)
 print(json.dumps(d, indent=2))
 PY
