@@ -92,7 +92,8 @@ impl EdgeProxy {
 /// Which room part a request reads or writes, from its method and path.
 pub fn classify(method: &Method, rest: &str) -> Option<Part> {
     match (method.as_str(), rest) {
-        ("GET", "messages") | ("POST", "messages") => Some(Part::Messages),
+        // A join answers with the room's messages ETag too.
+        ("GET", "messages") | ("POST", "messages") | ("POST", "join") => Some(Part::Messages),
         ("GET", "members") => Some(Part::Members),
         _ => None,
     }
@@ -229,13 +230,14 @@ impl ProxyHttp for EdgeProxy {
 
     fn fail_to_connect(
         &self,
-        session: &mut Session,
+        _session: &mut Session,
         peer: &HttpPeer,
         ctx: &mut Ctx,
         mut e: Box<Error>,
     ) -> Box<Error> {
-        let idempotent = matches!(session.req_header().method, Method::GET | Method::HEAD);
-        if idempotent && ctx.tried.len() < MAX_TRIES {
+        // A failed connect means the request reached no node, so any method
+        // (a send too) is safe to try on another one.
+        if ctx.tried.len() < MAX_TRIES {
             tracing::debug!(peer = %peer, error = %e, "connect failed; trying another node");
             e.set_retry(true);
         }
@@ -326,6 +328,12 @@ impl ProxyHttp for EdgeProxy {
         }
     }
 
+    fn suppress_error_log(&self, _session: &Session, _ctx: &Ctx, error: &Error) -> bool {
+        // Expected refusals: counted in metrics and visible on /readyz; a
+        // log line per poll during an outage would drown everything else.
+        matches!(error.etype(), ErrorType::HTTPStatus(503 | 413))
+    }
+
     async fn logging(&self, _session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
         let m = metrics();
         match (ctx.outcome, e) {
@@ -349,6 +357,7 @@ mod tests {
         assert_eq!(classify(&Method::GET, "messages"), Some(Part::Messages));
         assert_eq!(classify(&Method::POST, "messages"), Some(Part::Messages));
         assert_eq!(classify(&Method::GET, "members"), Some(Part::Members));
+        assert_eq!(classify(&Method::POST, "join"), Some(Part::Messages));
         assert_eq!(classify(&Method::POST, "members"), None);
         assert_eq!(classify(&Method::HEAD, "messages"), None);
         assert_eq!(classify(&Method::GET, "frame"), None);
