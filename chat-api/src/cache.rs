@@ -1,0 +1,254 @@
+//! Short-lived caches that let a poll be answered `304` without a store
+//! query: the current version of each room's log and members list, fed by
+//! this node's own writes, by the bus and by store reads; and site records.
+//!
+//! Staleness bound: a cached version is trusted only while this node's bus
+//! subscription is up, and for at most [`VERSION_MAX_AGE`] after it was
+//! learned. With a healthy bus a version is stale for the bus latency
+//! (milliseconds); when a publish is lost, for at most `VERSION_MAX_AGE`.
+//! Losing the subscription empties the cache at once.
+//!
+//! A store read never overwrites a newer version learned while it was in
+//! flight: each fill carries a ticket taken before the read, and loses to
+//! any update or clear stamped after it.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
+use chatty_shared::room::RoomKey;
+
+use crate::store::SiteRecord;
+
+/// How long a learned version is trusted.
+pub const VERSION_MAX_AGE: Duration = Duration::from_secs(1);
+/// How long a site record (or its absence) is trusted.
+pub const SITE_MAX_AGE: Duration = Duration::from_secs(3);
+/// Most entries a cache holds before it is emptied.
+pub const MAX_ENTRIES: usize = 100_000;
+
+/// A ticket taken before a store read; see [`VersionCache::fill`].
+#[derive(Debug, Clone, Copy)]
+pub struct Ticket(u64);
+
+struct Entry<V> {
+    value: V,
+    at: Instant,
+    stamp: u64,
+}
+
+struct Inner<K, V> {
+    map: HashMap<K, Entry<V>>,
+    cleared_stamp: u64,
+}
+
+/// Current versions by key, bounded in age and entries.
+pub struct VersionCache<K, V> {
+    inner: Mutex<Inner<K, V>>,
+    clock: AtomicU64,
+    /// Whether entries may be used (the bus subscription is up).
+    live: AtomicBool,
+    max_age: Duration,
+}
+
+impl<K: Eq + Hash + Clone, V: Copy + Ord> VersionCache<K, V> {
+    pub fn new(max_age: Duration) -> Self {
+        Self {
+            inner: Mutex::new(Inner {
+                map: HashMap::new(),
+                cleared_stamp: 0,
+            }),
+            clock: AtomicU64::new(1),
+            live: AtomicBool::new(false),
+            max_age,
+        }
+    }
+
+    fn tick(&self) -> u64 {
+        self.clock.fetch_add(1, Ordering::SeqCst)
+    }
+
+    /// The cached version if live and fresh.
+    pub fn get(&self, key: &K) -> Option<V> {
+        if !self.live.load(Ordering::Acquire) {
+            return None;
+        }
+        let inner = self.inner.lock();
+        let e = inner.map.get(key)?;
+        (e.at.elapsed() < self.max_age).then_some(e.value)
+    }
+
+    /// Taken before a store read whose result will be [`fill`](Self::fill)ed.
+    pub fn ticket(&self) -> Ticket {
+        Ticket(self.tick())
+    }
+
+    fn insert(inner: &mut Inner<K, V>, key: K, value: V, stamp: u64) {
+        if inner.map.len() >= MAX_ENTRIES && !inner.map.contains_key(&key) {
+            inner.map.clear();
+        }
+        inner.map.insert(
+            key,
+            Entry {
+                value,
+                at: Instant::now(),
+                stamp,
+            },
+        );
+    }
+
+    /// A version known to be current now (a commit of this node, or the
+    /// bus). An older version never replaces a newer one of the same log.
+    pub fn update(&self, key: K, value: V) {
+        let stamp = self.tick();
+        let mut inner = self.inner.lock();
+        if let Some(e) = inner.map.get_mut(&key) {
+            if e.value > value {
+                // Keep the newer value, but it was just confirmed as recent.
+                return;
+            }
+        }
+        Self::insert(&mut inner, key, value, stamp);
+    }
+
+    /// A version read from the store after `ticket` was taken: kept unless
+    /// something newer was learned (or the cache cleared) meanwhile.
+    pub fn fill(&self, key: K, value: V, ticket: Ticket) {
+        let stamp = self.tick();
+        let mut inner = self.inner.lock();
+        if inner.cleared_stamp > ticket.0 {
+            return;
+        }
+        if let Some(e) = inner.map.get(&key) {
+            if e.stamp > ticket.0 {
+                return;
+            }
+        }
+        Self::insert(&mut inner, key, value, stamp);
+    }
+
+    /// Forgets everything (bus lost or lagged).
+    pub fn clear(&self) {
+        let stamp = self.tick();
+        let mut inner = self.inner.lock();
+        inner.map.clear();
+        inner.cleared_stamp = stamp;
+    }
+
+    /// Entries are used only while live.
+    pub fn set_live(&self, live: bool) {
+        if !live {
+            self.clear();
+        }
+        self.live.store(live, Ordering::Release);
+    }
+
+    pub fn is_live(&self) -> bool {
+        self.live.load(Ordering::Acquire)
+    }
+}
+
+/// A cached site lookup: when it was made, and the record or "no such site".
+type SiteEntry = (Instant, Option<Arc<SiteRecord>>);
+
+/// Site records by id, including "no such site", for [`SITE_MAX_AGE`].
+pub struct SiteCache {
+    map: Mutex<HashMap<String, SiteEntry>>,
+    max_age: Duration,
+}
+
+impl SiteCache {
+    pub fn new(max_age: Duration) -> Self {
+        Self {
+            map: Mutex::new(HashMap::new()),
+            max_age,
+        }
+    }
+
+    /// `Some(record or None)` when cached and fresh.
+    pub fn get(&self, id: &str) -> Option<Option<Arc<SiteRecord>>> {
+        let map = self.map.lock();
+        let (at, rec) = map.get(id)?;
+        (at.elapsed() < self.max_age).then(|| rec.clone())
+    }
+
+    pub fn put(&self, id: &str, rec: Option<Arc<SiteRecord>>) {
+        let mut map = self.map.lock();
+        if map.len() >= MAX_ENTRIES && !map.contains_key(id) {
+            map.clear();
+        }
+        map.insert(id.to_owned(), (Instant::now(), rec));
+    }
+
+    pub fn forget(&self, id: &str) {
+        self.map.lock().remove(id);
+    }
+}
+
+/// The two room version caches of a node.
+pub struct RoomCaches {
+    pub messages: VersionCache<RoomKey, chatty_shared::etag::RoomVersion>,
+    pub members: VersionCache<RoomKey, u64>,
+}
+
+impl Default for RoomCaches {
+    fn default() -> Self {
+        Self {
+            messages: VersionCache::new(VERSION_MAX_AGE),
+            members: VersionCache::new(VERSION_MAX_AGE),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cache() -> VersionCache<&'static str, u64> {
+        let c = VersionCache::new(Duration::from_millis(50));
+        c.set_live(true);
+        c
+    }
+
+    #[test]
+    fn only_live_and_fresh() {
+        let c = cache();
+        c.update("a", 3);
+        assert_eq!(c.get(&"a"), Some(3));
+        c.set_live(false);
+        assert_eq!(c.get(&"a"), None);
+        c.set_live(true);
+        assert_eq!(c.get(&"a"), None, "cleared when the bus went down");
+        c.update("a", 4);
+        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(c.get(&"a"), None, "expired");
+    }
+
+    #[test]
+    fn never_goes_backwards() {
+        let c = cache();
+        c.update("a", 5);
+        c.update("a", 4);
+        assert_eq!(c.get(&"a"), Some(5));
+    }
+
+    #[test]
+    fn a_slow_read_loses_to_a_newer_update() {
+        let c = cache();
+        let t = c.ticket();
+        c.update("a", 7);
+        c.fill("a", 6, t);
+        assert_eq!(c.get(&"a"), Some(7));
+        let t = c.ticket();
+        c.clear();
+        c.fill("b", 1, t);
+        assert_eq!(c.get(&"b"), None);
+        let t = c.ticket();
+        c.fill("b", 2, t);
+        assert_eq!(c.get(&"b"), Some(2));
+    }
+}

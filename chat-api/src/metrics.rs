@@ -1,0 +1,241 @@
+//! The API's Prometheus metrics, defined once with their names from the
+//! contract; every label comes from a fixed set (never a room or site name).
+
+use std::sync::LazyLock;
+
+use chatty_shared::telemetry::LATENCY_BUCKETS;
+use prometheus::{
+    register_histogram_vec, register_int_counter, register_int_counter_vec, register_int_gauge_vec,
+    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
+};
+
+/// Route labels of `chatty_api_requests_total` and
+/// `chatty_api_request_duration_seconds`.
+pub const ROUTES: &[&str] = &[
+    "join",
+    "messages_get",
+    "messages_post",
+    "members",
+    "heartbeat",
+    "leave",
+    "admin",
+    "assets",
+    "health",
+    "metrics",
+    "other",
+];
+
+/// Store operations timed by `chatty_api_store_duration_seconds`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreOp {
+    Ping,
+    Site,
+    Sites,
+    CreateSite,
+    SetLimits,
+    Ban,
+    IsBanned,
+    Append,
+    Delete,
+    EventsAfter,
+    Recent,
+    Version,
+}
+
+impl StoreOp {
+    pub fn label(self) -> &'static str {
+        match self {
+            StoreOp::Ping => "ping",
+            StoreOp::Site => "site",
+            StoreOp::Sites => "list_sites",
+            StoreOp::CreateSite => "create_site",
+            StoreOp::SetLimits => "set_limits",
+            StoreOp::Ban => "ban",
+            StoreOp::IsBanned => "is_banned",
+            StoreOp::Append => "append_message",
+            StoreOp::Delete => "delete_message",
+            StoreOp::EventsAfter => "events_after",
+            StoreOp::Recent => "recent_messages",
+            StoreOp::Version => "room_version",
+        }
+    }
+}
+
+/// Every metric of the API.
+pub struct Metrics {
+    pub requests: IntCounterVec,
+    pub request_duration: HistogramVec,
+    pub store_duration: HistogramVec,
+    pub store_errors: IntCounter,
+    pub messages_stored: IntCounter,
+    pub publish_failures: IntCounter,
+    pub rate_limited: IntCounterVec,
+    pub presence_changes: IntCounterVec,
+    pub backend_up: IntGaugeVec,
+}
+
+fn counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    register_int_counter_vec!(name, help, labels).unwrap_or_else(|_| {
+        IntCounterVec::new(Opts::new(name, help), labels).unwrap_or_else(|_| unreachable!())
+    })
+}
+
+fn counter(name: &str, help: &str) -> IntCounter {
+    register_int_counter!(name, help)
+        .unwrap_or_else(|_| IntCounter::new(name, help).unwrap_or_else(|_| unreachable!()))
+}
+
+fn histogram_vec(name: &str, help: &str, labels: &[&str]) -> HistogramVec {
+    let opts = HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec());
+    register_histogram_vec!(opts.clone(), labels)
+        .unwrap_or_else(|_| HistogramVec::new(opts, labels).unwrap_or_else(|_| unreachable!()))
+}
+
+/// The process-wide metrics (the default Prometheus registry).
+pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
+    let m = Metrics {
+        requests: counter_vec(
+            "chatty_api_requests_total",
+            "HTTP requests answered, by route and status class.",
+            &["route", "status_class"],
+        ),
+        request_duration: histogram_vec(
+            "chatty_api_request_duration_seconds",
+            "Time to answer an HTTP request, by route.",
+            &["route"],
+        ),
+        store_duration: histogram_vec(
+            "chatty_api_store_duration_seconds",
+            "Time of a store call, by operation.",
+            &["op"],
+        ),
+        store_errors: counter(
+            "chatty_api_store_errors_total",
+            "Store calls that failed or timed out.",
+        ),
+        messages_stored: counter(
+            "chatty_api_messages_stored_total",
+            "Messages durably stored.",
+        ),
+        publish_failures: counter(
+            "chatty_api_publish_failures_total",
+            "Bus publishes that failed (the write itself succeeded).",
+        ),
+        rate_limited: counter_vec(
+            "chatty_api_rate_limited_total",
+            "Requests refused by a rate limit, by scope.",
+            &["scope"],
+        ),
+        presence_changes: counter_vec(
+            "chatty_api_presence_changes_total",
+            "Members list changes, by kind.",
+            &["kind"],
+        ),
+        backend_up: register_int_gauge_vec!(
+            "chatty_api_backend_up",
+            "1 when the backend answered its last check.",
+            &["backend"]
+        )
+        .unwrap_or_else(|_| {
+            IntGaugeVec::new(
+                Opts::new("chatty_api_backend_up", "backend up"),
+                &["backend"],
+            )
+            .unwrap_or_else(|_| unreachable!())
+        }),
+    };
+    // Make every series visible from the start.
+    for route in ROUTES {
+        let _ = m.request_duration.with_label_values(&[route]);
+    }
+    for scope in ["guest", "ip"] {
+        let _ = m.rate_limited.with_label_values(&[scope]);
+    }
+    for kind in ["join", "leave", "expire"] {
+        let _ = m.presence_changes.with_label_values(&[kind]);
+    }
+    m
+});
+
+/// The status class label of a status code.
+pub fn status_class(status: u16) -> &'static str {
+    match status {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}
+
+/// The route label of a matched resource pattern and method.
+pub fn route_label(pattern: Option<&str>, method: &actix_web::http::Method) -> &'static str {
+    use actix_web::http::Method;
+    let Some(p) = pattern else { return "other" };
+    if p.ends_with("/join") {
+        "join"
+    } else if p.ends_with("/messages") && method == Method::GET {
+        "messages_get"
+    } else if p.ends_with("/messages") && method == Method::POST {
+        "messages_post"
+    } else if p.ends_with("/members") {
+        "members"
+    } else if p.ends_with("/heartbeat") {
+        "heartbeat"
+    } else if p.ends_with("/leave") {
+        "leave"
+    } else if p.starts_with("/v1/admin")
+        || p.ends_with("/bans")
+        || p.ends_with("/limits")
+        || p.ends_with("/{seq}")
+    {
+        "admin"
+    } else if p == "/healthz" || p == "/readyz" {
+        "health"
+    } else if p == "/metrics" {
+        "metrics"
+    } else if p == "/"
+        || p.ends_with(".js")
+        || p.ends_with(".css")
+        || p.ends_with("/frame")
+        || p.ends_with(".json")
+    {
+        "assets"
+    } else {
+        "other"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::http::Method;
+
+    #[test]
+    fn labels_are_bounded() {
+        let room = "/v1/sites/{site}/rooms/{room}";
+        assert_eq!(
+            route_label(Some(&format!("{room}/join")), &Method::POST),
+            "join"
+        );
+        assert_eq!(
+            route_label(Some(&format!("{room}/messages")), &Method::GET),
+            "messages_get"
+        );
+        assert_eq!(
+            route_label(Some(&format!("{room}/messages")), &Method::POST),
+            "messages_post"
+        );
+        assert_eq!(
+            route_label(Some(&format!("{room}/messages/{{seq}}")), &Method::DELETE),
+            "admin"
+        );
+        assert_eq!(route_label(Some("/v1/widget.js"), &Method::GET), "assets");
+        assert_eq!(route_label(None, &Method::GET), "other");
+        for p in ["/x", "/healthz", "/metrics", "/v1/admin/sites"] {
+            assert!(ROUTES.contains(&route_label(Some(p), &Method::GET)));
+        }
+        assert_eq!(status_class(304), "3xx");
+        assert_eq!(status_class(503), "5xx");
+    }
+}

@@ -1,0 +1,60 @@
+//! Administration: sites (operator token) and moderation — delete a
+//! message, ban a guest, set limits (the site's secret).
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use chatty_shared::wire::{BanRequest, CreateSiteRequest, SiteLimits};
+
+use super::{bearer, etag_header, json};
+use crate::body::JsonBody;
+use crate::error::ApiError;
+use crate::rooms::Chat;
+
+pub async fn create_site(
+    chat: web::Data<Chat>,
+    req: HttpRequest,
+    body: JsonBody<CreateSiteRequest>,
+) -> Result<HttpResponse, ApiError> {
+    // The token is checked before the body is looked at.
+    chat.operator(bearer(&req))?;
+    let created = chat.create_site(body.0, bearer(&req)).await?;
+    Ok(json(StatusCode::CREATED, &created))
+}
+
+pub async fn list_sites(chat: web::Data<Chat>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let sites = chat.list_sites(bearer(&req)).await?;
+    Ok(json(StatusCode::OK, &sites))
+}
+
+pub async fn delete_message(
+    chat: web::Data<Chat>,
+    req: HttpRequest,
+    path: web::Path<(String, String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let (site, room, seq) = path.into_inner();
+    let (event, version) = chat.delete(&site, &room, &seq, bearer(&req)).await?;
+    let mut res = json(StatusCode::OK, &event);
+    let (name, value) = etag_header(version.etag().as_str());
+    res.headers_mut().insert(name, value);
+    Ok(res)
+}
+
+pub async fn ban(
+    chat: web::Data<Chat>,
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: JsonBody<BanRequest>,
+) -> Result<HttpResponse, ApiError> {
+    chat.ban(&path, &body.0.member_id, bearer(&req)).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+pub async fn set_limits(
+    chat: web::Data<Chat>,
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: JsonBody<SiteLimits>,
+) -> Result<HttpResponse, ApiError> {
+    let limits = chat.set_limits(&path, body.0, bearer(&req)).await?;
+    Ok(json(StatusCode::OK, &limits))
+}

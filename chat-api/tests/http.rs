@@ -1,0 +1,1052 @@
+//! HTTP-level tests of one embedded API node (SQLite, in-process bus),
+//! served on port 0 and driven with reqwest.
+
+use std::time::Duration;
+
+use chat_api::token::{Claims, TokenKeys};
+use chat_api::{App, Config};
+use chatty_shared::config::{parse_rate, Rate};
+use reqwest::{Client, StatusCode};
+use serde_json::{json, Value};
+
+struct Node {
+    base: String,
+    client: Client,
+    dir: tempfile::TempDir,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Node {
+    async fn start(tweak: impl FnOnce(&mut Config)) -> Node {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::embedded(dir.path());
+        config.admin_token = Some("operator-token".into());
+        config.node_name = Some("test-node".into());
+        config.workers = Some(1);
+        tweak(&mut config);
+        let app = App::build(config).await.unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(app.run(listener, async move {
+            let _ = rx.await;
+        }));
+        let node = Node {
+            base: format!("http://{addr}"),
+            client: Client::new(),
+            dir,
+            stop: Some(tx),
+            task: Some(task),
+        };
+        for _ in 0..100 {
+            if node.get("/healthz").await.status() == StatusCode::OK {
+                return node;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("the node did not start");
+    }
+
+    async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            tokio::time::timeout(Duration::from_secs(15), task)
+                .await
+                .expect("stopped in time")
+                .unwrap()
+                .unwrap();
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    async fn get(&self, path: &str) -> reqwest::Response {
+        self.client.get(self.url(path)).send().await.unwrap()
+    }
+
+    async fn post_json(&self, path: &str, token: Option<&str>, body: &Value) -> reqwest::Response {
+        let mut req = self.client.post(self.url(path)).json(body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        req.send().await.unwrap()
+    }
+
+    async fn join(&self, room: &str, nick: &str) -> Value {
+        let res = self
+            .post_json(
+                &format!("/v1/sites/demo/rooms/{room}/join"),
+                None,
+                &json!({"nick": nick}),
+            )
+            .await;
+        assert_eq!(res.status(), StatusCode::OK);
+        res.json().await.unwrap()
+    }
+
+    async fn send(
+        &self,
+        room: &str,
+        token: &str,
+        text: &str,
+        client_id: &str,
+    ) -> reqwest::Response {
+        self.post_json(
+            &format!("/v1/sites/demo/rooms/{room}/messages"),
+            Some(token),
+            &json!({"text": text, "client_id": client_id}),
+        )
+        .await
+    }
+
+    /// The room's messages ETag and seq as a reader sees them.
+    async fn version(&self, room: &str) -> (String, u64) {
+        let res = self
+            .get(&format!("/v1/sites/demo/rooms/{room}/messages"))
+            .await;
+        assert_eq!(res.status(), StatusCode::OK);
+        let etag = res.headers()["etag"].to_str().unwrap().to_owned();
+        let page: Value = res.json().await.unwrap();
+        (etag, page["seq"].as_u64().unwrap())
+    }
+
+    fn keys(&self) -> TokenKeys {
+        let key = std::fs::read_to_string(self.dir.path().join("token.key")).unwrap();
+        TokenKeys::new(vec![key.trim().as_bytes().to_vec()]).unwrap()
+    }
+}
+
+async fn error_code(res: reqwest::Response) -> String {
+    let body: Value = res.json().await.unwrap();
+    body["error"]["code"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn join_send_poll_members_heartbeat_leave() {
+    let node = Node::start(|_| {}).await;
+    let (etag0, seq0) = node.version("lobby").await;
+    assert_eq!((etag0.as_str(), seq0), ("\"r0.0\"", 0), "an unwritten room");
+
+    let ann = node.join("lobby", " Ann ").await;
+    assert_eq!(ann["member"]["nick"], "Ann");
+    assert_eq!(ann["etag"], "\"r0.0\"");
+    assert_eq!(ann["members"].as_array().unwrap().len(), 1);
+    let token = ann["token"].as_str().unwrap();
+
+    let res = node.send("lobby", token, "hello <b>world</b>", "c1").await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let etag1 = res.headers()["etag"].to_str().unwrap().to_owned();
+    let event: Value = res.json().await.unwrap();
+    assert_eq!(event["seq"], 1);
+    assert_eq!(event["kind"], "message");
+    assert_eq!(event["text"], "hello <b>world</b>");
+    assert_eq!(event["nick"], "Ann");
+    assert!(
+        etag1.starts_with("\"r") && etag1.ends_with(".1\""),
+        "{etag1}"
+    );
+
+    // Poll: the page, then 304 on the current ETag (from the cache and the
+    // store alike), then 200 again after a new message.
+    let res = node
+        .get("/v1/sites/demo/rooms/lobby/messages?after=0")
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.headers()["etag"].to_str().unwrap(), etag1);
+    assert_eq!(res.headers()["cache-control"], "no-cache");
+    let page: Value = res.json().await.unwrap();
+    assert_eq!(page["events"].as_array().unwrap().len(), 1);
+    assert_eq!(page["seq"], 1);
+    assert_eq!(page["more"], false);
+    for inm in [
+        etag1.clone(),
+        format!("W/{etag1}"),
+        format!("\"x\", {etag1}"),
+        "*".into(),
+    ] {
+        let res = node
+            .client
+            .get(node.url("/v1/sites/demo/rooms/lobby/messages?after=1"))
+            .header("if-none-match", inm.as_str())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::NOT_MODIFIED, "{inm}");
+        assert_eq!(res.headers()["etag"].to_str().unwrap(), etag1);
+        assert!(res.bytes().await.unwrap().is_empty());
+    }
+    let res = node.send("lobby", token, "second", "c2").await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let res = node
+        .client
+        .get(node.url("/v1/sites/demo/rooms/lobby/messages?after=1"))
+        .header("if-none-match", etag1.as_str())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK, "a new message is never a 304");
+    let page: Value = res.json().await.unwrap();
+    assert_eq!(page["events"][0]["text"], "second");
+
+    // Members: ETag and 304; a second guest changes it.
+    let res = node.get("/v1/sites/demo/rooms/lobby/members").await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let metag = res.headers()["etag"].to_str().unwrap().to_owned();
+    assert!(metag.starts_with("\"m"));
+    let res = node
+        .client
+        .get(node.url("/v1/sites/demo/rooms/lobby/members"))
+        .header("if-none-match", metag.as_str())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::NOT_MODIFIED);
+    let bob = node.join("lobby", "Bob").await;
+    assert_eq!(bob["members"].as_array().unwrap().len(), 2);
+    assert_eq!(bob["messages"].as_array().unwrap().len(), 2);
+    let res = node
+        .client
+        .get(node.url("/v1/sites/demo/rooms/lobby/members"))
+        .header("if-none-match", metag.as_str())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+
+    // Heartbeat and leave.
+    let bob_token = bob["token"].as_str().unwrap();
+    let res = node
+        .post_json(
+            "/v1/sites/demo/rooms/lobby/heartbeat",
+            Some(bob_token),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    let res = node
+        .client
+        .post(node.url("/v1/sites/demo/rooms/lobby/leave"))
+        .bearer_auth(bob_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    let members: Value = node
+        .get("/v1/sites/demo/rooms/lobby/members")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let nicks: Vec<&str> = members["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["nick"].as_str().unwrap())
+        .collect();
+    assert_eq!(nicks, ["Ann"]);
+
+    // A rejoin with the token keeps the member id.
+    let res = node
+        .post_json(
+            "/v1/sites/demo/rooms/lobby/join",
+            Some(bob_token),
+            &json!({"nick": "Bobby"}),
+        )
+        .await;
+    let again: Value = res.json().await.unwrap();
+    assert_eq!(again["member"]["id"], bob["member"]["id"]);
+    assert_eq!(again["member"]["nick"], "Bobby");
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn a_retried_send_returns_the_original() {
+    let node = Node::start(|_| {}).await;
+    let ann = node.join("retry", "Ann").await;
+    let token = ann["token"].as_str().unwrap();
+    let first = node.send("retry", token, "once", "same-id").await;
+    assert_eq!(first.status(), StatusCode::CREATED);
+    let first: Value = first.json().await.unwrap();
+    let again = node.send("retry", token, "once", "same-id").await;
+    assert_eq!(again.status(), StatusCode::OK);
+    let etag = again.headers()["etag"].to_str().unwrap().to_owned();
+    let again: Value = again.json().await.unwrap();
+    assert_eq!(first, again);
+    assert!(etag.ends_with(".1\""));
+    assert_eq!(node.version("retry").await.1, 1);
+    node.stop().await;
+}
+
+/// One bad request and what must come back.
+struct Case {
+    name: &'static str,
+    method: &'static str,
+    path: String,
+    token: Option<String>,
+    content_type: Option<&'static str>,
+    body: Vec<u8>,
+    status: u16,
+    code: &'static str,
+}
+
+#[tokio::test]
+async fn bad_input_is_refused_and_stores_nothing() {
+    let node = Node::start(|_| {}).await;
+    let room = "bad";
+    let msgs = format!("/v1/sites/demo/rooms/{room}/messages");
+    let join = format!("/v1/sites/demo/rooms/{room}/join");
+    let ann = node.join(room, "Ann").await;
+    let token = ann["token"].as_str().unwrap().to_owned();
+    let member_id = ann["member"]["id"].as_str().unwrap().to_owned();
+    let other = node.join("elsewhere", "Ann").await["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let expired = node.keys().sign(&Claims {
+        site: "demo".into(),
+        room: room.into(),
+        member_id: member_id.clone(),
+        nick: "Ann".into(),
+        exp: 1,
+    });
+    let forged = {
+        let (payload, sig) = token.split_once('.').unwrap();
+        let mut sig = sig.to_owned();
+        let last = if sig.ends_with('A') { "B" } else { "A" };
+        sig.replace_range(sig.len() - 1.., last);
+        format!("{payload}.{sig}")
+    };
+    let send = |text: &str| serde_json::to_vec(&json!({"text": text, "client_id": "k1"})).unwrap();
+    let c = |name, method, path: &str, token: Option<&str>, ct, body: Vec<u8>, status, code| Case {
+        name,
+        method,
+        path: path.to_owned(),
+        token: token.map(str::to_owned),
+        content_type: ct,
+        body,
+        status,
+        code,
+    };
+    let json_ct = Some("application/json");
+    let t = Some(token.as_str());
+    let cases = vec![
+        c(
+            "malformed json",
+            "POST",
+            &msgs,
+            t,
+            json_ct,
+            b"{\"text\":".to_vec(),
+            400,
+            "invalid_json",
+        ),
+        c(
+            "not json",
+            "POST",
+            &msgs,
+            t,
+            json_ct,
+            b"hello".to_vec(),
+            400,
+            "invalid_json",
+        ),
+        c(
+            "empty body",
+            "POST",
+            &msgs,
+            t,
+            json_ct,
+            vec![],
+            400,
+            "invalid_json",
+        ),
+        c(
+            "wrong type",
+            "POST",
+            &msgs,
+            t,
+            json_ct,
+            br#"{"text":5,"client_id":"k"}"#.to_vec(),
+            400,
+            "invalid_field",
+        ),
+        c(
+            "missing field",
+            "POST",
+            &msgs,
+            t,
+            json_ct,
+            br#"{"text":"x"}"#.to_vec(),
+            400,
+            "invalid_field",
+        ),
+        c(
+            "unknown field",
+            "POST",
+            &msgs,
+            t,
+            json_ct,
+            br#"{"text":"x","client_id":"k","y":1}"#.to_vec(),
+            400,
+            "invalid_field",
+        ),
+        c(
+            "empty text",
+            "POST",
+            &msgs,
+            t,
+            json_ct,
+            send(""),
+            400,
+            "invalid_field",
+        ),
+        c(
+            "blank text",
+            "POST",
+            &msgs,
+            t,
+            json_ct,
+            send("  \n "),
+            400,
+            "invalid_field",
+        ),
+        c(
+            "oversized text",
+            "POST",
+            &msgs,
+            t,
+            json_ct,
+            send(&"a".repeat(2001)),
+            413,
+            "too_large",
+        ),
+        c(
+            "oversized body",
+            "POST",
+            &msgs,
+            t,
+            json_ct,
+            send(&"a".repeat(17 * 1024)),
+            413,
+            "too_large",
+        ),
+        c(
+            "invalid utf-8",
+            "POST",
+            &msgs,
+            t,
+            json_ct,
+            b"{\"text\":\"\xff\xfe\",\"client_id\":\"k\"}".to_vec(),
+            400,
+            "invalid_json",
+        ),
+        c(
+            "wrong content type",
+            "POST",
+            &msgs,
+            t,
+            Some("text/plain"),
+            send("hi"),
+            400,
+            "bad_request",
+        ),
+        c(
+            "bad client id",
+            "POST",
+            &msgs,
+            t,
+            json_ct,
+            br#"{"text":"x","client_id":"a b"}"#.to_vec(),
+            400,
+            "invalid_field",
+        ),
+        c(
+            "too-long nick",
+            "POST",
+            &join,
+            None,
+            json_ct,
+            serde_json::to_vec(&json!({"nick": "n".repeat(33)})).unwrap(),
+            400,
+            "invalid_field",
+        ),
+        c(
+            "bidi nick",
+            "POST",
+            &join,
+            None,
+            json_ct,
+            serde_json::to_vec(&json!({"nick": "a\u{202E}b"})).unwrap(),
+            400,
+            "invalid_field",
+        ),
+        c(
+            "control nick",
+            "POST",
+            &join,
+            None,
+            json_ct,
+            serde_json::to_vec(&json!({"nick": "a\u{7}b"})).unwrap(),
+            400,
+            "invalid_field",
+        ),
+        c(
+            "empty nick",
+            "POST",
+            &join,
+            None,
+            json_ct,
+            br#"{"nick":""}"#.to_vec(),
+            400,
+            "invalid_field",
+        ),
+        c(
+            "unknown site",
+            "POST",
+            "/v1/sites/nosuch/rooms/bad/messages",
+            t,
+            json_ct,
+            send("hi"),
+            404,
+            "not_found",
+        ),
+        c(
+            "invalid site id",
+            "GET",
+            "/v1/sites/No_Such/rooms/bad/messages",
+            None,
+            None,
+            vec![],
+            404,
+            "not_found",
+        ),
+        c(
+            "bad room name",
+            "POST",
+            "/v1/sites/demo/rooms/b%20ad/messages",
+            t,
+            json_ct,
+            send("hi"),
+            400,
+            "bad_request",
+        ),
+        c(
+            "bad room name on join",
+            "POST",
+            "/v1/sites/demo/rooms/caf%C3%A9/join",
+            None,
+            json_ct,
+            br#"{"nick":"x"}"#.to_vec(),
+            400,
+            "bad_request",
+        ),
+        c(
+            "missing token",
+            "POST",
+            &msgs,
+            None,
+            json_ct,
+            send("hi"),
+            401,
+            "unauthorized",
+        ),
+        c(
+            "forged token",
+            "POST",
+            &msgs,
+            Some(&forged),
+            json_ct,
+            send("hi"),
+            401,
+            "unauthorized",
+        ),
+        c(
+            "garbage token",
+            "POST",
+            &msgs,
+            Some("x.y"),
+            json_ct,
+            send("hi"),
+            401,
+            "unauthorized",
+        ),
+        c(
+            "expired token",
+            "POST",
+            &msgs,
+            Some(&expired),
+            json_ct,
+            send("hi"),
+            401,
+            "unauthorized",
+        ),
+        c(
+            "token of another room",
+            "POST",
+            &msgs,
+            Some(&other),
+            json_ct,
+            send("hi"),
+            401,
+            "unauthorized",
+        ),
+        c(
+            "join with a forged token",
+            "POST",
+            &join,
+            Some(&forged),
+            json_ct,
+            br#"{"nick":"x"}"#.to_vec(),
+            401,
+            "unauthorized",
+        ),
+        c(
+            "heartbeat without token",
+            "POST",
+            &format!("/v1/sites/demo/rooms/{room}/heartbeat"),
+            None,
+            None,
+            vec![],
+            401,
+            "unauthorized",
+        ),
+        c(
+            "negative after",
+            "GET",
+            &format!("{msgs}?after=-1"),
+            None,
+            None,
+            vec![],
+            400,
+            "bad_request",
+        ),
+        c(
+            "non-numeric after",
+            "GET",
+            &format!("{msgs}?after=abc"),
+            None,
+            None,
+            vec![],
+            400,
+            "bad_request",
+        ),
+        c(
+            "huge after",
+            "GET",
+            &format!("{msgs}?after=99999999999999999999999"),
+            None,
+            None,
+            vec![],
+            400,
+            "bad_request",
+        ),
+        c(
+            "unknown path",
+            "GET",
+            "/v1/nothing",
+            None,
+            None,
+            vec![],
+            404,
+            "not_found",
+        ),
+        c(
+            "wrong method",
+            "PUT",
+            &msgs,
+            None,
+            None,
+            vec![],
+            405,
+            "method_not_allowed",
+        ),
+        c(
+            "delete without secret",
+            "DELETE",
+            &format!("{msgs}/1"),
+            None,
+            None,
+            vec![],
+            401,
+            "unauthorized",
+        ),
+        c(
+            "admin without token",
+            "GET",
+            "/v1/admin/sites",
+            None,
+            None,
+            vec![],
+            401,
+            "unauthorized",
+        ),
+        c(
+            "admin with a wrong token",
+            "GET",
+            "/v1/admin/sites",
+            Some("nope"),
+            None,
+            vec![],
+            401,
+            "unauthorized",
+        ),
+    ];
+    for case in &cases {
+        let method = reqwest::Method::from_bytes(case.method.as_bytes()).unwrap();
+        let mut req = node
+            .client
+            .request(method, node.url(&case.path))
+            .body(case.body.clone());
+        if let Some(ct) = case.content_type {
+            req = req.header("content-type", ct);
+        }
+        if let Some(t) = &case.token {
+            req = req.bearer_auth(t);
+        }
+        let res = req.send().await.unwrap();
+        assert_eq!(res.status().as_u16(), case.status, "{}", case.name);
+        assert_eq!(error_code(res).await, case.code, "{}", case.name);
+    }
+    assert_eq!(
+        node.version(room).await,
+        ("\"r0.0\"".to_owned(), 0),
+        "nothing was stored"
+    );
+
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn moderation_and_site_admin() {
+    let node = Node::start(|_| {}).await;
+    let res = node
+        .client
+        .post(node.url("/v1/admin/sites"))
+        .bearer_auth("operator-token")
+        .json(&json!({"id": "shop", "origins": ["https://Shop.example/", "http://localhost:*"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let created: Value = res.json().await.unwrap();
+    assert_eq!(
+        created["site"]["origins"],
+        json!(["https://shop.example", "http://localhost:*"])
+    );
+    let secret = created["secret"].as_str().unwrap().to_owned();
+    let res = node
+        .client
+        .post(node.url("/v1/admin/sites"))
+        .bearer_auth("operator-token")
+        .json(&json!({"id": "shop", "origins": ["https://x.example"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::CONFLICT);
+    let res = node
+        .client
+        .post(node.url("/v1/admin/sites"))
+        .bearer_auth("operator-token")
+        .json(&json!({"origins": ["javascript:alert(1)"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    let sites: Value = node
+        .client
+        .get(node.url("/v1/admin/sites"))
+        .bearer_auth("operator-token")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ids: Vec<&str> = sites
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap())
+        .collect();
+    assert!(ids.contains(&"demo") && ids.contains(&"shop"), "{ids:?}");
+
+    // The frame's CSP names the site's origins.
+    let res = node.get("/v1/sites/shop/rooms/main/frame").await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let csp = res.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        csp.contains("frame-ancestors https://shop.example http://localhost:*"),
+        "{csp}"
+    );
+    assert!(csp.contains("default-src 'self'"));
+
+    let join = |nick: &str| {
+        let body = json!({"nick": nick});
+        let url = node.url("/v1/sites/shop/rooms/main/join");
+        let client = node.client.clone();
+        async move {
+            client
+                .post(url)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        }
+    };
+    let ann = join("Ann").await;
+    let token = ann["token"].as_str().unwrap().to_owned();
+    let member_id = ann["member"]["id"].as_str().unwrap().to_owned();
+    let send = |text: &str, cid: &str| {
+        node.client
+            .post(node.url("/v1/sites/shop/rooms/main/messages"))
+            .bearer_auth(&token)
+            .json(&json!({"text": text, "client_id": cid}))
+            .send()
+    };
+    assert_eq!(
+        send("spam", "a").await.unwrap().status(),
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        send("fine", "b").await.unwrap().status(),
+        StatusCode::CREATED
+    );
+
+    // Delete: wrong secret 401, unknown message 404, then the deletion event.
+    let del = |seq: &str, secret: &str| {
+        node.client
+            .delete(node.url(&format!("/v1/sites/shop/rooms/main/messages/{seq}")))
+            .bearer_auth(secret)
+            .send()
+    };
+    assert_eq!(
+        del("1", "wrong").await.unwrap().status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        del("99", &secret).await.unwrap().status(),
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        del("x", &secret).await.unwrap().status(),
+        StatusCode::NOT_FOUND
+    );
+    let res = del("1", &secret).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert!(res.headers()["etag"].to_str().unwrap().ends_with(".3\""));
+    let deletion: Value = res.json().await.unwrap();
+    assert_eq!(deletion["kind"], "deletion");
+    assert_eq!(deletion["deletes"], 1);
+    let bob = join("Bob").await;
+    let texts: Vec<&str> = bob["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(texts, ["fine"], "a join leaves deleted messages out");
+    assert_eq!(bob["seq"], 3);
+
+    // Limits: a lower text limit applies at once.
+    let res = node
+        .client
+        .put(node.url("/v1/sites/shop/limits"))
+        .bearer_auth(&secret)
+        .json(&json!({"max_text_bytes": 5, "guest_messages": 0, "guest_window_secs": 0}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let res = send("too long", "c").await.unwrap();
+    assert_eq!(res.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let res = node
+        .client
+        .put(node.url("/v1/sites/shop/limits"))
+        .bearer_auth(&secret)
+        .json(&json!({"max_text_bytes": 0, "guest_messages": 0, "guest_window_secs": 0}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+
+    // Ban: 403 on send, heartbeat and join with the token; nothing stored.
+    let res = node
+        .client
+        .post(node.url("/v1/sites/shop/bans"))
+        .bearer_auth(&secret)
+        .json(&json!({"member_id": member_id}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    let res = send("hi", "d").await.unwrap();
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    assert_eq!(error_code(res).await, "banned");
+    let res = node
+        .client
+        .post(node.url("/v1/sites/shop/rooms/main/heartbeat"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    let res = node
+        .client
+        .post(node.url("/v1/sites/shop/rooms/main/join"))
+        .bearer_auth(&token)
+        .json(&json!({"nick": "Ann"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    let page: Value = node
+        .get("/v1/sites/shop/rooms/main/messages")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page["seq"], 3, "nothing stored after the ban");
+
+    // A page from an origin the site does not list is refused.
+    let res = node
+        .client
+        .post(node.url("/v1/sites/shop/rooms/main/join"))
+        .header("origin", "https://evil.example")
+        .json(&json!({"nick": "Eve"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    assert_eq!(error_code(res).await, "forbidden");
+    let res = node
+        .client
+        .post(node.url("/v1/sites/shop/rooms/main/join"))
+        .header("origin", "http://localhost:5173")
+        .json(&json!({"nick": "Lou"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn assets_health_metrics_and_openapi() {
+    let node = Node::start(|_| {}).await;
+    let res = node.get("/v1/widget.js").await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.headers()["cache-control"], "public, max-age=300");
+    assert!(res.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/javascript"));
+    for path in ["/v1/frame.js", "/v1/frame.css", "/"] {
+        assert_eq!(node.get(path).await.status(), StatusCode::OK, "{path}");
+    }
+    let res = node.get("/v1/sites/demo/rooms/lobby/frame").await;
+    let csp = res.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        csp.ends_with("frame-ancestors http://localhost:* http://127.0.0.1:*"),
+        "{csp}"
+    );
+    assert_eq!(
+        node.get("/v1/sites/nosuch/rooms/lobby/frame")
+            .await
+            .status(),
+        StatusCode::NOT_FOUND
+    );
+    let ready: Value = node.get("/readyz").await.json().await.unwrap();
+    assert_eq!(
+        ready,
+        json!({"store": "ok", "bus": "ok", "draining": false})
+    );
+    let metrics = node.get("/metrics").await.text().await.unwrap();
+    for name in [
+        "chatty_api_requests_total",
+        "chatty_api_request_duration_seconds",
+        "chatty_api_rate_limited_total",
+        "chatty_api_backend_up",
+    ] {
+        assert!(metrics.contains(name), "{name}");
+    }
+    let doc: Value = node.get("/v1/openapi.json").await.json().await.unwrap();
+    assert_eq!(doc["openapi"], "3.0.3");
+    assert!(doc["paths"]["/v1/sites/{site}/rooms/{room}/messages"]["get"].is_object());
+    node.stop().await;
+
+    // Without the demo site, / is a 404.
+    let node = Node::start(|c| c.demo_site = Some(false)).await;
+    assert_eq!(node.get("/").await.status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        node.get("/v1/sites/demo/rooms/lobby/messages")
+            .await
+            .status(),
+        StatusCode::NOT_FOUND
+    );
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn rate_limits_answer_429_with_retry_after() {
+    let node = Node::start(|c| {
+        c.guest_rate = chat_api::config::RateSetting(parse_rate("2/1m").unwrap());
+    })
+    .await;
+    let ann = node.join("rl", "Ann").await;
+    let token = ann["token"].as_str().unwrap();
+    for i in 0..2 {
+        assert_eq!(
+            node.send("rl", token, "x", &format!("c{i}")).await.status(),
+            StatusCode::CREATED
+        );
+    }
+    let res = node.send("rl", token, "x", "c9").await;
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    let after: u64 = res.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=120).contains(&after), "{after}");
+    assert_eq!(error_code(res).await, "rate_limited");
+    assert_eq!(
+        node.version("rl").await.1,
+        2,
+        "the limited send stored nothing"
+    );
+    node.stop().await;
+
+    let node = Node::start(|c| {
+        c.ip_rate = chatty_api_rate(Rate {
+            count: 2,
+            per: Duration::from_secs(60),
+        });
+    })
+    .await;
+    node.join("rl", "a").await;
+    node.join("rl", "b").await;
+    let res = node
+        .post_json("/v1/sites/demo/rooms/rl/join", None, &json!({"nick": "c"}))
+        .await;
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(res.headers().contains_key("retry-after"));
+    node.stop().await;
+}
+
+fn chatty_api_rate(rate: Rate) -> chat_api::config::RateSetting {
+    chat_api::config::RateSetting(Some(rate))
+}
