@@ -2,6 +2,7 @@
 //! the real binaries against the real MariaDB and Redis (own database, own
 //! key prefix) and stops them when it ends.
 
+mod abuse;
 mod browser;
 mod cluster;
 mod edge;
