@@ -66,7 +66,8 @@ impl BusMessage {
         let kind = parts.next().ok_or(DecodeError)?;
         let msg = match kind {
             "r" => {
-                let key = RoomKey::parse(parts.next().ok_or(DecodeError)?).map_err(|_| DecodeError)?;
+                let key =
+                    RoomKey::parse(parts.next().ok_or(DecodeError)?).map_err(|_| DecodeError)?;
                 let epoch = number(parts.next())?;
                 let seq = number(parts.next())?;
                 BusMessage::Room {
@@ -75,7 +76,8 @@ impl BusMessage {
                 }
             }
             "m" => {
-                let key = RoomKey::parse(parts.next().ok_or(DecodeError)?).map_err(|_| DecodeError)?;
+                let key =
+                    RoomKey::parse(parts.next().ok_or(DecodeError)?).map_err(|_| DecodeError)?;
                 BusMessage::Members {
                     key,
                     version: number(parts.next())?,
@@ -83,10 +85,15 @@ impl BusMessage {
             }
             "h" => {
                 let node = parts.next().ok_or(DecodeError)?;
-                if node.is_empty() || node.len() > MAX_NODE_LEN || !node.bytes().all(|b| b.is_ascii_graphic()) {
+                if node.is_empty()
+                    || node.len() > MAX_NODE_LEN
+                    || !node.bytes().all(|b| b.is_ascii_graphic())
+                {
                     return Err(DecodeError);
                 }
-                BusMessage::Heartbeat { node: node.to_owned() }
+                BusMessage::Heartbeat {
+                    node: node.to_owned(),
+                }
             }
             _ => return Err(DecodeError),
         };
@@ -228,7 +235,9 @@ pub struct RedisBus {
 
 impl std::fmt::Debug for RedisBus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedisBus").field("channel", &self.config.channel()).finish()
+        f.debug_struct("RedisBus")
+            .field("channel", &self.config.channel())
+            .finish()
     }
 }
 
@@ -322,7 +331,10 @@ async fn subscribe_once(
         .map_err(|e| BusError(e.to_string()))?;
     let _task = client.connect();
     let result = async {
-        client.wait_for_connect().await.map_err(|e| BusError(e.to_string()))?;
+        client
+            .wait_for_connect()
+            .await
+            .map_err(|e| BusError(e.to_string()))?;
         let mut messages = client.message_rx();
         client
             .subscribe(channel)
@@ -384,8 +396,13 @@ mod tests {
                 key: key(),
                 version: RoomVersion::new(7, 12),
             },
-            BusMessage::Members { key: key(), version: 99 },
-            BusMessage::Heartbeat { node: "api-1".into() },
+            BusMessage::Members {
+                key: key(),
+                version: 99,
+            },
+            BusMessage::Heartbeat {
+                node: "api-1".into(),
+            },
         ] {
             assert_eq!(BusMessage::decode(msg.encode().as_bytes()), Ok(msg));
         }
@@ -416,7 +433,11 @@ mod tests {
             "v1 x demo/lobby 1",
             "v1  r demo/lobby 1 2",
         ] {
-            assert_eq!(BusMessage::decode(bad.as_bytes()), Err(DecodeError), "{bad:?}");
+            assert_eq!(
+                BusMessage::decode(bad.as_bytes()),
+                Err(DecodeError),
+                "{bad:?}"
+            );
         }
         assert_eq!(BusMessage::decode(&[0xff, 0xfe]), Err(DecodeError));
     }

@@ -47,7 +47,9 @@ pub fn parse_rate(s: &str) -> Result<Option<Rate>, String> {
         .map_err(|_| format!("{s:?}: {count:?} is not a count"))?;
     let per = parse_duration(per)?;
     if count == 0 || per.is_zero() {
-        return Err(format!("{s:?}: count and window must be positive (or use off)"));
+        return Err(format!(
+            "{s:?}: count and window must be positive (or use off)"
+        ));
     }
     Ok(Some(Rate { count, per }))
 }

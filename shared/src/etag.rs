@@ -127,9 +127,7 @@ fn parse_digits<T: std::str::FromStr>(s: &str) -> Option<T> {
 /// `values` holds every `If-None-Match` field line of the request.
 pub fn if_none_match<'a>(values: impl IntoIterator<Item = &'a [u8]>, current: &[u8]) -> bool {
     let current = strip_weak(current);
-    values
-        .into_iter()
-        .any(|value| list_matches(value, current))
+    values.into_iter().any(|value| list_matches(value, current))
 }
 
 fn strip_weak(tag: &[u8]) -> &[u8] {
@@ -172,10 +170,7 @@ fn list_matches(value: &[u8], current: &[u8]) -> bool {
 }
 
 fn trim_start(s: &[u8]) -> &[u8] {
-    let n = s
-        .iter()
-        .take_while(|b| **b == b' ' || **b == b'\t')
-        .count();
+    let n = s.iter().take_while(|b| **b == b' ' || **b == b'\t').count();
     &s[n..]
 }
 
@@ -197,7 +192,16 @@ mod tests {
         assert_eq!(parse_etag("\"m9\""), Some(Tag::Members(9)));
         let max = RoomVersion::new(u32::MAX, u64::MAX);
         assert_eq!(parse_etag(max.etag().as_str()), Some(Tag::Room(max)));
-        for bad in ["r1.2", "\"r1\"", "\"r.2\"", "\"x1\"", "\"r1.2", "\"m\"", "\"r-1.2\"", "\"r1.+2\""] {
+        for bad in [
+            "r1.2",
+            "\"r1\"",
+            "\"r.2\"",
+            "\"x1\"",
+            "\"r1.2",
+            "\"m\"",
+            "\"r-1.2\"",
+            "\"r1.+2\"",
+        ] {
             assert_eq!(parse_etag(bad), None, "{bad}");
         }
     }
@@ -220,7 +224,10 @@ mod tests {
         assert!(!inm("\"r1.4\" \"r1.5\"", cur));
         assert!(!inm("\"r1.4\", junk, \"r1.5\"", cur));
         assert!(!inm("*x", cur));
-        assert!(if_none_match(["\"x\"".as_bytes(), "\"r1.5\"".as_bytes()], cur.as_bytes()));
+        assert!(if_none_match(
+            ["\"x\"".as_bytes(), "\"r1.5\"".as_bytes()],
+            cur.as_bytes()
+        ));
     }
 
     #[test]

@@ -24,8 +24,7 @@ pub enum KeyError {
 pub fn is_valid_site(s: &[u8]) -> bool {
     !s.is_empty()
         && s.len() <= MAX_SITE_LEN
-        && s
-            .iter()
+        && s.iter()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
 }
 
@@ -33,8 +32,7 @@ pub fn is_valid_site(s: &[u8]) -> bool {
 pub fn is_valid_room(s: &[u8]) -> bool {
     !s.is_empty()
         && s.len() <= MAX_ROOM_LEN
-        && s
-            .iter()
+        && s.iter()
             .all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_')
 }
 

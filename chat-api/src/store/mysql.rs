@@ -508,7 +508,9 @@ impl MysqlStore {
 /// is only logged: the user may lack the privilege while the database
 /// exists, and a missing one shows up in the migrations anyway.
 async fn create_database(opts: Opts, db: &str) {
-    let admin = OptsBuilder::from_opts(opts).prefer_socket(false).db_name(None::<String>);
+    let admin = OptsBuilder::from_opts(opts)
+        .prefer_socket(false)
+        .db_name(None::<String>);
     let result = async {
         let mut conn = Conn::new(admin).await?;
         let sql = format!("CREATE DATABASE IF NOT EXISTS `{}`", db.replace('`', "``"));
