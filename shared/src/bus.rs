@@ -141,6 +141,11 @@ pub trait Bus: Send + Sync + 'static {
 /// [`BusEvent::Down`].
 const QUEUE: usize = 65_536;
 
+/// Messages fred may hold for the subscription before it counts as lagged
+/// (fred's default of 32 overflows on a burst of sends, and a lagged
+/// subscription makes every edge forget its whole map).
+const SUBSCRIBER_BUFFER: usize = 8192;
+
 /// The embedded bus: a broadcast channel inside one process.
 #[derive(Debug, Clone)]
 pub struct InProcessBus {
@@ -327,6 +332,7 @@ async fn subscribe_once(
     tx: &mpsc::Sender<BusEvent>,
 ) -> Result<(), BusError> {
     let client: SubscriberClient = redis_builder(&config.url)?
+        .with_performance_config(|p| p.broadcast_channel_capacity = SUBSCRIBER_BUFFER)
         .build_subscriber_client()
         .map_err(|e| BusError(e.to_string()))?;
     let _task = client.connect();
