@@ -6,17 +6,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use chatty_shared::bus::MAX_NODE_LEN;
-use chatty_shared::config::{parse_duration, parse_rate, Rate};
+pub use chatty_shared::config::RateSetting;
+use chatty_shared::config::{parse_duration, parse_rate, parse_rate_setting};
 use chatty_shared::telemetry::LogFormat;
 use clap::Parser;
-
-/// A rate limit flag: `N/DURATION` or `off`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RateSetting(pub Option<Rate>);
-
-fn rate_setting(s: &str) -> Result<RateSetting, String> {
-    parse_rate(s).map(RateSetting)
-}
 
 fn log_format(s: &str) -> Result<LogFormat, String> {
     s.parse()
@@ -61,11 +54,11 @@ pub struct Config {
     pub token_key: Vec<String>,
 
     /// Sends per guest (`N/DURATION` or `off`).
-    #[arg(long, env = "CHATTY_GUEST_RATE", default_value = "10/10s", value_parser = rate_setting)]
+    #[arg(long, env = "CHATTY_GUEST_RATE", default_value = "10/10s", value_parser = parse_rate_setting)]
     pub guest_rate: RateSetting,
 
     /// Joins and sends per client IP (`N/DURATION` or `off`).
-    #[arg(long, env = "CHATTY_IP_RATE", default_value = "60/10s", value_parser = rate_setting)]
+    #[arg(long, env = "CHATTY_IP_RATE", default_value = "60/10s", value_parser = parse_rate_setting)]
     pub ip_rate: RateSetting,
 
     /// Create the `demo` site (origins http://localhost and http://127.0.0.1

@@ -86,11 +86,7 @@ impl ApiError {
     }
 }
 
-/// Whole seconds to wait, rounded up, at least 1.
-pub fn retry_after_secs(d: Duration) -> u64 {
-    let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
-    secs.max(1)
-}
+pub use chatty_shared::ratelimit::retry_after_secs;
 
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {

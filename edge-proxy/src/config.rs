@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use chatty_shared::config::parse_duration;
+use chatty_shared::config::{parse_duration, parse_rate_setting, RateSetting};
 use chatty_shared::telemetry::LogFormat;
 use clap::Parser;
 
@@ -26,6 +26,10 @@ pub const DEFAULT_MAX_HEADER_BYTES: usize = 16_384;
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 16_384;
 /// Default `--max-conns-per-ip`.
 pub const DEFAULT_MAX_CONNS_PER_IP: u32 = 256;
+/// Default `--ip-rate`: requests per client address. A browser polling
+/// every 2 s makes about one request a second, so this lets some 300
+/// visitors share one address (an office behind one NAT).
+pub const DEFAULT_IP_RATE: &str = "3000/10s";
 /// Default `--drain-timeout`.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -126,6 +130,11 @@ pub struct EdgeConfig {
     #[arg(long, env = "CHATTY_EDGE_MAX_CONNS_PER_IP", default_value_t = DEFAULT_MAX_CONNS_PER_IP)]
     pub max_conns_per_ip: u32,
 
+    /// Requests per client address (`N/DURATION`, or `off`); more are
+    /// answered 429 with Retry-After and the connection is closed.
+    #[arg(long, env = "CHATTY_EDGE_IP_RATE", default_value = DEFAULT_IP_RATE, value_parser = parse_rate_setting)]
+    pub ip_rate: RateSetting,
+
     /// Upper bound of a graceful stop (SIGTERM): listeners close at once,
     /// requests in flight get this long. Keep it below Kubernetes'
     /// terminationGracePeriodSeconds.
@@ -158,6 +167,7 @@ impl Default for EdgeConfig {
             max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             max_conns_per_ip: DEFAULT_MAX_CONNS_PER_IP,
+            ip_rate: parse_rate_setting(DEFAULT_IP_RATE).expect("valid default"),
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             log_format: LogFormat::Text,
             pingora: Default::default(),

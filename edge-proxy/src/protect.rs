@@ -1,6 +1,6 @@
 //! Connection-level protections in front of the proxy: a per-address
-//! connection cap, a deadline for the whole request header, and a header
-//! size limit. Pingora offers a per-read timeout and a fixed 1 MiB header
+//! connection cap, a per-address request rate, a deadline for the whole
+//! request header, and a header size limit. Pingora offers a per-read timeout and a fixed 1 MiB header
 //! limit only, so the edge reads each request header itself, then hands the
 //! bytes to pingora's HTTP/1 session as its first buffer (no second read,
 //! no copy).
@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::BytesMut;
+use chatty_shared::config::Rate;
+use chatty_shared::ratelimit::{retry_after_secs, Decision, WindowLimiter};
 use parking_lot::Mutex;
 use pingora::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
 use pingora::protocols::http::ServerSession;
@@ -29,6 +31,11 @@ pub const KEEPALIVE: Duration = Duration::from_secs(60);
 const INITIAL_HEAD: usize = 2048;
 /// Longest time spent writing a refusal.
 const REFUSAL_WRITE: Duration = Duration::from_secs(1);
+/// After a refusal, how long and how much of the client's unread input is
+/// read and thrown away before closing: closing with unread input makes
+/// the kernel send a reset, which can destroy the refusal on its way.
+const LINGER: Duration = Duration::from_millis(500);
+const LINGER_BYTES: usize = 64 * 1024;
 
 /// The protections' settings.
 #[derive(Debug, Clone, Copy)]
@@ -36,13 +43,24 @@ pub struct Limits {
     pub header_timeout: Duration,
     pub max_header_bytes: usize,
     pub max_conns_per_ip: u32,
+    /// Requests per address; `None` for no limit.
+    pub ip_rate: Option<Rate>,
 }
+
+/// Shards of the per-address tables: the lock a request takes is one of
+/// these, never a global one.
+const SHARDS: usize = 16;
+
+/// Addresses each shard of the request rate tracks (so one million in all);
+/// past that, a shard forgets its oldest tenth, which only lets their next
+/// requests through early.
+const RATE_KEYS_PER_SHARD: usize = 65_536;
 
 /// Live connections per client address (IPv6 counted per /64, since one
 /// client holds a whole /64).
 #[derive(Debug, Default)]
 pub struct ConnCounter {
-    shards: [Mutex<HashMap<IpAddr, u32>>; 16],
+    shards: [Mutex<HashMap<IpAddr, u32>>; SHARDS],
 }
 
 /// Holds one connection's place; gives it back when dropped.
@@ -65,13 +83,18 @@ fn normalize(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// The shard of a normalized address.
+fn shard_of(ip: &IpAddr) -> usize {
+    let b = match ip {
+        IpAddr::V4(v4) => v4.octets()[3],
+        IpAddr::V6(v6) => v6.octets()[7],
+    };
+    usize::from(b) % SHARDS
+}
+
 impl ConnCounter {
     fn shard(&self, ip: &IpAddr) -> &Mutex<HashMap<IpAddr, u32>> {
-        let b = match ip {
-            IpAddr::V4(v4) => v4.octets()[3],
-            IpAddr::V6(v6) => v6.octets()[7],
-        };
-        &self.shards[usize::from(b) % self.shards.len()]
+        &self.shards[shard_of(ip)]
     }
 
     /// Takes a place for `ip`, or `None` when it already holds `max`.
@@ -105,6 +128,38 @@ impl Drop for ConnGuard {
                 shard.remove(&self.ip);
             }
         }
+    }
+}
+
+/// Requests per client address (IPv6 per /64), by the sliding-window rule
+/// the API nodes apply too.
+#[derive(Debug)]
+pub struct RequestRate {
+    rate: Rate,
+    shards: [WindowLimiter<IpAddr>; SHARDS],
+}
+
+impl RequestRate {
+    pub fn new(rate: Rate) -> Self {
+        Self {
+            rate,
+            shards: std::array::from_fn(|_| WindowLimiter::new(RATE_KEYS_PER_SHARD)),
+        }
+    }
+
+    /// Counts one request of `ip`, unless it is refused.
+    pub fn hit(&self, ip: IpAddr) -> Decision {
+        let ip = normalize(ip);
+        self.shards[shard_of(&ip)].check(&ip, self.rate)
+    }
+
+    /// Addresses tracked.
+    pub fn len(&self) -> usize {
+        self.shards.iter().map(WindowLimiter::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -201,12 +256,18 @@ pub async fn read_head<S: tokio::io::AsyncRead + Unpin>(
 }
 
 /// Writes a short HTTP/1.1 refusal and lets the caller close the connection.
-async fn refuse(stream: &mut Stream, status: &str, code: &str, message: &str, retry_after: bool) {
+/// `retry_after` is in whole seconds.
+async fn refuse(
+    stream: &mut Stream,
+    status: &str,
+    code: &str,
+    message: &str,
+    retry_after: Option<u64>,
+) {
     let body = error_body(code, message);
-    let retry = if retry_after {
-        "Retry-After: 1\r\n"
-    } else {
-        ""
+    let retry = match retry_after {
+        Some(secs) => format!("Retry-After: {secs}\r\n"),
+        None => String::new(),
     };
     let head = format!(
         "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{retry}Cache-Control: no-store\r\nConnection: close\r\n\r\n",
@@ -215,9 +276,28 @@ async fn refuse(stream: &mut Stream, status: &str, code: &str, message: &str, re
     let write = async {
         stream.write_all(head.as_bytes()).await?;
         stream.write_all(&body).await?;
-        stream.flush().await
+        stream.flush().await?;
+        stream.shutdown().await
     };
-    let _ = tokio::time::timeout(REFUSAL_WRITE, write).await;
+    if let Ok(Ok(())) = tokio::time::timeout(REFUSAL_WRITE, write).await {
+        linger(stream).await;
+    }
+}
+
+/// Reads and discards what the client still sends, until it closes, up to
+/// [`LINGER`] and [`LINGER_BYTES`].
+async fn linger(stream: &mut Stream) {
+    let drain = async {
+        let mut buf = [0u8; 4096];
+        let mut left = LINGER_BYTES;
+        while left > 0 {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LINGER, drain).await;
 }
 
 /// The proxy behind the protections.
@@ -225,6 +305,7 @@ pub struct Protected<A> {
     inner: Arc<A>,
     limits: Limits,
     conns: Arc<ConnCounter>,
+    requests: Option<RequestRate>,
 }
 
 impl<A> Protected<A> {
@@ -233,6 +314,7 @@ impl<A> Protected<A> {
             inner: Arc::new(inner),
             limits,
             conns: Arc::default(),
+            requests: limits.ip_rate.map(RequestRate::new),
         }
     }
 }
@@ -253,7 +335,8 @@ where
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
         let m = metrics();
-        let _place = match peer_ip(&stream) {
+        let ip = peer_ip(&stream);
+        let _place = match ip {
             Some(ip) => match self.conns.acquire(ip, self.limits.max_conns_per_ip) {
                 Some(place) => Some(place),
                 None => {
@@ -263,7 +346,7 @@ where
                         "429 Too Many Requests",
                         "rate_limited",
                         "too many connections from this address",
-                        true,
+                        Some(1),
                     )
                     .await;
                     return None;
@@ -289,7 +372,7 @@ where
                         "408 Request Timeout",
                         "bad_request",
                         "request header not received in time",
-                        false,
+                        None,
                     )
                     .await;
                     return None;
@@ -301,12 +384,26 @@ where
                         "431 Request Header Fields Too Large",
                         "bad_request",
                         "request header too large",
-                        false,
+                        None,
                     )
                     .await;
                     return None;
                 }
             };
+            if let (Some(requests), Some(ip)) = (&self.requests, ip) {
+                if let Decision::Limited { retry_after } = requests.hit(ip) {
+                    m.reject(Rejection::RateLimited);
+                    refuse(
+                        &mut stream,
+                        "429 Too Many Requests",
+                        "rate_limited",
+                        "too many requests from this address",
+                        Some(retry_after_secs(retry_after)),
+                    )
+                    .await;
+                    return None;
+                }
+            }
             let mut session = ServerSession::new_http1(stream);
             match settings.take() {
                 Some(s) => s.apply_to_session(&mut session),
@@ -341,6 +438,7 @@ mod tests {
             header_timeout: Duration::from_millis(200),
             max_header_bytes: 1024,
             max_conns_per_ip: 2,
+            ip_rate: None,
         }
     }
 
@@ -357,6 +455,33 @@ mod tests {
         assert_eq!(head_end(b"GET / HTTP/1.1\nHost: a\n\n", 0), Some(24));
         assert_eq!(head_end(b"GET / HTTP/1.1\r\nHost: a\r\n", 0), None);
         assert_eq!(head_end(b"\r\n\r\nGET / HTTP/1.1\r\n\r\n", 0), Some(22));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn request_rate_per_address() {
+        let r = RequestRate::new(Rate {
+            count: 2,
+            per: Duration::from_secs(10),
+        });
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        assert_eq!(r.hit(a), Decision::Allowed);
+        assert_eq!(r.hit(a), Decision::Allowed);
+        assert!(matches!(r.hit(a), Decision::Limited { .. }));
+        assert_eq!(r.hit("10.0.0.2".parse().unwrap()), Decision::Allowed);
+        // One IPv6 client is one /64, and a mapped IPv4 is the IPv4.
+        assert_eq!(r.hit("2001:db8::1".parse().unwrap()), Decision::Allowed);
+        assert_eq!(r.hit("2001:db8::2".parse().unwrap()), Decision::Allowed);
+        assert!(matches!(
+            r.hit("2001:db8::3".parse().unwrap()),
+            Decision::Limited { .. }
+        ));
+        assert!(matches!(
+            r.hit("::ffff:10.0.0.1".parse().unwrap()),
+            Decision::Limited { .. }
+        ));
+        assert_eq!(r.len(), 3);
+        tokio::time::advance(Duration::from_secs(20)).await;
+        assert_eq!(r.hit(a), Decision::Allowed);
     }
 
     #[test]

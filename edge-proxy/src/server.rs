@@ -111,6 +111,7 @@ pub fn build(mut config: EdgeConfig, bus: BusSource) -> Result<Server, EdgeError
         header_timeout: config.header_timeout,
         max_header_bytes: config.max_header_bytes,
         max_conns_per_ip: config.max_conns_per_ip,
+        ip_rate: config.ip_rate.0,
     };
     let mut edge = Service::new("edge".to_owned(), Protected::new(proxy, limits));
     edge.add_tcp(&config.listen.to_string());

@@ -185,7 +185,7 @@ start_edge() {
   for p in "$@"; do ups+=(--upstream "127.0.0.1:$p"); done
   start_bg "$name" "$REL/edge-proxy" --listen "127.0.0.1:$port" "${ups[@]}" \
     --redis-url "$REDIS_URL" --redis-prefix "$REDIS_PREFIX" --metrics-listen "127.0.0.1:$mport" \
-    --max-conns-per-ip 100000
+    --max-conns-per-ip 100000 --ip-rate off
   EDGE_PID=$BG_PID
   wait_http "http://127.0.0.1:$port/healthz" 60
 }

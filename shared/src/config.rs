@@ -54,6 +54,15 @@ pub fn parse_rate(s: &str) -> Result<Option<Rate>, String> {
     Ok(Some(Rate { count, per }))
 }
 
+/// A rate limit flag's value: `N/DURATION`, or `off` (`None`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateSetting(pub Option<Rate>);
+
+/// Parses a rate limit flag (a clap `value_parser`).
+pub fn parse_rate_setting(s: &str) -> Result<RateSetting, String> {
+    parse_rate(s).map(RateSetting)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

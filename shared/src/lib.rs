@@ -6,6 +6,7 @@
 pub mod bus;
 pub mod config;
 pub mod etag;
+pub mod ratelimit;
 pub mod room;
 pub mod telemetry;
 pub mod wire;

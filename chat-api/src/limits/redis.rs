@@ -10,10 +10,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chatty_shared::bus::{redis_builder, start_connecting};
 use chatty_shared::config::Rate;
+use chatty_shared::ratelimit::per_ms;
 use fred::clients::Client;
 use fred::interfaces::ClientLike;
 
-use super::{per_ms, Decision, InProcessLimiter, Limiter};
+use super::{Decision, InProcessLimiter, Limiter};
 use crate::presence::script::Script;
 
 /// Upper bound on one Redis round trip before falling back.

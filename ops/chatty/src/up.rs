@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command};
 
 use anyhow::Context;
-use chatty_shared::config::EXIT_BAD_CONFIG;
+use chatty_shared::config::{parse_rate_setting, RateSetting, EXIT_BAD_CONFIG};
 use clap::Args;
 use edge_proxy::{BusSource, EdgeConfig};
 
@@ -55,6 +55,11 @@ pub struct UpArgs {
     #[arg(long, env = "CHATTY_IP_RATE", default_value = "60/10s")]
     pub ip_rate: String,
 
+    /// Requests per client address at the edge (`N/DURATION` or `off`);
+    /// `off` for load runs, like --ip-rate.
+    #[arg(long, env = "CHATTY_EDGE_IP_RATE", default_value = edge_proxy::config::DEFAULT_IP_RATE, value_parser = parse_rate_setting)]
+    pub edge_ip_rate: RateSetting,
+
     /// Token key of the cluster's API nodes (at least 32 bytes); generated
     /// into --data-dir when absent.
     #[arg(long, env = "CHATTY_TOKEN_KEY")]
@@ -80,6 +85,7 @@ fn up(args: UpArgs) -> anyhow::Result<()> {
     let mut edge = EdgeConfig {
         listen: args.listen,
         metrics_listen: free_if_zero(args.metrics_listen)?,
+        ip_rate: args.edge_ip_rate,
         ..EdgeConfig::default()
     };
     let mut children = Vec::new();
@@ -174,10 +180,8 @@ fn start_embedded_api(
     Ok((addr, bus))
 }
 
-fn rate(s: &str) -> anyhow::Result<chat_api::config::RateSetting> {
-    chatty_shared::config::parse_rate(s)
-        .map(chat_api::config::RateSetting)
-        .map_err(anyhow::Error::msg)
+fn rate(s: &str) -> anyhow::Result<chatty_shared::config::RateSetting> {
+    chatty_shared::config::parse_rate_setting(s).map_err(anyhow::Error::msg)
 }
 
 /// The token key the cluster's nodes share: given, or kept in --data-dir.
