@@ -10,5 +10,8 @@ scripts/deps.sh test
 cargo build --workspace --bins
 cargo test --workspace --no-fail-fast
 
+# The parsers that read untrusted input, fuzzed for a bounded time each.
+scripts/fuzz.sh 20
+
 # Manifests, alert rules and dashboards, validated offline.
 ops/validate.sh

@@ -105,7 +105,11 @@ pub async fn not_found() -> HttpResponse {
 
 /// The bearer token of a request, if any.
 pub fn bearer(req: &HttpRequest) -> Option<&str> {
-    crate::token::bearer(req.headers().get(header::AUTHORIZATION))
+    crate::token::bearer(
+        req.headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok()),
+    )
 }
 
 /// The client's IP for rate limiting: the last `X-Forwarded-For` hop (the
