@@ -1050,3 +1050,47 @@ async fn rate_limits_answer_429_with_retry_after() {
 fn chatty_api_rate(rate: Rate) -> chat_api::config::RateSetting {
     chat_api::config::RateSetting(Some(rate))
 }
+
+/// The OpenAPI document and the routes agree: every documented operation
+/// is served (neither 404 nor 405 for the demo site), and every other
+/// method on a documented path is a 405.
+#[tokio::test]
+async fn the_openapi_document_matches_the_routes() {
+    let node = Node::start(|_| {}).await;
+    let doc: Value = node.get("/v1/openapi.json").await.json().await.unwrap();
+    let paths = doc["paths"].as_object().expect("paths");
+    assert!(paths.len() >= 18, "{} paths", paths.len());
+    for (path, ops) in paths {
+        let concrete = path
+            .replace("{site}", "demo")
+            .replace("{room}", "lobby")
+            .replace("{seq}", "1");
+        for method in ["get", "post", "put", "delete", "patch"] {
+            let res = node
+                .client
+                .request(method.to_uppercase().parse().unwrap(), node.url(&concrete))
+                .send()
+                .await
+                .unwrap();
+            let status = res.status();
+            if ops.get(method).is_some() {
+                assert!(
+                    status != StatusCode::NOT_FOUND && status != StatusCode::METHOD_NOT_ALLOWED,
+                    "{method} {path} is documented but answers {status}"
+                );
+                let documented = &ops[method]["responses"][status.as_str()];
+                assert!(
+                    documented.is_object(),
+                    "{method} {path} answers {status}, which the document does not list"
+                );
+            } else {
+                assert_eq!(
+                    status,
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "{method} {path} is not documented"
+                );
+            }
+        }
+    }
+    node.stop().await;
+}

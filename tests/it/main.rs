@@ -5,6 +5,7 @@
 mod abuse;
 mod browser;
 mod cluster;
+mod contract;
 mod edge;
 mod faults;
 mod harness_selftest;
