@@ -677,39 +677,4 @@ mod tests {
             Some(39_999)
         );
     }
-
-    /// Memory per entry at a million rooms. Run with
-    /// `cargo test -p edge-proxy --release -- --ignored --nocapture bytes_per_entry`.
-    #[test]
-    #[ignore]
-    fn bytes_per_entry() {
-        fn rss_bytes() -> u64 {
-            let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
-            let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
-            pages * 4096
-        }
-        const N: usize = 1_000_000;
-        let before = rss_bytes();
-        let m = VersionMap::new(N, AGE);
-        let mut name = String::with_capacity(16);
-        for i in 0..N {
-            use std::fmt::Write;
-            name.clear();
-            write!(name, "room{i}").unwrap();
-            let k = m.room_hash("demo", &name);
-            m.observe_messages(k, v(7, i as u64), Tick(1));
-            m.observe_members(k, i as u64, Tick(1));
-        }
-        let after = rss_bytes();
-        let held = m.len();
-        println!(
-            "{held} rooms, {} evictions: {:.1} bytes/entry (RSS {} -> {} MiB)",
-            m.evictions(),
-            (after - before) as f64 / held as f64,
-            before >> 20,
-            after >> 20
-        );
-        assert_eq!(held, N);
-        assert!((after - before) / held as u64 <= 150);
-    }
 }
