@@ -30,6 +30,8 @@ pub const DEFAULT_MAX_CONNS_PER_IP: u32 = 256;
 /// every 2 s makes about one request a second, so this lets some 300
 /// visitors share one address (an office behind one NAT).
 pub const DEFAULT_IP_RATE: &str = "3000/10s";
+/// Default `--page-cache-bytes`.
+pub const DEFAULT_PAGE_CACHE_BYTES: usize = 64 << 20;
 /// Default `--drain-timeout`.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -48,6 +50,8 @@ pub enum ConfigError {
     BadMaxAge,
     #[error("--max-rooms must be between 64 and 100000000")]
     BadMaxRooms,
+    #[error("--page-cache-bytes must be at most 17179869184 (16 GiB)")]
+    BadPageCacheBytes,
     #[error("--threads must be between 1 and 1024")]
     BadThreads,
     #[error("--header-timeout must be between 100ms and 10m")]
@@ -106,6 +110,11 @@ pub struct EdgeConfig {
     #[arg(long, env = "CHATTY_EDGE_MAX_ROOMS", default_value_t = DEFAULT_MAX_ROOMS)]
     pub max_rooms: usize,
 
+    /// Bytes of poll answers kept to answer guests who are a message
+    /// behind (0: no page cache).
+    #[arg(long, env = "CHATTY_EDGE_PAGE_CACHE_BYTES", default_value_t = DEFAULT_PAGE_CACHE_BYTES)]
+    pub page_cache_bytes: usize,
+
     /// Address of /metrics, /healthz and /readyz.
     #[arg(long, env = "CHATTY_EDGE_METRICS_LISTEN", default_value = DEFAULT_METRICS_LISTEN)]
     pub metrics_listen: SocketAddr,
@@ -161,6 +170,7 @@ impl Default for EdgeConfig {
             redis_prefix: DEFAULT_REDIS_PREFIX.to_owned(),
             max_age: DEFAULT_MAX_AGE,
             max_rooms: DEFAULT_MAX_ROOMS,
+            page_cache_bytes: DEFAULT_PAGE_CACHE_BYTES,
             metrics_listen: DEFAULT_METRICS_LISTEN.parse().expect("valid default"),
             threads: default_threads(),
             header_timeout: DEFAULT_HEADER_TIMEOUT,
@@ -219,6 +229,9 @@ impl EdgeConfig {
         }
         if !(64..=100_000_000).contains(&self.max_rooms) {
             return Err(ConfigError::BadMaxRooms);
+        }
+        if self.page_cache_bytes > 1 << 34 {
+            return Err(ConfigError::BadPageCacheBytes);
         }
         if !(1..=1024).contains(&self.threads) {
             return Err(ConfigError::BadThreads);

@@ -7,6 +7,7 @@
 pub mod admin;
 pub mod config;
 pub mod metrics;
+pub mod pages;
 pub mod protect;
 pub mod proxy;
 pub mod server;

@@ -33,11 +33,13 @@ impl Rejection {
 /// Every metric of the edge, registered on first use.
 pub struct Metrics {
     pub short_circuit: IntCounter,
+    pub cached: IntCounter,
     pub forwarded: IntCounter,
     pub error: IntCounter,
     pub rejected_requests: IntCounter,
     pub upstream_duration: Histogram,
     pub map_entries: IntGauge,
+    pub page_cache_bytes: IntGauge,
     pub map_evictions: IntCounter,
     pub map_resets: IntCounter,
     pub bus_up: IntGauge,
@@ -57,7 +59,7 @@ impl Metrics {
 fn build() -> Metrics {
     let requests = register_int_counter_vec!(
         "chatty_edge_requests_total",
-        "Requests by outcome: answered from memory (short_circuit), forwarded, failed, rejected.",
+        "Requests by outcome: answered 304 from memory (short_circuit), answered 200 from the page cache (cached), forwarded, failed, rejected.",
         &["outcome"]
     )
     .expect("metric registers once");
@@ -78,6 +80,7 @@ fn build() -> Metrics {
     }
     Metrics {
         short_circuit: requests.with_label_values(&["short_circuit"]),
+        cached: requests.with_label_values(&["cached"]),
         forwarded: requests.with_label_values(&["forwarded"]),
         error: requests.with_label_values(&["error"]),
         rejected_requests: requests.with_label_values(&["rejected"]),
@@ -90,6 +93,11 @@ fn build() -> Metrics {
         map_entries: register_int_gauge!(
             "chatty_edge_map_entries",
             "Rooms held in the version map."
+        )
+        .expect("metric registers once"),
+        page_cache_bytes: register_int_gauge!(
+            "chatty_edge_page_cache_bytes",
+            "Bytes of poll answers held in the page cache."
         )
         .expect("metric registers once"),
         map_evictions: register_int_counter!(

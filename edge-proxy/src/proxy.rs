@@ -1,14 +1,15 @@
 //! The `ProxyHttp`: answers an unchanged poll with 304 from the version map,
-//! forwards everything else to a healthy API node, and learns room versions
-//! from the ETags of the answers it forwards.
+//! a poll one message behind from the page cache, forwards everything else
+//! to a healthy API node, and learns room versions (and pages) from the
+//! answers it forwards.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use bytes::Bytes;
-use chatty_shared::etag::{if_none_match, members_etag, parse_etag, EtagBuf, Tag};
+use bytes::{Bytes, BytesMut};
+use chatty_shared::etag::{if_none_match, members_etag, parse_etag, EtagBuf, RoomVersion, Tag};
 use chatty_shared::room::parse_room_path;
 use http::{header, Method};
 use pingora::http::ResponseHeader;
@@ -17,6 +18,7 @@ use pingora::proxy::FailToProxy;
 use pingora::{Error, ErrorSource, ErrorType};
 
 use crate::metrics::{metrics, Rejection};
+use crate::pages::{PageCache, MAX_PAGE_BYTES};
 use crate::upstreams::Upstreams;
 use crate::versions::{RoomHash, Tick, VersionMap};
 
@@ -42,7 +44,17 @@ enum Outcome {
     #[default]
     Forwarded,
     ShortCircuit,
+    /// A 200 from the page cache.
+    Cached,
     Rejected,
+}
+
+/// A forwarded poll's answer on its way into the page cache.
+#[derive(Debug)]
+struct PageFill {
+    after: u64,
+    version: RoomVersion,
+    body: BytesMut,
 }
 
 /// Per-request state.
@@ -56,28 +68,64 @@ pub struct Ctx {
     upstream_start: Option<Instant>,
     tried: Vec<SocketAddr>,
     body_bytes: u64,
+    /// `after` of a `GET …/messages` whose answer may be kept as a page.
+    after: Option<u64>,
+    fill: Option<PageFill>,
 }
 
 /// The edge's proxy logic.
 pub struct EdgeProxy {
     map: Arc<VersionMap>,
+    pages: PageCache,
     upstreams: Arc<Upstreams>,
     max_body_bytes: u64,
     not_modified: ResponseHeader,
 }
 
 impl EdgeProxy {
-    pub fn new(map: Arc<VersionMap>, upstreams: Arc<Upstreams>, max_body_bytes: u64) -> Self {
+    /// `page_cache_bytes` bounds the page cache (0: none).
+    pub fn new(
+        map: Arc<VersionMap>,
+        upstreams: Arc<Upstreams>,
+        max_body_bytes: u64,
+        page_cache_bytes: usize,
+    ) -> Self {
         let mut not_modified = ResponseHeader::build(304, Some(2)).expect("static status");
         not_modified
             .insert_header(header::CACHE_CONTROL, "no-cache")
             .expect("static header");
         Self {
             map,
+            pages: PageCache::new(page_cache_bytes),
             upstreams,
             max_body_bytes,
             not_modified,
         }
+    }
+
+    /// Answers a poll from the page cache; false when there is no page for
+    /// the room's current, fresh version.
+    async fn serve_page(
+        &self,
+        session: &mut Session,
+        key: RoomHash,
+        after: u64,
+        now: Tick,
+    ) -> pingora::Result<bool> {
+        let Some(version) = self.map.fresh_messages_by_hash(key, now) else {
+            return Ok(false);
+        };
+        let Some(body) = self.pages.get(key, after, version) else {
+            return Ok(false);
+        };
+        let mut resp = ResponseHeader::build(200, Some(4))?;
+        resp.insert_header(header::CONTENT_TYPE, "application/json")?;
+        resp.insert_header(header::CONTENT_LENGTH, body.len())?;
+        resp.insert_header(header::CACHE_CONTROL, "no-cache")?;
+        resp.insert_header(header::ETAG, version.etag().as_str())?;
+        session.write_response_header(Box::new(resp), false).await?;
+        session.write_response_body(Some(body), true).await?;
+        Ok(true)
     }
 
     /// The current ETag of a room part, if fresh.
@@ -87,6 +135,19 @@ impl EdgeProxy {
             Part::Members => self.map.fresh_members_by_hash(key, now).map(members_etag),
         }
     }
+}
+
+/// `after` of a poll's query, when the query is nothing else (`after=N`, or
+/// none: 0). Any other query is not a cacheable poll.
+pub fn poll_after(query: Option<&str>) -> Option<u64> {
+    let Some(q) = query.filter(|q| !q.is_empty()) else {
+        return Some(0);
+    };
+    let digits = q.strip_prefix("after=")?;
+    if digits.is_empty() || digits.len() > 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
 }
 
 /// Which room part a request reads or writes, from its method and path.
@@ -168,25 +229,36 @@ impl ProxyHttp for EdgeProxy {
         };
         let key = self.map.room_hash(path.site, path.room);
         ctx.room = Some((key, part));
-        if req.method != Method::GET || !req.headers.contains_key(header::IF_NONE_MATCH) {
+        if req.method != Method::GET {
             return Ok(false);
         }
-        let Some(etag) = self.fresh_etag(key, part, self.map.now()) else {
-            return Ok(false);
-        };
-        let asked = req
-            .headers
-            .get_all(header::IF_NONE_MATCH)
-            .iter()
-            .map(|v| v.as_bytes());
-        if !if_none_match(asked, etag.as_bytes()) {
-            return Ok(false);
+        if part == Part::Messages {
+            ctx.after = poll_after(req.uri.query());
         }
-        let mut resp = Box::new(self.not_modified.clone());
-        resp.insert_header("ETag", etag.as_str())?;
-        ctx.outcome = Outcome::ShortCircuit;
-        session.write_response_header(resp, true).await?;
-        Ok(true)
+        let now = self.map.now();
+        if req.headers.contains_key(header::IF_NONE_MATCH) {
+            if let Some(etag) = self.fresh_etag(key, part, now) {
+                let asked = req
+                    .headers
+                    .get_all(header::IF_NONE_MATCH)
+                    .iter()
+                    .map(|v| v.as_bytes());
+                if if_none_match(asked, etag.as_bytes()) {
+                    let mut resp = Box::new(self.not_modified.clone());
+                    resp.insert_header("ETag", etag.as_str())?;
+                    ctx.outcome = Outcome::ShortCircuit;
+                    session.write_response_header(resp, true).await?;
+                    return Ok(true);
+                }
+            }
+        }
+        if let Some(after) = ctx.after {
+            if self.serve_page(session, key, after, now).await? {
+                ctx.outcome = Outcome::Cached;
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     async fn request_body_filter(
@@ -213,9 +285,16 @@ impl ProxyHttp for EdgeProxy {
         ctx: &mut Ctx,
     ) -> pingora::Result<Box<HttpPeer>> {
         let tried = &ctx.tried;
-        let backend = self.upstreams.select_with(b"", 256, |b, healthy| {
-            healthy && b.addr.as_inet().is_some_and(|a| !tried.contains(a))
-        });
+        let untried =
+            |b: &pingora::lb::Backend| b.addr.as_inet().is_some_and(|a| !tried.contains(a));
+        // With no node passing its health checks, try them anyway (fail
+        // open): under a load that slows every /readyz, the checks are more
+        // likely wrong than every node, and a node that is really down
+        // refuses the connection at once.
+        let backend = self
+            .upstreams
+            .select_with(b"", 256, |b, healthy| healthy && untried(b))
+            .or_else(|| self.upstreams.select_with(b"", 256, |b, _| untried(b)));
         let Some(addr) = backend.as_ref().and_then(|b| b.addr.as_inet().copied()) else {
             return Error::e_explain(ErrorType::HTTPStatus(503), "no healthy API node");
         };
@@ -286,6 +365,25 @@ impl ProxyHttp for EdgeProxy {
         match (parse_etag(etag), part) {
             (Some(Tag::Room(v)), Part::Messages) => {
                 self.map.observe_messages(key, v, at);
+                let whole_page = upstream_response
+                    .headers
+                    .get(header::CONTENT_LENGTH)
+                    .and_then(|n| {
+                        std::str::from_utf8(n.as_bytes())
+                            .ok()?
+                            .parse::<usize>()
+                            .ok()
+                    })
+                    .is_some_and(|n| n <= MAX_PAGE_BYTES);
+                if let (200, Some(after), true) =
+                    (upstream_response.status.as_u16(), ctx.after, whole_page)
+                {
+                    ctx.fill = Some(PageFill {
+                        after,
+                        version: v,
+                        body: BytesMut::new(),
+                    });
+                }
             }
             (Some(Tag::Members(v)), Part::Members) => {
                 self.map.observe_members(key, v, at);
@@ -293,6 +391,32 @@ impl ProxyHttp for EdgeProxy {
             _ => {}
         }
         Ok(())
+    }
+
+    fn upstream_response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> pingora::Result<Option<Duration>> {
+        if let Some(fill) = ctx.fill.as_mut() {
+            if let Some(b) = body {
+                fill.body.extend_from_slice(b);
+            }
+            if fill.body.len() > MAX_PAGE_BYTES {
+                ctx.fill = None;
+            } else if end_of_stream {
+                if let Some(fill) = ctx.fill.take() {
+                    if let Some((key, _)) = ctx.room {
+                        self.pages
+                            .put(key, fill.after, fill.version, fill.body.freeze());
+                        metrics().page_cache_bytes.set(self.pages.bytes() as i64);
+                    }
+                }
+            }
+        }
+        Ok(None)
     }
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, _ctx: &mut Ctx) -> FailToProxy {
@@ -338,6 +462,7 @@ impl ProxyHttp for EdgeProxy {
         let m = metrics();
         match (ctx.outcome, e) {
             (Outcome::ShortCircuit, _) => m.short_circuit.inc(),
+            (Outcome::Cached, _) => m.cached.inc(),
             (Outcome::Rejected, _) => {}
             (Outcome::Forwarded, None) => m.forwarded.inc(),
             (Outcome::Forwarded, Some(_)) => m.error.inc(),
@@ -351,6 +476,24 @@ impl ProxyHttp for EdgeProxy {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cacheable_poll_queries() {
+        assert_eq!(poll_after(None), Some(0));
+        assert_eq!(poll_after(Some("")), Some(0));
+        assert_eq!(poll_after(Some("after=17")), Some(17));
+        for other in [
+            "after=",
+            "after=-1",
+            "after=1&limit=5",
+            "limit=5",
+            "after=1x",
+            "after=+1",
+            "after=99999999999999999999999",
+        ] {
+            assert_eq!(poll_after(Some(other)), None, "{other}");
+        }
+    }
 
     #[test]
     fn classifies_room_paths() {

@@ -105,7 +105,12 @@ pub fn build(mut config: EdgeConfig, bus: BusSource) -> Result<Server, EdgeError
 
     let proxy = pingora::proxy::http_proxy(
         &server.configuration,
-        EdgeProxy::new(map.clone(), lb_task.clone(), config.max_body_bytes),
+        EdgeProxy::new(
+            map.clone(),
+            lb_task.clone(),
+            config.max_body_bytes,
+            config.page_cache_bytes,
+        ),
     );
     let limits = Limits {
         header_timeout: config.header_timeout,

@@ -73,7 +73,7 @@ struct Slot {
 
 /// The key is already a keyed SipHash: hashing it again would only cost time.
 #[derive(Default)]
-struct IdentityHasher(u64);
+pub(crate) struct IdentityHasher(u64);
 
 impl Hasher for IdentityHasher {
     fn finish(&self) -> u64 {

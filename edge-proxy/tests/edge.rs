@@ -98,13 +98,9 @@ async fn serve(
         let request_line = lines.next().unwrap_or("");
         let mut parts = request_line.split(' ');
         let method = parts.next().unwrap_or("").to_owned();
-        let path = parts
-            .next()
-            .unwrap_or("")
-            .split('?')
-            .next()
-            .unwrap_or("")
-            .to_owned();
+        let target = parts.next().unwrap_or("");
+        let (path, query) = target.split_once('?').unwrap_or((target, ""));
+        let (path, query) = (path.to_owned(), query.to_owned());
         let mut inm = None;
         let mut len = 0usize;
         for l in lines {
@@ -141,7 +137,11 @@ async fn serve(
                 if inm.as_deref() == Some(tag.as_str()) {
                     ("304 Not Modified", Some(tag), String::new())
                 } else {
-                    ("200 OK", Some(tag), r#"{"events":[]}"#.to_owned())
+                    (
+                        "200 OK",
+                        Some(tag),
+                        format!(r#"{{"events":[],"query":"{query}"}}"#),
+                    )
                 }
             }
         } else if path.ends_with("/members") {
@@ -378,9 +378,10 @@ async fn answers_from_memory_with_the_upstream_stopped() {
         .unwrap();
     assert_eq!(r.status, 304);
 
-    // A different ETag, or an unknown room, is forwarded: no healthy node.
+    // A different ETag (with no page kept for it), or an unknown room, is
+    // forwarded: no healthy node.
     for (path, inm) in [
-        (LOBBY, "\"r1.2\""),
+        ("/v1/sites/demo/rooms/lobby/messages?after=1", "\"r1.2\""),
         ("/v1/sites/demo/rooms/other/messages", "\"r1.3\""),
     ] {
         let r = get(edge.addr, path, &[("If-None-Match", inm)])
@@ -472,6 +473,72 @@ async fn learns_from_posts_members_and_upstream_304s() {
     // Other paths are forwarded untouched.
     let r = get(edge.addr, "/v1/widget.js", &[]).await.unwrap();
     assert_eq!(r.status, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn polls_a_message_behind_are_answered_from_the_page_cache() {
+    let up = Upstream::start().await;
+    let edge = Edge::start(config(&up), BusSource::None).await;
+    let after2 = "/v1/sites/demo/rooms/lobby/messages?after=2";
+
+    // The first guest one message behind: forwarded, and the page kept.
+    let first = get(edge.addr, after2, &[("If-None-Match", "\"r1.2\"")])
+        .await
+        .unwrap();
+    assert_eq!(first.status, 200);
+    assert_eq!(up.hits(), 1);
+    // The next ones: the same answer from the edge.
+    for _ in 0..3 {
+        let r = get(edge.addr, after2, &[("If-None-Match", "\"r1.2\"")])
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200);
+        assert_eq!(r.body, first.body);
+        assert_eq!(r.header("etag").as_deref(), Some("\"r1.3\""));
+        assert_eq!(r.header("cache-control").as_deref(), Some("no-cache"));
+        assert_eq!(
+            r.header("content-type").as_deref(),
+            Some("application/json")
+        );
+    }
+    assert_eq!(up.hits(), 1, "one request reached the node");
+
+    // Another `after`, or any other query, is not that page.
+    for path in [
+        "/v1/sites/demo/rooms/lobby/messages?after=1",
+        "/v1/sites/demo/rooms/lobby/messages?after=2&limit=1",
+    ] {
+        let r = get(edge.addr, path, &[]).await.unwrap();
+        assert_eq!(r.status, 200);
+        assert!(
+            r.body.contains(&path[path.find('?').unwrap() + 1..]),
+            "{r:?}"
+        );
+    }
+    assert_eq!(up.hits(), 3);
+
+    // A send moves the room on: the kept page is for an old version.
+    let r = request(
+        edge.addr,
+        format!("POST {LOBBY} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 2\r\n\r\n{{}}"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 201);
+    let r = get(edge.addr, after2, &[]).await.unwrap();
+    assert_eq!(r.header("etag").as_deref(), Some("\"r1.4\""));
+    assert_eq!(up.hits(), 5, "the old page was not served");
+
+    // That new page is served even with the node gone.
+    up.stop().await;
+    let r = get(edge.addr, after2, &[]).await.unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("etag").as_deref(), Some("\"r1.4\""));
+    let metrics = get(edge.admin, "/metrics", &[]).await.unwrap().body;
+    assert!(
+        metrics.contains("chatty_edge_requests_total{outcome=\"cached\"} 4"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

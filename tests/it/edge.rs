@@ -145,6 +145,49 @@ async fn a_send_to_one_node_reaches_an_edge_poller_within_200ms() {
     }
 }
 
+#[tokio::test]
+async fn a_message_to_twenty_readers_costs_the_api_one_poll() {
+    let s = stack(&[]).await;
+    let g = Guest::join(&s.edge.base, "acme", "hall", "ada").await;
+    g.send("first", "c1").await;
+    let (etag, seq) = learn(&s.edge.base, "hall").await;
+    let sent = g.send("second", "c2").await;
+    let c = client(&s.edge.base, "acme");
+    // The edge hears of the send (the bus, or the send it forwarded).
+    wait_for(Duration::from_secs(5), "the edge to learn the send", || {
+        let c = c.clone();
+        let etag = etag.clone();
+        async move {
+            let mut held = etag;
+            matches!(c.poll("hall", seq, &mut held).await.ok()?, Poll::Page(_)).then_some(())
+        }
+    })
+    .await;
+    let before = api_requests(&s.a).await + api_requests(&s.b).await;
+    for reader in 0..20 {
+        let mut held = etag.clone();
+        match c.poll("hall", seq, &mut held).await.expect("poll") {
+            Poll::Page(page) => {
+                let seqs: Vec<u64> = page.events.iter().map(|e| e.seq).collect();
+                assert_eq!(seqs, vec![sent.seq], "reader {reader}");
+                assert_ne!(held, etag, "reader {reader} got the new ETag");
+            }
+            Poll::NotModified => panic!("reader {reader}: a stale 304"),
+        }
+    }
+    let after = api_requests(&s.a).await + api_requests(&s.b).await;
+    assert_eq!(
+        after, before,
+        "every reader was answered from the page cache"
+    );
+    assert!(
+        s.edge
+            .metric("chatty_edge_requests_total{outcome=\"cached\"}")
+            .await
+            >= 20.0
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_killed_api_node_costs_nothing_after_two_seconds() {
     let mut s = stack(&[]).await;
