@@ -11,6 +11,7 @@ pub mod pages;
 pub mod protect;
 pub mod proxy;
 pub mod server;
+pub mod shortcut;
 pub mod subscriber;
 pub mod upstreams;
 pub mod versions;

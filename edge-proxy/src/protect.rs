@@ -1,9 +1,10 @@
 //! Connection-level protections in front of the proxy: a per-address
 //! connection cap, a per-address request rate, a deadline for the whole
-//! request header, and a header size limit. Pingora offers a per-read timeout and a fixed 1 MiB header
-//! limit only, so the edge reads each request header itself, then hands the
-//! bytes to pingora's HTTP/1 session as its first buffer (no second read,
-//! no copy).
+//! request header, and a header size limit. Pingora offers a per-read
+//! timeout and a fixed 1 MiB header limit only, so the edge reads each
+//! request header itself; an unchanged poll is answered right here by the
+//! [`Shortcut`], anything else goes to pingora's HTTP/1 session with the
+//! bytes as its first buffer (no second read, no copy).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -24,6 +25,7 @@ use tokio::time::Instant;
 
 use crate::metrics::{metrics, Rejection};
 use crate::proxy::error_body;
+use crate::shortcut::{Answer, Shortcut, Verdict};
 
 /// How long an idle keep-alive connection waits for its next request.
 pub const KEEPALIVE: Duration = Duration::from_secs(60);
@@ -306,17 +308,29 @@ pub struct Protected<A> {
     limits: Limits,
     conns: Arc<ConnCounter>,
     requests: Option<RequestRate>,
+    shortcut: Shortcut,
 }
 
 impl<A> Protected<A> {
-    pub fn new(inner: A, limits: Limits) -> Self {
+    /// `shortcut` answers unchanged polls before `inner` sees them.
+    pub fn new(inner: A, limits: Limits, shortcut: Shortcut) -> Self {
         Self {
             inner: Arc::new(inner),
             limits,
             conns: Arc::default(),
             requests: limits.ip_rate.map(RequestRate::new),
+            shortcut,
         }
     }
+}
+
+/// Writes a `304` from the fast path; false when the connection failed.
+async fn write_not_modified(stream: &mut Stream, answer: &Answer) -> bool {
+    let write = async {
+        stream.write_all(answer.as_bytes()).await?;
+        stream.flush().await
+    };
+    matches!(tokio::time::timeout(REFUSAL_WRITE, write).await, Ok(Ok(())))
 }
 
 fn peer_ip(stream: &Stream) -> Option<IpAddr> {
@@ -403,6 +417,17 @@ where
                     .await;
                     return None;
                 }
+            }
+            if let Verdict::NotModified { etag, close } = self.shortcut.check(&head) {
+                let close = close || *shutdown.borrow();
+                let written =
+                    write_not_modified(&mut stream, &Answer::not_modified(&etag, close)).await;
+                m.short_circuit.inc();
+                if !written || close {
+                    return None;
+                }
+                reused = true;
+                continue;
             }
             let mut session = ServerSession::new_http1(stream);
             match settings.take() {

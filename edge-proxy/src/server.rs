@@ -17,6 +17,7 @@ use crate::admin::Admin;
 use crate::config::{ConfigError, EdgeConfig};
 use crate::protect::{Limits, Protected};
 use crate::proxy::EdgeProxy;
+use crate::shortcut::Shortcut;
 use crate::subscriber::{BusService, BusState, Feed};
 use crate::upstreams;
 use crate::versions::VersionMap;
@@ -118,7 +119,8 @@ pub fn build(mut config: EdgeConfig, bus: BusSource) -> Result<Server, EdgeError
         max_conns_per_ip: config.max_conns_per_ip,
         ip_rate: config.ip_rate.0,
     };
-    let mut edge = Service::new("edge".to_owned(), Protected::new(proxy, limits));
+    let shortcut = Shortcut::new(map.clone());
+    let mut edge = Service::new("edge".to_owned(), Protected::new(proxy, limits, shortcut));
     edge.add_tcp(&config.listen.to_string());
     let edge_handle = server.add_service(edge);
     edge_handle.add_dependency(&lb_handle);
