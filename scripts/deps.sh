@@ -3,6 +3,8 @@
 # whatever is already there. `deps.sh run`: what `chatty up` needs to build.
 # `deps.sh test`: also MariaDB, Redis, Chromium, Prometheus and the Python
 # checkers that the test suite uses, and starts MariaDB and Redis.
+# `deps.sh bench`: what `test` needs, plus what ops/bench compares against
+# and measures with (nginx with nchan, wrk, perf, matplotlib).
 set -euo pipefail
 
 mode=${1:-run}
@@ -63,5 +65,13 @@ if [ ${#py_missing[@]} -gt 0 ]; then
   echo "deps: pip installing ${py_missing[*]}"
   python3 -m pip install -q "${py_missing[@]}" 2>/dev/null \
     || python3 -m pip install -q --break-system-packages "${py_missing[@]}"
+fi
+if [ "$mode" = bench ]; then
+  apt_install nginx-light libnginx-mod-nchan wrk linux-perf
+  if ! py_has matplotlib; then
+    echo "deps: pip installing matplotlib"
+    python3 -m pip install -q matplotlib 2>/dev/null \
+      || python3 -m pip install -q --break-system-packages matplotlib
+  fi
 fi
 echo "deps: ready"

@@ -108,8 +108,11 @@ wrk_errors() {
 }
 wrk_non2xx() { awk '/Non-2xx or 3xx responses:/ {print $5; f=1} END {if(!f) print 0}' "$1"; }
 
-# build_release: the release binaries (skip with BENCH_SKIP_BUILD=1).
+# build_release: the tools the benchmarks use (installed when missing, by
+# scripts/deps.sh bench) and the release binaries (skip the build with
+# BENCH_SKIP_BUILD=1).
 build_release() {
+  run "$ROOT/scripts/deps.sh" bench >&2
   if [[ "${BENCH_SKIP_BUILD:-0}" == 1 ]]; then log "BENCH_SKIP_BUILD=1: using $REL as is"; return 0; fi
   (cd "$ROOT" && run cargo build --release --workspace --bins)
 }

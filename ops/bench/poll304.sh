@@ -42,8 +42,10 @@ if [[ $have_edge == 1 ]]; then
     -H "authorization: Bearer $TOKEN" -d '{"text":"hello","client_id":"bench-1"}' \
     "http://127.0.0.1:$API_PORT$ROOM_PATH"
   AFTER=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["seq"])' "$TMPROOT/send.json")
+  # wrk's connections all come from one address: lift the per-address rate.
   start_bg edge-proxy taskset -c $SERVER_CORE "$REL/edge-proxy" --threads 1 \
-    --listen 127.0.0.1:$EDGE_PORT --upstream 127.0.0.1:$API_PORT --metrics-listen 127.0.0.1:$EDGE_MPORT
+    --listen 127.0.0.1:$EDGE_PORT --upstream 127.0.0.1:$API_PORT --metrics-listen 127.0.0.1:$EDGE_MPORT \
+    --ip-rate off
   EDGE_PID=$BG_PID
   wait_http "http://127.0.0.1:$EDGE_PORT/healthz" 30
   # One poll through the edge: 200 and the ETag (the edge learns the version).
