@@ -50,15 +50,11 @@ pub struct UpArgs {
     pub guest_rate: String,
 
     /// Joins and sends per client address on the API nodes (`N/DURATION` or
-    /// `off`). Every simulated guest of `chatty load` comes from one address:
-    /// use `off` for load runs.
+    /// `off`). `off` lifts every per-address limit of the stack: the edge's
+    /// request rate and connection cap too. Every simulated guest of
+    /// `chatty load` comes from one address: use `off` for load runs.
     #[arg(long, env = "CHATTY_IP_RATE", default_value = "60/10s")]
     pub ip_rate: String,
-
-    /// Requests per client address at the edge (`N/DURATION` or `off`);
-    /// `off` for load runs, like --ip-rate.
-    #[arg(long, env = "CHATTY_EDGE_IP_RATE", default_value = edge_proxy::config::DEFAULT_IP_RATE, value_parser = parse_rate_setting)]
-    pub edge_ip_rate: RateSetting,
 
     /// Token key of the cluster's API nodes (at least 32 bytes); generated
     /// into --data-dir when absent.
@@ -81,13 +77,16 @@ pub fn main(args: UpArgs) -> i32 {
 fn up(args: UpArgs) -> anyhow::Result<()> {
     // Bad rates are refused before anything starts.
     rate(&args.guest_rate).context("--guest-rate")?;
-    rate(&args.ip_rate).context("--ip-rate")?;
+    let per_address_limits = rate(&args.ip_rate).context("--ip-rate")?.0.is_some();
     let mut edge = EdgeConfig {
         listen: args.listen,
         metrics_listen: free_if_zero(args.metrics_listen)?,
-        ip_rate: args.edge_ip_rate,
         ..EdgeConfig::default()
     };
+    if !per_address_limits {
+        edge.ip_rate = RateSetting(None);
+        edge.max_conns_per_ip = u32::MAX;
+    }
     let mut children = Vec::new();
     let bus = match (&args.mysql_url, &args.redis_url) {
         (Some(mysql), Some(redis)) => {
@@ -180,8 +179,8 @@ fn start_embedded_api(
     Ok((addr, bus))
 }
 
-fn rate(s: &str) -> anyhow::Result<chatty_shared::config::RateSetting> {
-    chatty_shared::config::parse_rate_setting(s).map_err(anyhow::Error::msg)
+fn rate(s: &str) -> anyhow::Result<RateSetting> {
+    parse_rate_setting(s).map_err(anyhow::Error::msg)
 }
 
 /// The token key the cluster's nodes share: given, or kept in --data-dir.
