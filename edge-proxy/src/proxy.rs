@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
-use chatty_shared::etag::{if_none_match, members_etag, parse_etag, EtagBuf, RoomVersion, Tag};
+use chatty_shared::etag::{if_none_match, members_etag, parse_etag, RoomVersion, Tag};
 use chatty_shared::room::parse_room_path;
 use http::{header, Method};
 use pingora::http::ResponseHeader;
@@ -20,7 +20,7 @@ use pingora::{Error, ErrorSource, ErrorType};
 use crate::metrics::{metrics, Rejection};
 use crate::pages::{PageCache, MAX_PAGE_BYTES};
 use crate::upstreams::Upstreams;
-use crate::versions::{RoomHash, Tick, VersionMap};
+use crate::versions::{Refresh, RoomHash, Tick, VersionMap};
 
 /// Connect timeout to an API node.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -103,18 +103,15 @@ impl EdgeProxy {
         }
     }
 
-    /// Answers a poll from the page cache; false when there is no page for
-    /// the room's current, fresh version.
+    /// Answers a poll from the page cache; false when there is no page of
+    /// `after` for `version`, the room's current one.
     async fn serve_page(
         &self,
         session: &mut Session,
         key: RoomHash,
         after: u64,
-        now: Tick,
+        version: RoomVersion,
     ) -> pingora::Result<bool> {
-        let Some(version) = self.map.fresh_messages_by_hash(key, now) else {
-            return Ok(false);
-        };
         let Some(body) = self.pages.get(key, after, version) else {
             return Ok(false);
         };
@@ -126,14 +123,6 @@ impl EdgeProxy {
         session.write_response_header(Box::new(resp), false).await?;
         session.write_response_body(Some(body), true).await?;
         Ok(true)
-    }
-
-    /// The current ETag of a room part, if fresh.
-    fn fresh_etag(&self, key: RoomHash, part: Part, now: Tick) -> Option<EtagBuf> {
-        match part {
-            Part::Messages => self.map.fresh_messages_by_hash(key, now).map(|v| v.etag()),
-            Part::Members => self.map.fresh_members_by_hash(key, now).map(members_etag),
-        }
     }
 }
 
@@ -235,25 +224,33 @@ impl ProxyHttp for EdgeProxy {
         if part == Part::Messages {
             ctx.after = poll_after(req.uri.query());
         }
+        // One look at the map per request: `None` (unknown, stale, or this
+        // request re-confirms the entry) means forward.
         let now = self.map.now();
-        if req.headers.contains_key(header::IF_NONE_MATCH) {
-            if let Some(etag) = self.fresh_etag(key, part, now) {
-                let asked = req
-                    .headers
-                    .get_all(header::IF_NONE_MATCH)
-                    .iter()
-                    .map(|v| v.as_bytes());
-                if if_none_match(asked, etag.as_bytes()) {
-                    let mut resp = Box::new(self.not_modified.clone());
-                    resp.insert_header("ETag", etag.as_str())?;
-                    ctx.outcome = Outcome::ShortCircuit;
-                    session.write_response_header(resp, true).await?;
-                    return Ok(true);
-                }
-            }
+        let (etag, version) = match part {
+            Part::Messages => match self.map.answerable_messages(key, now, Refresh::Claim) {
+                Some(v) => (v.etag(), Some(v)),
+                None => return Ok(false),
+            },
+            Part::Members => match self.map.answerable_members(key, now, Refresh::Claim) {
+                Some(v) => (members_etag(v), None),
+                None => return Ok(false),
+            },
+        };
+        let asked = req
+            .headers
+            .get_all(header::IF_NONE_MATCH)
+            .iter()
+            .map(|v| v.as_bytes());
+        if if_none_match(asked, etag.as_bytes()) {
+            let mut resp = Box::new(self.not_modified.clone());
+            resp.insert_header("ETag", etag.as_str())?;
+            ctx.outcome = Outcome::ShortCircuit;
+            session.write_response_header(resp, true).await?;
+            return Ok(true);
         }
-        if let Some(after) = ctx.after {
-            if self.serve_page(session, key, after, now).await? {
+        if let (Some(after), Some(version)) = (ctx.after, version) {
+            if self.serve_page(session, key, after, version).await? {
                 ctx.outcome = Outcome::Cached;
                 return Ok(true);
             }

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use chatty_shared::etag::{if_none_match, members_etag, EtagBuf};
 use chatty_shared::room::{parse_room_path, poll_resource, Resource};
 
-use crate::versions::VersionMap;
+use crate::versions::{Refresh, VersionMap};
 
 /// Header lines parsed on the fast path; a request with more goes to
 /// pingora.
@@ -84,9 +84,17 @@ impl Shortcut {
         }
         let key = self.map.room_hash(room.site, room.room);
         let now = self.map.now();
+        // An entry due for a refresh is left to pingora's path, which lets
+        // one request through to re-confirm it.
         let etag = match resource {
-            Resource::Messages => self.map.fresh_messages_by_hash(key, now).map(|v| v.etag()),
-            Resource::Members => self.map.fresh_members_by_hash(key, now).map(members_etag),
+            Resource::Messages => self
+                .map
+                .answerable_messages(key, now, Refresh::Leave)
+                .map(|v| v.etag()),
+            Resource::Members => self
+                .map
+                .answerable_members(key, now, Refresh::Leave)
+                .map(members_etag),
         };
         let Some(etag) = etag else {
             return Verdict::Pass;

@@ -69,7 +69,25 @@ struct Slot {
     mem_at: u32,
     /// Position of this key in the shard's `keys` (for O(1) random eviction).
     idx: u32,
+    /// Parts ([`MSG`], [`MEM`]) for which one request was let through to
+    /// re-confirm them before max-age runs out; cleared by the next
+    /// confirmation.
+    refreshing: u8,
 }
+
+/// Whether a caller of [`VersionMap::answerable_messages`] that finds the
+/// entry due for a refresh takes it on (its request will reach the
+/// authority) or leaves it to a later caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refresh {
+    Claim,
+    Leave,
+}
+
+/// The messages part, in [`Slot::refreshing`].
+const MSG: u8 = 1;
+/// The members part, in [`Slot::refreshing`].
+const MEM: u8 = 2;
 
 /// The key is already a keyed SipHash: hashing it again would only cost time.
 #[derive(Default)]
@@ -181,6 +199,7 @@ impl Shard {
                     msg_at: 0,
                     mem_at: 0,
                     idx,
+                    refreshing: 0,
                 },
             );
         }
@@ -354,6 +373,60 @@ impl VersionMap {
         self.fresh(slot.mem_at, now).then_some(slot.members)
     }
 
+    /// The room's messages version if it may be answered from memory now:
+    /// [`Self::fresh_messages_by_hash`], except in the last fifth of max-age
+    /// while nobody is re-confirming the entry. Then `None`, and with
+    /// [`Refresh::Claim`] the caller becomes the one re-confirming it: its
+    /// request goes to the authority while every other caller is still
+    /// answered from memory. One request per room per max-age, instead of
+    /// every request in flight at the moment of expiry.
+    pub fn answerable_messages(
+        &self,
+        key: RoomHash,
+        now: Tick,
+        refresh: Refresh,
+    ) -> Option<RoomVersion> {
+        self.answerable(key, now, MSG, refresh)
+            .map(|s| RoomVersion::new(s.epoch, s.seq))
+    }
+
+    /// [`Self::answerable_messages`] for the members part.
+    pub fn answerable_members(&self, key: RoomHash, now: Tick, refresh: Refresh) -> Option<u64> {
+        self.answerable(key, now, MEM, refresh).map(|s| s.members)
+    }
+
+    fn answerable(&self, key: RoomHash, now: Tick, part: u8, refresh: Refresh) -> Option<Slot> {
+        let confirmed = |s: &Slot| if part == MSG { s.msg_at } else { s.mem_at };
+        let refresh_from = self.max_age_ms - self.max_age_ms / 5;
+        let now32 = now.0 as u32;
+        {
+            let shard = self.shard(key).read();
+            let slot = shard.map.get(&key.0)?;
+            let at = confirmed(slot);
+            if !self.fresh(at, now) {
+                return None;
+            }
+            if age(now32, at) < refresh_from || slot.refreshing & part != 0 {
+                return Some(*slot);
+            }
+        }
+        if refresh == Refresh::Leave {
+            return None;
+        }
+        // Due for a refresh and nobody is refreshing: this caller does.
+        let mut shard = self.shard(key).write();
+        let slot = shard.map.get_mut(&key.0)?;
+        let at = confirmed(slot);
+        if !self.fresh(at, now) {
+            return None;
+        }
+        if age(now32, at) < refresh_from || slot.refreshing & part != 0 {
+            return Some(*slot);
+        }
+        slot.refreshing |= part;
+        None
+    }
+
     /// The authority said the room's messages were at `version` at tick `at`
     /// (for a forwarded response: when the request was sent; for a bus bump:
     /// when it arrived). Returns false when the observation was ignored.
@@ -363,7 +436,9 @@ impl VersionMap {
         }
         let at32 = stored(at);
         let mut shard = self.shard(key).write();
-        let evicted = self.make_room(&mut shard, key, at32);
+        let Some(evicted) = self.make_room(&mut shard, key, at32) else {
+            return false;
+        };
         let slot = shard.slot_mut(key.0);
         let current = RoomVersion::new(slot.epoch, slot.seq);
         let known = slot.msg_at != 0;
@@ -394,6 +469,9 @@ impl VersionMap {
             slot.epoch = v.epoch;
             slot.seq = v.seq;
         }
+        if changed {
+            slot.refreshing &= !MSG;
+        }
         drop(shard);
         if evicted {
             self.evictions.fetch_add(1, Ordering::Relaxed);
@@ -409,7 +487,9 @@ impl VersionMap {
         }
         let at32 = stored(at);
         let mut shard = self.shard(key).write();
-        let evicted = self.make_room(&mut shard, key, at32);
+        let Some(evicted) = self.make_room(&mut shard, key, at32) else {
+            return false;
+        };
         let slot = shard.slot_mut(key.0);
         let known = slot.mem_at != 0;
         let changed = if !known || age(at32, slot.mem_at) >= self.max_age_ms {
@@ -423,6 +503,9 @@ impl VersionMap {
         } else {
             false
         };
+        if changed {
+            slot.refreshing &= !MEM;
+        }
         drop(shard);
         if evicted {
             self.evictions.fetch_add(1, Ordering::Relaxed);
@@ -430,17 +513,24 @@ impl VersionMap {
         changed
     }
 
-    /// Before `key` is inserted into `shard`: takes a place in the map,
-    /// evicting one entry when the map or the shard is full — from this
-    /// shard, or when it is empty from the next shard not busy. Returns
-    /// whether an entry was evicted.
-    fn make_room(&self, shard: &mut Shard, key: RoomHash, now32: u32) -> bool {
+    /// Before `key` is inserted into `shard`: takes a place in the map, or
+    /// when the map or the shard is full evicts one entry — from this shard,
+    /// or when it is empty from the next shard not busy — and takes its
+    /// place. `Some(evicted)`, or `None` when the map is full and nothing
+    /// could be evicted (the room is then not learned: it is forwarded).
+    /// The count never passes `max_rooms`, not even for a moment.
+    fn make_room(&self, shard: &mut Shard, key: RoomHash, now32: u32) -> Option<bool> {
         if shard.map.contains_key(&key.0) {
-            return false;
+            return Some(false);
         }
-        let over = self.total.fetch_add(1, Ordering::AcqRel) >= self.max_rooms;
-        if !over && shard.map.len() < shard.cap {
-            return false;
+        let reserved = self
+            .total
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.max_rooms).then_some(n + 1)
+            })
+            .is_ok();
+        if reserved && shard.map.len() < shard.cap {
+            return Some(false);
         }
         let mut evicted = shard.evict_one(now32);
         if !evicted {
@@ -452,10 +542,18 @@ impl VersionMap {
                     .is_some_and(|mut other| other.evict_one(now32))
             });
         }
-        if evicted {
-            self.total.fetch_sub(1, Ordering::AcqRel);
+        match (reserved, evicted) {
+            // A place taken and one freed: give the new one back.
+            (true, true) => {
+                self.total.fetch_sub(1, Ordering::AcqRel);
+                Some(true)
+            }
+            // Past this shard's share, within the map's bound.
+            (true, false) => Some(false),
+            // The new room takes the evicted one's place.
+            (false, true) => Some(true),
+            (false, false) => None,
         }
-        evicted
     }
 
     /// Forgets every room at once, and any observation vouched for before
@@ -513,6 +611,36 @@ mod tests {
         assert_eq!(m.fresh_messages("demo", "lobby", Tick(10)), None);
         assert_eq!(m.fresh_members("demo", "lobby", Tick(10)), None);
         assert!(m.is_empty());
+    }
+
+    #[test]
+    fn one_caller_refreshes_an_entry_before_it_expires() {
+        let m = map();
+        let k = m.room_hash("demo", "lobby");
+        m.observe_messages(k, v(1, 3), Tick(1000));
+        m.observe_members(k, 4, Tick(1000));
+        let (claim, leave) = (Refresh::Claim, Refresh::Leave);
+        // Young: answered, nobody refreshes.
+        assert_eq!(m.answerable_messages(k, Tick(4999), claim), Some(v(1, 3)));
+        // The last fifth of max-age: the first caller that claims goes to
+        // the authority; a caller that leaves it, or any later one, is
+        // still answered.
+        assert_eq!(m.answerable_messages(k, Tick(5000), leave), None);
+        assert_eq!(m.answerable_messages(k, Tick(5000), claim), None);
+        assert_eq!(m.answerable_messages(k, Tick(5001), claim), Some(v(1, 3)));
+        assert_eq!(m.answerable_messages(k, Tick(5001), leave), Some(v(1, 3)));
+        // The parts are refreshed apart.
+        assert_eq!(m.answerable_members(k, Tick(5002), claim), None);
+        assert_eq!(m.answerable_members(k, Tick(5003), claim), Some(4));
+        // The refresh confirms the entry: young again, refreshable again.
+        m.observe_messages(k, v(1, 3), Tick(5010));
+        assert_eq!(m.answerable_messages(k, Tick(8000), claim), Some(v(1, 3)));
+        assert_eq!(m.answerable_messages(k, Tick(9010), claim), None);
+        assert_eq!(m.answerable_messages(k, Tick(9011), claim), Some(v(1, 3)));
+        // A refresh that never comes back: past max-age nobody is answered.
+        assert_eq!(m.answerable_messages(k, Tick(10_010), claim), None);
+        assert_eq!(m.answerable_messages(k, Tick(10_011), leave), None);
+        assert_eq!(m.answerable_members(k, Tick(6000), leave), None);
     }
 
     #[test]

@@ -566,6 +566,49 @@ async fn entries_expire_after_max_age() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_poll_refreshes_an_entry_before_it_expires() {
+    let up = Upstream::start().await;
+    let edge = Edge::start(
+        EdgeConfig {
+            max_age: Duration::from_millis(500),
+            ip_rate: chatty_shared::config::RateSetting(None),
+            ..config(&up)
+        },
+        BusSource::None,
+    )
+    .await;
+    get(edge.addr, LOBBY, &[]).await.unwrap();
+    // 20 pollers with the current ETag, back to back, for 2 s: 4 max-ages.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    let mut pollers = JoinSet::new();
+    for _ in 0..20 {
+        let addr = edge.addr;
+        pollers.spawn(async move {
+            let mut answers = 0u32;
+            while tokio::time::Instant::now() < deadline {
+                let r = get(addr, LOBBY, &[("If-None-Match", "\"r1.3\"")])
+                    .await
+                    .unwrap();
+                assert_eq!(r.status, 304);
+                answers += 1;
+            }
+            answers
+        });
+    }
+    let mut answers = 0;
+    while let Some(n) = pollers.join_next().await {
+        answers += n.unwrap();
+    }
+    // Re-confirmed once per 400 ms (the last fifth of max-age), by one poll:
+    // about 5 reach the node, not every poll in flight at each expiry.
+    let forwarded = up.hits() - 1;
+    assert!(
+        (1..=8).contains(&forwarded),
+        "{forwarded} of {answers} polls reached the node"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bus_bumps_and_down() {
     let up = Upstream::start().await;
     let (tx, rx) = mpsc::channel(64);

@@ -371,6 +371,11 @@ async fn the_edge_limits_requests_per_address_before_any_node() {
 fn poll_failure(r: Result<reqwest::Response, reqwest::Error>) -> Option<String> {
     match r {
         Ok(r) if r.status() == 200 || r.status() == 304 => None,
+        // Load shed by an overloaded node, as documented (debug builds on
+        // two shared cores reach it under this flood).
+        Ok(r) if r.status() == 503 && r.headers().contains_key("retry-after") => {
+            Some("shed: 503 with Retry-After".into())
+        }
         Ok(r) => Some(format!("status {}", r.status().as_u16())),
         Err(e) if e.is_timeout() => Some("client timeout".into()),
         Err(e) => Some(format!("error: {e}")),
@@ -465,11 +470,11 @@ async fn ten_thousand_invented_rooms_a_second_keep_the_edge_memory_flat() {
             sent.load(Ordering::Relaxed),
             &failures[..failures.len().min(5)],
         );
-        // An overloaded machine may time a client out; the edge must never
-        // answer an invented room with an error.
+        // An overloaded machine may time a client out, and an overloaded
+        // node sheds load with 503 + Retry-After; nothing else may fail.
         let errors: Vec<_> = failures
             .iter()
-            .filter(|f| f.as_str() != "client timeout")
+            .filter(|f| !matches!(f.as_str(), "client timeout" | "shed: 503 with Retry-After"))
             .collect();
         assert!(
             errors.is_empty(),

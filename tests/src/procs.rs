@@ -216,8 +216,15 @@ impl Edge {
     }
 
     /// Waits until the edge answers on its operator port.
+    /// Waits until the edge is ready on its operator port and its proxy
+    /// port accepts connections (pingora binds them in separate services).
     pub async fn wait_ready(&self) {
         wait_healthy(&format!("{}/readyz", self.metrics), Duration::from_secs(20)).await;
+        let addr = format!("127.0.0.1:{}", self.port);
+        wait_for(Duration::from_secs(20), "the edge's proxy port", || async {
+            tokio::net::TcpStream::connect(&addr).await.ok().map(drop)
+        })
+        .await;
     }
 
     /// Starts the edge without waiting for it (an edge started with
