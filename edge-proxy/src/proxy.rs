@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
-use chatty_shared::etag::{if_none_match, members_etag, parse_etag, RoomVersion, Tag};
-use chatty_shared::room::parse_room_path;
+use chatty_shared::etag::{if_none_match, parse_etag, RoomVersion, Tag};
+use chatty_shared::room::{parse_room_path, Resource};
 use http::{header, Method};
 use pingora::http::ResponseHeader;
 use pingora::prelude::{HttpPeer, ProxyHttp, Session};
@@ -20,7 +20,7 @@ use pingora::{Error, ErrorSource, ErrorType};
 use crate::metrics::{metrics, Rejection};
 use crate::pages::{PageCache, MAX_PAGE_BYTES};
 use crate::upstreams::Upstreams;
-use crate::versions::{Refresh, RoomHash, Tick, VersionMap};
+use crate::versions::{Known, Refresh, RoomHash, Tick, VersionMap};
 
 /// Connect timeout to an API node.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -30,13 +30,6 @@ const READ_TIMEOUT: Duration = Duration::from_secs(30);
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Most nodes one idempotent request is tried on.
 const MAX_TRIES: usize = 3;
-
-/// Which version an answer on this path carries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Part {
-    Messages,
-    Members,
-}
 
 /// What happened to a request, for `chatty_edge_requests_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -60,7 +53,7 @@ struct PageFill {
 /// Per-request state.
 #[derive(Debug, Default)]
 pub struct Ctx {
-    room: Option<(RoomHash, Part)>,
+    room: Option<(RoomHash, Resource)>,
     outcome: Outcome,
     /// When the request was last sent to a node: the authority vouches for
     /// the version in its answer from that moment on.
@@ -140,11 +133,11 @@ pub fn poll_after(query: Option<&str>) -> Option<u64> {
 }
 
 /// Which room part a request reads or writes, from its method and path.
-pub fn classify(method: &Method, rest: &str) -> Option<Part> {
+pub fn classify(method: &Method, rest: &str) -> Option<Resource> {
     match (method.as_str(), rest) {
         // A join answers with the room's messages ETag too.
-        ("GET", "messages") | ("POST", "messages") | ("POST", "join") => Some(Part::Messages),
-        ("GET", "members") => Some(Part::Members),
+        ("GET", "messages") | ("POST", "messages") | ("POST", "join") => Some(Resource::Messages),
+        ("GET", "members") => Some(Resource::Members),
         _ => None,
     }
 }
@@ -221,22 +214,18 @@ impl ProxyHttp for EdgeProxy {
         if req.method != Method::GET {
             return Ok(false);
         }
-        if part == Part::Messages {
+        if part == Resource::Messages {
             ctx.after = poll_after(req.uri.query());
         }
         // One look at the map per request: `None` (unknown, stale, or this
         // request re-confirms the entry) means forward.
-        let now = self.map.now();
-        let (etag, version) = match part {
-            Part::Messages => match self.map.answerable_messages(key, now, Refresh::Claim) {
-                Some(v) => (v.etag(), Some(v)),
-                None => return Ok(false),
-            },
-            Part::Members => match self.map.answerable_members(key, now, Refresh::Claim) {
-                Some(v) => (members_etag(v), None),
-                None => return Ok(false),
-            },
+        let Some(known) = self
+            .map
+            .answerable(key, part, self.map.now(), Refresh::Claim)
+        else {
+            return Ok(false);
         };
+        let etag = known.etag();
         let asked = req
             .headers
             .get_all(header::IF_NONE_MATCH)
@@ -249,7 +238,7 @@ impl ProxyHttp for EdgeProxy {
             session.write_response_header(resp, true).await?;
             return Ok(true);
         }
-        if let (Some(after), Some(version)) = (ctx.after, version) {
+        if let (Some(after), Known::Messages(version)) = (ctx.after, known) {
             if self.serve_page(session, key, after, version).await? {
                 ctx.outcome = Outcome::Cached;
                 return Ok(true);
@@ -360,7 +349,7 @@ impl ProxyHttp for EdgeProxy {
             return Ok(());
         };
         match (parse_etag(etag), part) {
-            (Some(Tag::Room(v)), Part::Messages) => {
+            (Some(Tag::Room(v)), Resource::Messages) => {
                 self.map.observe_messages(key, v, at);
                 let whole_page = upstream_response
                     .headers
@@ -382,7 +371,7 @@ impl ProxyHttp for EdgeProxy {
                     });
                 }
             }
-            (Some(Tag::Members(v)), Part::Members) => {
+            (Some(Tag::Members(v)), Resource::Members) => {
                 self.map.observe_members(key, v, at);
             }
             _ => {}
@@ -494,10 +483,13 @@ mod tests {
 
     #[test]
     fn classifies_room_paths() {
-        assert_eq!(classify(&Method::GET, "messages"), Some(Part::Messages));
-        assert_eq!(classify(&Method::POST, "messages"), Some(Part::Messages));
-        assert_eq!(classify(&Method::GET, "members"), Some(Part::Members));
-        assert_eq!(classify(&Method::POST, "join"), Some(Part::Messages));
+        assert_eq!(classify(&Method::GET, "messages"), Some(Resource::Messages));
+        assert_eq!(
+            classify(&Method::POST, "messages"),
+            Some(Resource::Messages)
+        );
+        assert_eq!(classify(&Method::GET, "members"), Some(Resource::Members));
+        assert_eq!(classify(&Method::POST, "join"), Some(Resource::Messages));
         assert_eq!(classify(&Method::POST, "members"), None);
         assert_eq!(classify(&Method::HEAD, "messages"), None);
         assert_eq!(classify(&Method::GET, "frame"), None);

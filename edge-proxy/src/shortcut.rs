@@ -12,8 +12,8 @@
 
 use std::sync::Arc;
 
-use chatty_shared::etag::{if_none_match, members_etag, EtagBuf};
-use chatty_shared::room::{parse_room_path, poll_resource, Resource};
+use chatty_shared::etag::{if_none_match, EtagBuf};
+use chatty_shared::room::{parse_room_path, poll_resource};
 
 use crate::versions::{Refresh, VersionMap};
 
@@ -61,7 +61,7 @@ impl Shortcut {
         let Some(room) = parse_room_path(path) else {
             return Verdict::Pass;
         };
-        let Some(resource) = poll_resource(room.rest) else {
+        let Some(part) = poll_resource(room.rest) else {
             return Verdict::Pass;
         };
         let mut close = false;
@@ -86,19 +86,10 @@ impl Shortcut {
         let now = self.map.now();
         // An entry due for a refresh is left to pingora's path, which lets
         // one request through to re-confirm it.
-        let etag = match resource {
-            Resource::Messages => self
-                .map
-                .answerable_messages(key, now, Refresh::Leave)
-                .map(|v| v.etag()),
-            Resource::Members => self
-                .map
-                .answerable_members(key, now, Refresh::Leave)
-                .map(members_etag),
-        };
-        let Some(etag) = etag else {
+        let Some(known) = self.map.answerable(key, part, now, Refresh::Leave) else {
             return Verdict::Pass;
         };
+        let etag = known.etag();
         let asked = req
             .headers
             .iter()

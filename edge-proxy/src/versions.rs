@@ -34,7 +34,8 @@ use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use chatty_shared::etag::RoomVersion;
+use chatty_shared::etag::{members_etag, EtagBuf, RoomVersion};
+use chatty_shared::room::Resource;
 use parking_lot::RwLock;
 
 /// Number of shards (a power of two).
@@ -75,7 +76,31 @@ struct Slot {
     refreshing: u8,
 }
 
-/// Whether a caller of [`VersionMap::answerable_messages`] that finds the
+/// What the map vouches for about one part of a room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Known {
+    Messages(RoomVersion),
+    Members(u64),
+}
+
+impl Known {
+    fn of(slot: &Slot, part: Resource) -> Known {
+        match part {
+            Resource::Messages => Known::Messages(RoomVersion::new(slot.epoch, slot.seq)),
+            Resource::Members => Known::Members(slot.members),
+        }
+    }
+
+    /// The ETag an answer with this version carries.
+    pub fn etag(&self) -> EtagBuf {
+        match *self {
+            Known::Messages(v) => v.etag(),
+            Known::Members(v) => members_etag(v),
+        }
+    }
+}
+
+/// Whether a caller of [`VersionMap::answerable`] that finds the
 /// entry due for a refresh takes it on (its request will reach the
 /// authority) or leaves it to a later caller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -373,42 +398,39 @@ impl VersionMap {
         self.fresh(slot.mem_at, now).then_some(slot.members)
     }
 
-    /// The room's messages version if it may be answered from memory now:
-    /// [`Self::fresh_messages_by_hash`], except in the last fifth of max-age
-    /// while nobody is re-confirming the entry. Then `None`, and with
-    /// [`Refresh::Claim`] the caller becomes the one re-confirming it: its
-    /// request goes to the authority while every other caller is still
-    /// answered from memory. One request per room per max-age, instead of
-    /// every request in flight at the moment of expiry.
-    pub fn answerable_messages(
+    /// What the map vouches for about one part of a room, if it may be
+    /// answered from memory now: the part is known and was confirmed within
+    /// max-age, except in the last fifth of max-age while nobody is
+    /// re-confirming it. Then `None`, and with [`Refresh::Claim`] the caller
+    /// becomes the one re-confirming it: its request goes to the authority
+    /// while every other caller is still answered from memory. One request
+    /// per room per max-age, instead of every request in flight at the
+    /// moment of expiry.
+    pub fn answerable(
         &self,
         key: RoomHash,
+        part: Resource,
         now: Tick,
         refresh: Refresh,
-    ) -> Option<RoomVersion> {
-        self.answerable(key, now, MSG, refresh)
-            .map(|s| RoomVersion::new(s.epoch, s.seq))
-    }
-
-    /// [`Self::answerable_messages`] for the members part.
-    pub fn answerable_members(&self, key: RoomHash, now: Tick, refresh: Refresh) -> Option<u64> {
-        self.answerable(key, now, MEM, refresh).map(|s| s.members)
-    }
-
-    fn answerable(&self, key: RoomHash, now: Tick, part: u8, refresh: Refresh) -> Option<Slot> {
-        let confirmed = |s: &Slot| if part == MSG { s.msg_at } else { s.mem_at };
+    ) -> Option<Known> {
+        let (flag, confirmed): (u8, fn(&Slot) -> u32) = match part {
+            Resource::Messages => (MSG, |s| s.msg_at),
+            Resource::Members => (MEM, |s| s.mem_at),
+        };
         let refresh_from = self.max_age_ms - self.max_age_ms / 5;
-        let now32 = now.0 as u32;
-        {
-            let shard = self.shard(key).read();
-            let slot = shard.map.get(&key.0)?;
+        // `Some(answer)` when the slot settles it without a claim.
+        let settled = |slot: &Slot| {
             let at = confirmed(slot);
             if !self.fresh(at, now) {
-                return None;
+                Some(None)
+            } else if age(now.0 as u32, at) < refresh_from || slot.refreshing & flag != 0 {
+                Some(Some(Known::of(slot, part)))
+            } else {
+                None
             }
-            if age(now32, at) < refresh_from || slot.refreshing & part != 0 {
-                return Some(*slot);
-            }
+        };
+        if let Some(answer) = settled(self.shard(key).read().map.get(&key.0)?) {
+            return answer;
         }
         if refresh == Refresh::Leave {
             return None;
@@ -416,14 +438,10 @@ impl VersionMap {
         // Due for a refresh and nobody is refreshing: this caller does.
         let mut shard = self.shard(key).write();
         let slot = shard.map.get_mut(&key.0)?;
-        let at = confirmed(slot);
-        if !self.fresh(at, now) {
-            return None;
+        if let Some(answer) = settled(slot) {
+            return answer;
         }
-        if age(now32, at) < refresh_from || slot.refreshing & part != 0 {
-            return Some(*slot);
-        }
-        slot.refreshing |= part;
+        slot.refreshing |= flag;
         None
     }
 
@@ -620,27 +638,30 @@ mod tests {
         m.observe_messages(k, v(1, 3), Tick(1000));
         m.observe_members(k, 4, Tick(1000));
         let (claim, leave) = (Refresh::Claim, Refresh::Leave);
+        let msgs = |t: u64, r: Refresh| m.answerable(k, Resource::Messages, Tick(t), r);
+        let mems = |t: u64, r: Refresh| m.answerable(k, Resource::Members, Tick(t), r);
+        let known = Some(Known::Messages(v(1, 3)));
         // Young: answered, nobody refreshes.
-        assert_eq!(m.answerable_messages(k, Tick(4999), claim), Some(v(1, 3)));
+        assert_eq!(msgs(4999, claim), known);
         // The last fifth of max-age: the first caller that claims goes to
         // the authority; a caller that leaves it, or any later one, is
         // still answered.
-        assert_eq!(m.answerable_messages(k, Tick(5000), leave), None);
-        assert_eq!(m.answerable_messages(k, Tick(5000), claim), None);
-        assert_eq!(m.answerable_messages(k, Tick(5001), claim), Some(v(1, 3)));
-        assert_eq!(m.answerable_messages(k, Tick(5001), leave), Some(v(1, 3)));
+        assert_eq!(msgs(5000, leave), None);
+        assert_eq!(msgs(5000, claim), None);
+        assert_eq!(msgs(5001, claim), known);
+        assert_eq!(msgs(5001, leave), known);
         // The parts are refreshed apart.
-        assert_eq!(m.answerable_members(k, Tick(5002), claim), None);
-        assert_eq!(m.answerable_members(k, Tick(5003), claim), Some(4));
+        assert_eq!(mems(5002, claim), None);
+        assert_eq!(mems(5003, claim), Some(Known::Members(4)));
         // The refresh confirms the entry: young again, refreshable again.
         m.observe_messages(k, v(1, 3), Tick(5010));
-        assert_eq!(m.answerable_messages(k, Tick(8000), claim), Some(v(1, 3)));
-        assert_eq!(m.answerable_messages(k, Tick(9010), claim), None);
-        assert_eq!(m.answerable_messages(k, Tick(9011), claim), Some(v(1, 3)));
+        assert_eq!(msgs(8000, claim), known);
+        assert_eq!(msgs(9010, claim), None);
+        assert_eq!(msgs(9011, claim), known);
         // A refresh that never comes back: past max-age nobody is answered.
-        assert_eq!(m.answerable_messages(k, Tick(10_010), claim), None);
-        assert_eq!(m.answerable_messages(k, Tick(10_011), leave), None);
-        assert_eq!(m.answerable_members(k, Tick(6000), leave), None);
+        assert_eq!(msgs(10_010, claim), None);
+        assert_eq!(msgs(10_011, leave), None);
+        assert_eq!(mems(6000, leave), None);
     }
 
     #[test]
