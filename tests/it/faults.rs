@@ -351,7 +351,7 @@ async fn edge_restarted_gracefully() {
     let r = start(&c, 6).await;
     let mut opts = Cluster::edge_opts(&c.nodes, &c.redis, &c.prefix, Some(c.edge.port), &c.dir);
     opts.extra.push("--upgrade".into());
-    let new = Edge::spawn(opts);
+    let mut new = Edge::spawn(opts);
     // The new edge waits on the upgrade socket; the old one hands over its
     // listeners on SIGQUIT and drains.
     tokio::time::sleep(Duration::from_millis(500)).await;

@@ -80,6 +80,13 @@ impl Proc {
         }
     }
 
+    /// True once the process has exited.
+    pub fn exited(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_none_or(|c| matches!(c.try_wait(), Ok(Some(_))))
+    }
+
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
@@ -116,6 +123,43 @@ pub async fn wait_healthy(url: &str, limit: Duration) {
     .await
 }
 
+/// How many times a server that exits before it is ready is started again
+/// on fresh ports: a port chosen free can be taken (by another test's
+/// outgoing connection) before the server binds it.
+const START_ATTEMPTS: usize = 3;
+
+/// Waits until `ready` holds, for up to 20 s; false when `proc` exits
+/// first (its ports were likely taken).
+async fn up_or_exited<F, Fut>(proc: &mut Proc, what: &str, mut ready: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = std::time::Instant::now();
+    loop {
+        if ready().await {
+            return true;
+        }
+        if proc.exited() {
+            return false;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "{what} was not ready within 20 s (CHATTY_TEST_LOGS=1 shows its output)"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Whether `GET url` answers 200 now.
+async fn answers_ok(url: &str) -> bool {
+    http()
+        .get(url)
+        .send()
+        .await
+        .is_ok_and(|r| r.status().is_success())
+}
+
 /// Backends of a chat-api node.
 #[derive(Clone, Debug, Default)]
 pub struct ApiOpts {
@@ -142,16 +186,21 @@ pub struct ApiNode {
 
 impl ApiNode {
     pub async fn start(opts: ApiOpts) -> ApiNode {
-        let port = free_port();
-        let proc = Self::spawn(port, &opts);
-        let base = format!("http://127.0.0.1:{port}");
-        wait_healthy(&format!("{base}/readyz"), Duration::from_secs(20)).await;
-        ApiNode {
-            proc,
-            port,
-            base,
-            opts,
+        for _ in 0..START_ATTEMPTS {
+            let port = free_port();
+            let mut proc = Self::spawn(port, &opts);
+            let base = format!("http://127.0.0.1:{port}");
+            let readyz = format!("{base}/readyz");
+            if up_or_exited(&mut proc, "chat-api", || answers_ok(&readyz)).await {
+                return ApiNode {
+                    proc,
+                    port,
+                    base,
+                    opts,
+                };
+            }
         }
+        panic!("chat-api exited before it was ready, {START_ATTEMPTS} times (CHATTY_TEST_LOGS=1 shows why)");
     }
 
     fn spawn(port: u16, opts: &ApiOpts) -> Proc {
@@ -210,21 +259,34 @@ pub struct Edge {
 
 impl Edge {
     pub async fn start(opts: EdgeOpts) -> Edge {
-        let edge = Self::spawn(opts);
-        edge.wait_ready().await;
-        edge
+        for _ in 0..START_ATTEMPTS {
+            let mut edge = Self::spawn(opts.clone());
+            if edge.ready_unless_exited().await {
+                return edge;
+            }
+        }
+        panic!("edge-proxy exited before it was ready, {START_ATTEMPTS} times (CHATTY_TEST_LOGS=1 shows why)");
     }
 
-    /// Waits until the edge answers on its operator port.
     /// Waits until the edge is ready on its operator port and its proxy
     /// port accepts connections (pingora binds them in separate services).
-    pub async fn wait_ready(&self) {
-        wait_healthy(&format!("{}/readyz", self.metrics), Duration::from_secs(20)).await;
+    pub async fn wait_ready(&mut self) {
+        assert!(
+            self.ready_unless_exited().await,
+            "edge-proxy exited before it was ready (CHATTY_TEST_LOGS=1 shows why)"
+        );
+    }
+
+    async fn ready_unless_exited(&mut self) -> bool {
+        let readyz = format!("{}/readyz", self.metrics);
         let addr = format!("127.0.0.1:{}", self.port);
-        wait_for(Duration::from_secs(20), "the edge's proxy port", || async {
-            tokio::net::TcpStream::connect(&addr).await.ok().map(drop)
+        up_or_exited(&mut self.proc, "edge-proxy", || {
+            let (readyz, addr) = (&readyz, &addr);
+            async move {
+                answers_ok(readyz).await && tokio::net::TcpStream::connect(addr).await.is_ok()
+            }
         })
-        .await;
+        .await
     }
 
     /// Starts the edge without waiting for it (an edge started with
