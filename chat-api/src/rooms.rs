@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use chatty_shared::bus::{Bus, BusEvent, BusMessage};
 use chatty_shared::config::Rate;
+use chatty_shared::decimal::parse_decimal;
 use chatty_shared::etag::{if_none_match, members_etag, RoomVersion};
 use chatty_shared::room::{is_valid_site, RoomKey};
 use chatty_shared::wire::{
@@ -526,7 +527,7 @@ impl Chat {
     ) -> Result<(Event, RoomVersion), ApiError> {
         self.site_admin(site, secret).await?;
         let key = RoomKey::new(site, room).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-        let seq = parse_seq(seq).ok_or_else(|| ApiError::NotFound("no such message".into()))?;
+        let seq = parse_decimal(seq).ok_or_else(|| ApiError::NotFound("no such message".into()))?;
         let appended = self
             .store_call(
                 StoreOp::Delete,
@@ -776,27 +777,5 @@ impl Chat {
         }
         self.caches.messages.set_live(false);
         self.caches.members.set_live(false);
-    }
-}
-
-/// A seq from a path segment: digits only.
-pub fn parse_seq(s: &str) -> Option<u64> {
-    if s.is_empty() || s.len() > 20 || !s.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    s.parse().ok()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn seqs() {
-        assert_eq!(parse_seq("0"), Some(0));
-        assert_eq!(parse_seq("18446744073709551615"), Some(u64::MAX));
-        for bad in ["", "-1", "+1", "1.0", "18446744073709551616", "x", " 1"] {
-            assert_eq!(parse_seq(bad), None, "{bad}");
-        }
     }
 }

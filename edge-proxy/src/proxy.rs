@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
+use chatty_shared::decimal::parse_decimal;
 use chatty_shared::etag::{if_none_match, parse_etag, RoomVersion, Tag};
 use chatty_shared::room::{parse_room_path, Resource};
 use http::{header, Method};
@@ -125,11 +126,7 @@ pub fn poll_after(query: Option<&str>) -> Option<u64> {
     let Some(q) = query.filter(|q| !q.is_empty()) else {
         return Some(0);
     };
-    let digits = q.strip_prefix("after=")?;
-    if digits.is_empty() || digits.len() > 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    digits.parse().ok()
+    parse_decimal(q.strip_prefix("after=")?)
 }
 
 /// Which room part a request reads or writes, from its method and path.

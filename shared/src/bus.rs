@@ -105,11 +105,7 @@ impl BusMessage {
 }
 
 fn number<T: std::str::FromStr>(part: Option<&str>) -> Result<T, DecodeError> {
-    let s = part.ok_or(DecodeError)?;
-    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(DecodeError);
-    }
-    s.parse().map_err(|_| DecodeError)
+    part.and_then(crate::decimal::parse_decimal).ok_or(DecodeError)
 }
 
 /// What a subscriber hears.

@@ -8,6 +8,8 @@
 
 use std::fmt;
 
+use crate::decimal::parse_decimal;
+
 /// The version of a room's event log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct RoomVersion {
@@ -106,19 +108,12 @@ pub fn parse_etag(s: &str) -> Option<Tag> {
     if let Some(rest) = inner.strip_prefix('r') {
         let (epoch, seq) = rest.split_once('.')?;
         return Some(Tag::Room(RoomVersion {
-            epoch: parse_digits(epoch)?,
-            seq: parse_digits(seq)?,
+            epoch: parse_decimal(epoch)?,
+            seq: parse_decimal(seq)?,
         }));
     }
     let rest = inner.strip_prefix('m')?;
-    Some(Tag::Members(parse_digits(rest)?))
-}
-
-fn parse_digits<T: std::str::FromStr>(s: &str) -> Option<T> {
-    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    s.parse().ok()
+    Some(Tag::Members(parse_decimal(rest)?))
 }
 
 /// True when an `If-None-Match` field value matches `current` (a quoted

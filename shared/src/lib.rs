@@ -5,6 +5,7 @@
 
 pub mod bus;
 pub mod config;
+pub mod decimal;
 pub mod etag;
 pub mod ratelimit;
 pub mod room;

@@ -11,7 +11,8 @@ use chatty_shared::wire::SendRequest;
 use super::{bearer, check_origin, client_ip, etag_header, if_none_match, json};
 use crate::body::JsonBody;
 use crate::error::ApiError;
-use crate::rooms::{parse_seq, Chat, Poll};
+use crate::rooms::{Chat, Poll};
+use chatty_shared::decimal::parse_decimal;
 
 /// The `after` query parameter: absent is 0; anything but a non-negative
 /// integer is a 400.
@@ -20,7 +21,7 @@ fn after(req: &HttpRequest) -> Result<u64, ApiError> {
         .map_err(|_| ApiError::BadRequest("malformed query string".into()))?;
     match q.get("after") {
         None => Ok(0),
-        Some(v) => parse_seq(v)
+        Some(v) => parse_decimal(v)
             .ok_or_else(|| ApiError::BadRequest("after must be a non-negative integer".into())),
     }
 }
