@@ -6,6 +6,9 @@
  * heartbeat every 10 s, leave by sendBeacon on pagehide. Sends go through an outbox kept in
  * sessionStorage; each message keeps one client_id for all its retries, so a retry never
  * duplicates it. All user text is rendered with textContent, never as HTML.
+ *
+ * The page's life is one phase (joining, live, banned, stopped) changed only by enter(), plus
+ * a few facts any phase can have (paused, a send in flight, the panel open); see "state".
  */
 (() => {
   'use strict';
@@ -40,6 +43,10 @@
     nickSubmit: $('nick-submit'),
     nickCancel: $('nick-cancel'),
   };
+  const setComposer = (enabled) => {
+    ui.composer.disabled = !enabled;
+    ui.send.disabled = !enabled;
+  };
 
   // ---------------------------------------------------------------- small helpers
 
@@ -48,6 +55,7 @@
   const backoff = (attempt) =>
     jitter(Math.min(MAX_BACKOFF_MS, 1000 * Math.pow(2, Math.max(0, attempt - 1))));
   const secs = (ms) => Math.max(1, Math.round(ms / 1000)) + ' s';
+  const retrying = (why, ms) => why + ' Retrying in ' + secs(ms) + '\u2026';
 
   const store = (area) => ({
     get(key) {
@@ -125,8 +133,7 @@
   if (!match) {
     ui.status.dataset.state = 'error';
     ui.status.textContent = 'This address is not a chat room.';
-    ui.composer.disabled = true;
-    ui.send.disabled = true;
+    setComposer(false);
     return;
   }
   const site = decode(match[1]);
@@ -158,57 +165,141 @@
 
   // ---------------------------------------------------------------- state
 
-  let auth = null; // {token, member: {id, nick}, expires_ms}
-  let nick = local.get(NICK_KEY) || '';
-  let synced = false; // the first join's messages are on screen and polling runs
-  let banned = false;
-  let stopped = false; // a fatal error (unknown site): nothing more to do
-  let paused = false; // page hidden by pagehide (possibly into the back/forward cache)
+  // The frame's life is one phase, and enter() is the only place that changes it:
+  //   joining  nothing on screen yet: the first join is under way, or the nickname dialog waits
+  //   live     the room's history is on screen: the room is read, heartbeats and messages go out
+  //   banned   the API refused this guest (403): the room is still read, nothing goes out
+  //   stopped  nothing more to do: the room or site does not exist (404), or the first join
+  //            was refused by a ban (with nothing on screen there is nothing to read either)
+  // Phases only move forward, in this order; steps may be skipped.
+  const PHASES = ['joining', 'live', 'banned', 'stopped'];
+  const state = {
+    phase: 'joining',
+    // Facts any phase can have alongside it:
+    paused: false, // hidden by pagehide (possibly into the back/forward cache): pause(), resume()
+    sending: false, // processOutbox is delivering the outbox
+    // The widget creates the frame when the chat is first opened; it says so again on load.
+    open: true, // the widget's panel shows this frame: setOpen()
+    unread: 0, // messages that arrived while the panel was closed
+  };
+  // The guest may still write: while joining, messages wait in the outbox until the join.
+  const canSend = () => state.phase === 'joining' || state.phase === 'live';
 
-  let lastSeq = 0; // poll cursor: only ever advanced by join and poll answers
-  let msgEtag = null; // If-None-Match for the next messages poll, null for none
-  let knownEpoch = null;
-  let membersEtag = null;
-  let members = [];
+  // Who this tab is in the room.
+  const me = {
+    auth: null, // {token, member: {id, nick}, expires_ms}
+    nick: local.get(NICK_KEY) || '',
+    ids: new Set(), // member ids this tab has been (a re-join may give a new one)
+    join: null, // the join under way (one at a time): joinOnce()
+  };
 
-  const msgEls = new Map(); // seq -> li
-  const deleted = new Set(); // seqs of deleted messages
-  const myIds = new Set(); // member ids this tab has been (a re-join may give a new one)
-  const outbox = []; // [{client_id, text, li, done}]
-  const pendingByCid = new Map();
+  // Where the frame is in the room: only join and poll answers move it.
+  const cursor = {
+    seq: 0, // the last event applied
+    etag: null, // If-None-Match for the next messages poll, null for none
+    epoch: null, // the history's epoch from the last ETag: another one means a reset
+    membersEtag: null, // If-None-Match for the next members poll
+  };
 
-  let pollTimer = null;
-  let pollFailures = 0;
-  let tick = 0;
-  let heartbeatTimer = null;
-  let refreshTimer = null;
-  let timeTimer = null;
-  let sending = false;
+  // The messages on screen.
+  const shown = {
+    bySeq: new Map(), // seq -> li
+    deleted: new Set(), // seqs of deleted messages
+  };
 
-  // The widget creates the frame when the chat is first opened; it says so again on load.
-  let open = true;
-  let unread = 0;
+  // Messages on their way out, oldest first: {client_id, text, li, done, failed}; byCid holds
+  // those still waiting for their event.
+  const outbox = { items: [], byCid: new Map() };
+
+  const timers = { heartbeat: null, refresh: null, times: null };
 
   const saved = readJson(session, SESSION_KEY);
   if (saved && Array.isArray(saved.my_ids)) {
-    for (const id of saved.my_ids) if (typeof id === 'string') myIds.add(id);
+    for (const id of saved.my_ids) if (typeof id === 'string') me.ids.add(id);
   }
 
+  // ---------------------------------------------------------------- the frame's life
+
+  // Moves the frame to a later phase and does what that phase starts and ends; a phase the
+  // frame is in or past already is ignored. `res` is what moved it: the join's answer data for
+  // live, the refusing answer for banned and stopped.
+  const enter = (next, res) => {
+    const from = state.phase;
+    if (PHASES.indexOf(next) <= PHASES.indexOf(from)) return;
+    if (next === 'live') {
+      // The first sync takes the history and the cursor. Later joins (token refresh, 401,
+      // nickname change) keep the poll cursor so no deletion in between is skipped.
+      showHistory(res);
+      state.phase = 'live';
+      startLoops();
+    } else if (next === 'banned') {
+      state.phase = from === 'joining' ? 'stopped' : 'banned';
+      showStatus(
+        'banned',
+        errorCode(res) === 'banned'
+          ? errorMessage(res) + ' You can still read this room, but you can no longer send messages.'
+          : errorMessage(res),
+      );
+      setComposer(false);
+      stopHeartbeats();
+      for (const item of outbox.items) if (!item.done) markFailed(item, 'Not sent.', false);
+      outbox.items.length = 0;
+      saveOutbox();
+    } else if (next === 'stopped') {
+      state.phase = 'stopped';
+      // A ban's explanation stays on the status line.
+      if (from !== 'banned') showStatus('error', errorMessage(res));
+      reader.stop();
+      stopHeartbeats();
+      clearTimeout(timers.refresh);
+      setComposer(false);
+    }
+  };
+
+  // pagehide: the page may be kept in the back/forward cache; nothing runs while it is.
+  const pause = () => {
+    state.paused = true;
+    reader.stop();
+    stopHeartbeats();
+  };
+
+  // pageshow from the back/forward cache: what ran before runs again, and a guest who may still
+  // send joins again (the leave sent on pagehide took it out of the room).
+  const resume = () => {
+    state.paused = false;
+    if (state.phase === 'live' || state.phase === 'banned') startLoops();
+    if (state.phase === 'live' && me.nick) rejoin();
+  };
+
+  // Starts (again) what runs while the room is on screen: reading it, heartbeats (not for a
+  // banned guest) and the refresh of relative times.
+  const startLoops = () => {
+    reader.start();
+    clearInterval(timers.heartbeat);
+    if (state.phase !== 'banned') timers.heartbeat = setInterval(heartbeat, HEARTBEAT_MS);
+    if (!timers.times) timers.times = setInterval(refreshTimes, TIME_REFRESH_MS);
+  };
+
+  const stopHeartbeats = () => {
+    clearInterval(timers.heartbeat);
+    timers.heartbeat = null;
+  };
+
   const saveSession = () => {
-    if (!auth) return;
+    if (!me.auth) return;
     session.set(
       SESSION_KEY,
       JSON.stringify({
-        token: auth.token,
-        member: auth.member,
-        expires_ms: auth.expires_ms,
-        my_ids: Array.from(myIds).slice(-20),
+        token: me.auth.token,
+        member: me.auth.member,
+        expires_ms: me.auth.expires_ms,
+        my_ids: Array.from(me.ids).slice(-20),
       }),
     );
   };
 
   const saveOutbox = () => {
-    const items = outbox.filter((i) => !i.done && !i.failed);
+    const items = outbox.items.filter((i) => !i.done && !i.failed);
     session.set(
       OUTBOX_KEY,
       items.length ? JSON.stringify(items.map((i) => ({ client_id: i.client_id, text: i.text }))) : null,
@@ -224,7 +315,7 @@
       headers['Content-Type'] = 'application/json';
       body = JSON.stringify(opts.body);
     }
-    const token = opts.token || (opts.auth && auth ? auth.token : null);
+    const token = opts.token || (opts.auth && me.auth ? me.auth.token : null);
     if (token) headers.Authorization = 'Bearer ' + token;
     if (opts.etag) headers['If-None-Match'] = opts.etag;
     let res;
@@ -296,38 +387,23 @@
 
   // ---------------------------------------------------------------- status line
 
-  const setStatus = (state, text) => {
-    if (banned && state !== 'banned') return;
-    if (stopped && state !== 'error') return;
-    ui.status.dataset.state = state;
+  const showStatus = (kind, text) => {
+    ui.status.dataset.state = kind;
     ui.status.textContent = text || '';
   };
 
-  const becomeBanned = (res) => {
-    banned = true;
-    const text =
-      errorCode(res) === 'banned'
-        ? errorMessage(res) + ' You can still read this room, but you can no longer send messages.'
-        : errorMessage(res);
-    ui.status.dataset.state = 'banned';
-    ui.status.textContent = text;
-    ui.composer.disabled = true;
-    ui.send.disabled = true;
-    clearInterval(heartbeatTimer);
-    heartbeatTimer = null;
-    for (const item of outbox) if (!item.done) markFailed(item, 'Not sent.', false);
-    outbox.length = 0;
-    saveOutbox();
+  // The ordinary states (connecting, ok, offline); the explanation of a ban or a stop, which
+  // enter() shows, stays.
+  const setStatus = (kind, text) => {
+    if (canSend()) showStatus(kind, text);
   };
 
-  const stopAll = (text) => {
-    setStatus('error', text);
-    stopped = true;
-    clearTimeout(pollTimer);
-    clearInterval(heartbeatTimer);
-    clearTimeout(refreshTimer);
-    ui.composer.disabled = true;
-    ui.send.disabled = true;
+  // After a failed try (a network error, or `res`, a 429 or 5xx answer): says through `say`
+  // when the next one goes out and waits until then. `attempt` counts the failed tries.
+  const waitToRetry = async (attempt, res, say) => {
+    const wait = (res && retryAfterMs(res)) || backoff(attempt);
+    say(retrying(res ? errorMessage(res) : 'Cannot reach the chat.', wait));
+    await sleep(wait);
   };
 
   // ---------------------------------------------------------------- unread / parent
@@ -335,18 +411,18 @@
   const postUnread = () => {
     if (!embedded) return;
     try {
-      window.parent.postMessage({ type: 'chatty:unread', count: unread }, parentOrigin);
+      window.parent.postMessage({ type: 'chatty:unread', count: state.unread }, parentOrigin);
     } catch (e) {
       // The parent is gone or has another origin now.
     }
   };
 
   const setOpen = (value) => {
-    const wasOpen = open;
-    open = value;
-    if (open) {
-      if (unread) {
-        unread = 0;
+    const wasOpen = state.open;
+    state.open = value;
+    if (state.open) {
+      if (state.unread) {
+        state.unread = 0;
         postUnread();
       }
       if (!wasOpen || document.activeElement === document.body) focusMain();
@@ -365,21 +441,23 @@
     else if (!ui.composer.disabled) ui.composer.focus();
   };
 
+  const askToClose = () => {
+    try {
+      window.parent.postMessage({ type: 'chatty:close' }, parentOrigin);
+    } catch (e) {
+      // nothing to close
+    }
+  };
+
   if (embedded) {
     ui.close.hidden = false;
-    ui.close.addEventListener('click', () => {
-      try {
-        window.parent.postMessage({ type: 'chatty:close' }, parentOrigin);
-      } catch (e) {
-        // nothing to close
-      }
-    });
+    ui.close.addEventListener('click', askToClose);
   }
 
   // ---------------------------------------------------------------- rendering: members
 
   const renderMembers = (list) => {
-    members = list
+    const members = list
       .filter((m) => m && typeof m.id === 'string' && typeof m.nick === 'string')
       .sort((a, b) => a.nick.localeCompare(b.nick) || a.id.localeCompare(b.id));
     const frag = document.createDocumentFragment();
@@ -387,7 +465,7 @@
       const li = el('li', 'member ' + hueClass(m.id));
       li.dataset.id = m.id;
       li.appendChild(el('span', 'member-nick', m.nick));
-      if (auth && m.id === auth.member.id) {
+      if (me.auth && m.id === me.auth.member.id) {
         li.classList.add('me');
         li.appendChild(el('span', 'member-you', ' (you)'));
       }
@@ -399,7 +477,7 @@
 
   // ---------------------------------------------------------------- rendering: messages
 
-  const isOwn = (ev) => myIds.has(ev.member_id);
+  const isOwn = (ev) => me.ids.has(ev.member_id);
 
   const nearBottom = () =>
     ui.messages.scrollHeight - ui.messages.scrollTop - ui.messages.clientHeight < 48;
@@ -453,58 +531,68 @@
   };
 
   const trimMessages = () => {
-    while (msgEls.size > MAX_MESSAGES) {
+    while (shown.bySeq.size > MAX_MESSAGES) {
       const first = ui.messages.querySelector('li.message[data-seq]');
       if (!first) break;
-      msgEls.delete(Number(first.dataset.seq));
+      shown.bySeq.delete(Number(first.dataset.seq));
       first.remove();
     }
   };
 
   const removeMessage = (seq) => {
-    deleted.add(seq);
-    const li = msgEls.get(seq);
+    shown.deleted.add(seq);
+    const li = shown.bySeq.get(seq);
     if (li) {
       li.remove();
-      msgEls.delete(seq);
+      shown.bySeq.delete(seq);
     }
   };
 
   const confirmItem = (item, ev) => {
     if (item.done) return;
     item.done = true;
-    pendingByCid.delete(item.client_id);
-    const i = outbox.indexOf(item);
-    if (i >= 0) outbox.splice(i, 1);
+    outbox.byCid.delete(item.client_id);
+    const i = outbox.items.indexOf(item);
+    if (i >= 0) outbox.items.splice(i, 1);
     saveOutbox();
-    if (msgEls.has(ev.seq) || deleted.has(ev.seq)) {
+    if (shown.bySeq.has(ev.seq) || shown.deleted.has(ev.seq)) {
       item.li.remove();
       return;
     }
     const stick = nearBottom();
     fillMessage(item.li, ev, true);
-    msgEls.set(ev.seq, item.li);
+    shown.bySeq.set(ev.seq, item.li);
     insertBySeq(item.li, ev.seq);
     if (stick) scrollToBottom();
   };
 
   // Adds one message event. `live` is true for events that arrive after the first sync.
   const addMessage = (ev, live) => {
-    if (msgEls.has(ev.seq) || deleted.has(ev.seq)) return false;
-    if (ev.client_id && pendingByCid.has(ev.client_id)) {
-      confirmItem(pendingByCid.get(ev.client_id), ev);
+    if (shown.bySeq.has(ev.seq) || shown.deleted.has(ev.seq)) return false;
+    if (ev.client_id && outbox.byCid.has(ev.client_id)) {
+      confirmItem(outbox.byCid.get(ev.client_id), ev);
       return false;
     }
     const own = isOwn(ev);
     const li = document.createElement('li');
     fillMessage(li, ev, own);
-    msgEls.set(ev.seq, li);
+    shown.bySeq.set(ev.seq, li);
     insertBySeq(li, ev.seq);
     return live && !own;
   };
 
   const validEvent = (ev) =>
     ev && typeof ev === 'object' && Number.isSafeInteger(ev.seq) && ev.seq > 0;
+
+  // A message event as the frame keeps it, from the API's JSON.
+  const toMessage = (raw) => ({
+    seq: raw.seq,
+    member_id: String(raw.member_id || ''),
+    nick: String(raw.nick || ''),
+    text: String(raw.text || ''),
+    client_id: typeof raw.client_id === 'string' ? raw.client_id : null,
+    at_ms: raw.at_ms,
+  });
 
   const applyEvents = (events, live) => {
     const stick = nearBottom();
@@ -514,26 +602,18 @@
       if (raw.kind === 'deletion') {
         if (Number.isSafeInteger(raw.deletes)) removeMessage(raw.deletes);
       } else if (raw.kind === 'message') {
-        const ev = {
-          seq: raw.seq,
-          member_id: String(raw.member_id || ''),
-          nick: String(raw.nick || ''),
-          text: String(raw.text || ''),
-          client_id: typeof raw.client_id === 'string' ? raw.client_id : null,
-          at_ms: raw.at_ms,
-        };
-        if (addMessage(ev, live)) fresh++;
+        if (addMessage(toMessage(raw), live)) fresh++;
       }
       // Unknown kinds are skipped: a newer server may add some.
-      if (raw.seq > lastSeq) lastSeq = raw.seq;
+      if (raw.seq > cursor.seq) cursor.seq = raw.seq;
     }
     trimMessages();
     updateEmpty();
     if (fresh) {
       if (stick) scrollToBottom();
       else ui.jump.hidden = false;
-      if (!open) {
-        unread += fresh;
+      if (!state.open) {
+        state.unread += fresh;
         postUnread();
       }
     } else if (stick) {
@@ -542,11 +622,11 @@
   };
 
   const clearHistory = () => {
-    for (const li of msgEls.values()) li.remove();
-    msgEls.clear();
-    deleted.clear();
-    lastSeq = 0;
-    msgEtag = null;
+    for (const li of shown.bySeq.values()) li.remove();
+    shown.bySeq.clear();
+    shown.deleted.clear();
+    cursor.seq = 0;
+    cursor.etag = null;
     updateEmpty();
   };
 
@@ -568,7 +648,7 @@
   // ---------------------------------------------------------------- join
 
   const showNickDialog = (canCancel) => {
-    ui.nickInput.value = nick;
+    ui.nickInput.value = me.nick;
     ui.nickError.textContent = '';
     ui.nickCancel.hidden = !canCancel;
     ui.nickSubmit.disabled = false;
@@ -586,72 +666,66 @@
   };
 
   const showMe = () => {
-    if (!auth) return;
-    ui.myNick.textContent = auth.member.nick;
+    if (!me.auth) return;
+    ui.myNick.textContent = me.auth.member.nick;
     ui.nickChange.hidden = false;
   };
 
   const scheduleRefresh = (ttlSecs) => {
-    clearTimeout(refreshTimer);
+    clearTimeout(timers.refresh);
     const ttl = Number(ttlSecs);
     if (!Number.isFinite(ttl) || ttl <= 0) return;
     const ms = Math.max(30, ttl * 0.8) * 1000;
-    refreshTimer = setTimeout(() => {
+    timers.refresh = setTimeout(() => {
       rejoin();
     }, Math.min(ms, 2147483000));
   };
 
+  // The first join's history and cursor (see enter('live')).
+  const showHistory = (data) => {
+    ui.messages.setAttribute('aria-busy', 'true');
+    clearHistory();
+    applyEvents(Array.isArray(data.messages) ? data.messages : [], false);
+    cursor.seq = Math.max(cursor.seq, Number(data.seq) || 0);
+    cursor.etag = typeof data.etag === 'string' ? data.etag : null;
+    const parsed = parseEtag(cursor.etag);
+    cursor.epoch = parsed ? parsed.epoch : null;
+    ui.messages.removeAttribute('aria-busy');
+    scrollToBottom();
+  };
+
   const applyJoin = (data) => {
-    auth = {
+    me.auth = {
       token: data.token,
       member: { id: String(data.member.id), nick: String(data.member.nick) },
       expires_ms: Date.now() + (Number(data.token_ttl_secs) || 0) * 1000,
     };
-    myIds.add(auth.member.id);
+    me.ids.add(me.auth.member.id);
     saveSession();
     scheduleRefresh(data.token_ttl_secs);
     if (Array.isArray(data.members)) {
       renderMembers(data.members);
-      membersEtag = typeof data.members_etag === 'string' ? data.members_etag : null;
+      cursor.membersEtag = typeof data.members_etag === 'string' ? data.members_etag : null;
     }
-    if (!synced) {
-      // The first sync: take the history and the cursor. Later joins (token refresh, 401,
-      // nickname change) keep the poll cursor so no deletion in between is skipped.
-      ui.messages.setAttribute('aria-busy', 'true');
-      clearHistory();
-      applyEvents(Array.isArray(data.messages) ? data.messages : [], false);
-      lastSeq = Math.max(lastSeq, Number(data.seq) || 0);
-      msgEtag = typeof data.etag === 'string' ? data.etag : null;
-      const parsed = parseEtag(msgEtag);
-      knownEpoch = parsed ? parsed.epoch : null;
-      ui.messages.removeAttribute('aria-busy');
-      scrollToBottom();
-      synced = true;
-      startLoops();
-    }
+    enter('live', data);
     showMe();
     setStatus('ok', '');
-    if (!banned) {
-      ui.composer.disabled = false;
-      ui.send.disabled = false;
-    }
+    if (canSend()) setComposer(true);
     processOutbox();
   };
 
   // One join at a time. Resolves to {ok: true}, {ok: false, message} (e.g. a refused nick)
   // or {ok: false, fatal: true}; network errors, 5xx, 429 and 503 are retried with back-off.
   const join = async (wanted) => {
+    const offline = (text) => setStatus('offline', text);
     let attempt = 0;
     for (;;) {
-      if (stopped || banned) return { ok: false, fatal: true };
+      if (!canSend()) return { ok: false, fatal: true };
       let res;
       try {
         res = await api('POST', '/join', { body: { nick: wanted } });
       } catch (e) {
-        attempt++;
-        const wait = backoff(attempt);
-        setStatus('offline', 'Cannot reach the chat. Retrying in ' + secs(wait) + '\u2026');
-        await sleep(wait);
+        await waitToRetry(++attempt, null, offline);
         continue;
       }
       if (res.status === 200 && res.data && typeof res.data.token === 'string' && res.data.member) {
@@ -659,41 +733,33 @@
         return { ok: true };
       }
       if (transient(res)) {
-        attempt++;
-        const wait = retryAfterMs(res) || backoff(attempt);
-        setStatus('offline', errorMessage(res) + ' Retrying in ' + secs(wait) + '\u2026');
-        await sleep(wait);
+        await waitToRetry(++attempt, res, offline);
         continue;
       }
-      if (res.status === 403) {
-        becomeBanned(res);
-        return { ok: false, fatal: true };
-      }
-      if (res.status === 404) {
-        stopAll(errorMessage(res));
+      if (res.status === 403 || res.status === 404) {
+        enter(res.status === 403 ? 'banned' : 'stopped', res);
         return { ok: false, fatal: true };
       }
       return { ok: false, message: errorMessage(res) };
     }
   };
 
-  let joining = null;
   const joinOnce = (wanted) => {
-    if (!joining) {
-      joining = join(wanted).finally(() => {
-        joining = null;
+    if (!me.join) {
+      me.join = join(wanted).finally(() => {
+        me.join = null;
       });
     }
-    return joining;
+    return me.join;
   };
 
   // Gets a fresh token with the current nickname; asks for a new nickname if it is refused.
   const rejoin = async () => {
-    if (!nick) {
+    if (!me.nick) {
       showNickDialog(false);
       return { ok: false };
     }
-    const result = await joinOnce(nick);
+    const result = await joinOnce(me.nick);
     if (!result.ok && !result.fatal) {
       showNickDialog(false);
       ui.nickError.textContent = result.message;
@@ -711,15 +777,15 @@
     }
     ui.nickError.textContent = '';
     ui.nickSubmit.disabled = true;
-    if (joining) await joining;
-    const previous = auth;
+    if (me.join) await me.join;
+    const previous = me.auth;
     const result = await joinOnce(wanted);
     ui.nickSubmit.disabled = false;
     if (result.ok) {
-      nick = wanted;
+      me.nick = wanted;
       local.set(NICK_KEY, wanted);
       hideNickDialog();
-      if (previous && previous.token !== auth.token) {
+      if (previous && previous.token !== me.auth.token) {
         api('POST', '/leave', { token: previous.token }).catch(() => {});
       }
       ui.composer.focus();
@@ -730,10 +796,11 @@
       ui.nickInput.focus();
     }
   });
-  ui.nickCancel.addEventListener('click', () => {
+  const cancelNickDialog = () => {
     hideNickDialog();
     ui.nickChange.focus();
-  });
+  };
+  ui.nickCancel.addEventListener('click', cancelNickDialog);
   ui.nickChange.addEventListener('click', () => showNickDialog(true));
 
   // ---------------------------------------------------------------- polling
@@ -745,98 +812,116 @@
 
   const pollMessages = async () => {
     for (let page = 0; page < MAX_PAGES_PER_TICK; page++) {
-      const res = await api('GET', '/messages?after=' + lastSeq, { etag: msgEtag });
+      const res = await api('GET', '/messages?after=' + cursor.seq, { etag: cursor.etag });
       if (res.status === 304) return;
       if (res.status !== 200 || !res.data || !Array.isArray(res.data.events)) {
         throw httpError(res);
       }
       const etag = res.headers.get('ETag');
       const parsed = parseEtag(etag);
-      if (parsed && knownEpoch !== null && parsed.epoch !== knownEpoch && knownEpoch !== '0' && lastSeq > 0) {
+      if (parsed && cursor.epoch !== null && parsed.epoch !== cursor.epoch && cursor.epoch !== '0' && cursor.seq > 0) {
         // The room's history was reset: start again from the beginning.
-        knownEpoch = parsed.epoch;
+        cursor.epoch = parsed.epoch;
         clearHistory();
         continue;
       }
-      if (parsed) knownEpoch = parsed.epoch;
+      if (parsed) cursor.epoch = parsed.epoch;
       applyEvents(res.data.events, true);
       const seq = Number(res.data.seq);
-      if (Number.isSafeInteger(seq) && seq > lastSeq) lastSeq = seq;
+      if (Number.isSafeInteger(seq) && seq > cursor.seq) cursor.seq = seq;
       if (res.data.more === true) {
         // The ETag names the room's current version, which this page does not reach yet.
-        msgEtag = null;
+        cursor.etag = null;
         continue;
       }
-      if (parsed && parsed.seq < lastSeq) {
+      if (parsed && parsed.seq < cursor.seq) {
         clearHistory();
         continue;
       }
       // Only keep an ETag that matches what is on screen, so a 304 can never hide an event.
-      msgEtag = etag && (!parsed || parsed.seq === lastSeq) ? etag : null;
+      cursor.etag = etag && (!parsed || parsed.seq === cursor.seq) ? etag : null;
       return;
     }
   };
 
   const pollMembers = async () => {
-    const res = await api('GET', '/members', { etag: membersEtag });
+    const res = await api('GET', '/members', { etag: cursor.membersEtag });
     if (res.status === 304) return;
     if (res.status === 200 && res.data && Array.isArray(res.data.members)) {
       renderMembers(res.data.members);
-      membersEtag = res.headers.get('ETag');
+      cursor.membersEtag = res.headers.get('ETag');
       return;
     }
     throw httpError(res);
   };
 
+  // One turn: new messages every time, members every other time; then the next turn is
+  // scheduled, later after failures.
   const pollLoop = async () => {
-    pollTimer = null;
-    if (stopped || paused) return;
+    polling.timer = null;
+    if (state.phase === 'stopped' || state.paused) return;
     let delay = jitter(POLL_MS) * (document.hidden ? 3 : 1);
     try {
       await pollMessages();
-      tick++;
-      if (tick % 2 === 0) {
+      polling.tick++;
+      if (polling.tick % 2 === 0) {
         try {
           await pollMembers();
         } catch (e) {
           // The members list is refreshed again on the next turn.
         }
       }
-      if (pollFailures) {
-        pollFailures = 0;
+      if (polling.failures) {
+        polling.failures = 0;
         setStatus('ok', '');
       }
     } catch (e) {
       if (e.res && e.res.status === 404) {
-        stopAll(errorMessage(e.res));
+        enter('stopped', e.res);
         return;
       }
-      pollFailures++;
-      delay = e.retryAfter || backoff(pollFailures);
-      if (pollFailures >= 2 || e.retryAfter) {
-        setStatus('offline', 'Connection problem. Retrying in ' + secs(delay) + '\u2026');
+      polling.failures++;
+      delay = e.retryAfter || backoff(polling.failures);
+      if (polling.failures >= 2 || e.retryAfter) {
+        setStatus('offline', retrying('Connection problem.', delay));
       }
     }
-    if (!stopped && !paused) pollTimer = setTimeout(pollLoop, delay);
+    if (state.phase !== 'stopped' && !state.paused) polling.timer = setTimeout(pollLoop, delay);
   };
 
+  const polling = {
+    timer: null, // the next turn
+    failures: 0, // failed turns in a row
+    tick: 0, // turns so far
+    start() {
+      clearTimeout(polling.timer);
+      polling.timer = setTimeout(pollLoop, jitter(POLL_MS));
+    },
+    stop() {
+      clearTimeout(polling.timer);
+      polling.timer = null;
+    },
+  };
+
+  // ---------------------------------------------------------------- reading the room
+
+  // How the room's events and members reach the frame, chosen here and only here: polling with
+  // If-None-Match is the one transport today. Another (a held poll, a stream) is an object with
+  // the same start() and stop(); startLoops() starts the reader, enter('stopped') and pause()
+  // stop it, and it moves `cursor` and calls applyEvents() and renderMembers() as polling does.
+  const reader = polling;
+
+  // ---------------------------------------------------------------- heartbeats
+
   const heartbeat = async () => {
-    if (!auth || banned || stopped || paused) return;
+    if (!me.auth || !canSend() || state.paused) return;
     try {
       const res = await api('POST', '/heartbeat', { auth: true });
       if (res.status === 401) rejoin();
-      else if (res.status === 403) becomeBanned(res);
+      else if (res.status === 403) enter('banned', res);
     } catch (e) {
       // The next heartbeat tries again; presence lasts several of them.
     }
-  };
-
-  const startLoops = () => {
-    clearTimeout(pollTimer);
-    pollTimer = setTimeout(pollLoop, jitter(POLL_MS));
-    clearInterval(heartbeatTimer);
-    if (!banned) heartbeatTimer = setInterval(heartbeat, HEARTBEAT_MS);
-    if (!timeTimer) timeTimer = setInterval(refreshTimes, TIME_REFRESH_MS);
   };
 
   // ---------------------------------------------------------------- sending
@@ -863,7 +948,7 @@
     const li = el('li', 'message own pending');
     li.dataset.clientId = item.client_id;
     const meta = el('div', 'meta');
-    meta.appendChild(el('span', 'nick ' + hueClass(auth ? auth.member.id : nick), auth ? auth.member.nick : nick));
+    meta.appendChild(el('span', 'nick ' + hueClass(me.auth ? me.auth.member.id : me.nick), me.auth ? me.auth.member.nick : me.nick));
     meta.appendChild(document.createTextNode(' '));
     meta.appendChild(el('span', 'time', 'sending\u2026'));
     li.appendChild(meta);
@@ -871,22 +956,26 @@
     return li;
   };
 
+  const clearNote = (item) => {
+    const note = item.li.querySelector('.note');
+    if (note) note.remove();
+  };
+
   const markFailed = (item, reason, canRetry) => {
     item.failed = true;
-    pendingByCid.delete(item.client_id);
+    outbox.byCid.delete(item.client_id);
     item.li.classList.add('failed');
     const actions = [];
-    if (canRetry && !banned) {
+    if (canRetry && canSend()) {
       actions.push([
         'Retry',
         'link retry',
         () => {
           item.failed = false;
           item.li.classList.remove('failed');
-          const n = item.li.querySelector('.note');
-          if (n) n.remove();
-          pendingByCid.set(item.client_id, item);
-          outbox.push(item);
+          clearNote(item);
+          outbox.byCid.set(item.client_id, item);
+          outbox.items.push(item);
           saveOutbox();
           processOutbox();
         },
@@ -907,21 +996,22 @@
   // Delivers one outbox item, retrying with the same client_id. Returns when it is stored,
   // refused or the sender is banned.
   const deliver = async (item) => {
+    const say = (text) => itemNote(item, text);
+    // Joins again (for a token); if that fails, so does this item.
+    const rejoined = async () => {
+      const r = await rejoin();
+      if (!r.ok) markFailed(item, 'Not sent: you are not in the room.', true);
+      return r.ok;
+    };
     let attempt = 0;
     let unauthorized = 0;
     for (;;) {
       if (item.done) return;
-      if (banned || stopped) {
+      if (!canSend()) {
         markFailed(item, 'Not sent.', false);
         return;
       }
-      if (!auth) {
-        const r = await rejoin();
-        if (!r.ok) {
-          markFailed(item, 'Not sent: you are not in the room.', true);
-          return;
-        }
-      }
+      if (!me.auth && !(await rejoined())) return;
       let res;
       try {
         res = await api('POST', '/messages', {
@@ -929,45 +1019,29 @@
           body: { text: item.text, client_id: item.client_id },
         });
       } catch (e) {
-        attempt++;
-        const wait = backoff(attempt);
-        itemNote(item, 'Cannot reach the chat. Retrying in ' + secs(wait) + '\u2026');
-        await sleep(wait);
+        await waitToRetry(++attempt, null, say);
         continue;
       }
       if ((res.status === 201 || res.status === 200) && res.data && validEvent(res.data)) {
-        const n = item.li.querySelector('.note');
-        if (n) n.remove();
-        confirmItem(item, {
-          seq: res.data.seq,
-          member_id: String(res.data.member_id || ''),
-          nick: String(res.data.nick || ''),
-          text: String(res.data.text || ''),
-          client_id: item.client_id,
-          at_ms: res.data.at_ms,
-        });
+        clearNote(item);
+        const ev = toMessage(res.data);
+        ev.client_id = item.client_id;
+        confirmItem(item, ev);
         updateEmpty();
         return;
       }
       if (res.status === 401) {
         unauthorized++;
         if (unauthorized > 2) await sleep(backoff(unauthorized));
-        const r = await rejoin();
-        if (!r.ok) {
-          markFailed(item, 'Not sent: you are not in the room.', true);
-          return;
-        }
+        if (!(await rejoined())) return;
         continue;
       }
       if (res.status === 403) {
-        becomeBanned(res);
+        enter('banned', res);
         return;
       }
       if (transient(res)) {
-        attempt++;
-        const wait = retryAfterMs(res) || backoff(attempt);
-        itemNote(item, errorMessage(res) + ' Retrying in ' + secs(wait) + '\u2026');
-        await sleep(wait);
+        await waitToRetry(++attempt, res, say);
         continue;
       }
       // 400, 413 and the like: sending it again would not help.
@@ -981,18 +1055,18 @@
   };
 
   const processOutbox = async () => {
-    if (sending || !auth || banned || stopped) return;
-    sending = true;
+    if (state.sending || !me.auth || !canSend()) return;
+    state.sending = true;
     try {
-      while (outbox.length && !banned && !stopped) {
-        const item = outbox[0];
+      while (outbox.items.length && canSend()) {
+        const item = outbox.items[0];
         await deliver(item);
-        const i = outbox.indexOf(item);
-        if (i >= 0) outbox.splice(i, 1);
+        const i = outbox.items.indexOf(item);
+        if (i >= 0) outbox.items.splice(i, 1);
         saveOutbox();
       }
     } finally {
-      sending = false;
+      state.sending = false;
     }
   };
 
@@ -1000,15 +1074,15 @@
     const item = { client_id: clientId || newClientId(), text, li: null, done: false, failed: false };
     item.li = pendingLi(item);
     ui.messages.appendChild(item.li);
-    pendingByCid.set(item.client_id, item);
-    outbox.push(item);
+    outbox.byCid.set(item.client_id, item);
+    outbox.items.push(item);
     saveOutbox();
     updateEmpty();
     return item;
   };
 
   const submit = () => {
-    if (banned || stopped) return;
+    if (!canSend()) return;
     const text = ui.composer.value.trim();
     if (!text) return;
     enqueue(text);
@@ -1041,19 +1115,10 @@
   document.addEventListener('keydown', (e) => {
     if (e.key !== 'Escape') return;
     if (!ui.dialog.hidden) {
-      if (!ui.nickCancel.hidden) {
-        hideNickDialog();
-        ui.nickChange.focus();
-      }
+      if (!ui.nickCancel.hidden) cancelNickDialog();
       return;
     }
-    if (embedded) {
-      try {
-        window.parent.postMessage({ type: 'chatty:close' }, parentOrigin);
-      } catch (err) {
-        // nothing to close
-      }
-    }
+    if (embedded) askToClose();
   });
 
   // ---------------------------------------------------------------- leaving and coming back
@@ -1061,13 +1126,9 @@
   // sendBeacon cannot set Authorization, so the token goes in the body: {"token": "..."},
   // as text/plain (a type sendBeacon accepts everywhere); the API reads the body as JSON.
   window.addEventListener('pagehide', () => {
-    paused = true;
-    clearTimeout(pollTimer);
-    pollTimer = null;
-    clearInterval(heartbeatTimer);
-    heartbeatTimer = null;
-    if (!auth) return;
-    const body = JSON.stringify({ token: auth.token });
+    pause();
+    if (!me.auth) return;
+    const body = JSON.stringify({ token: me.auth.token });
     let sent = false;
     try {
       sent = !!(navigator.sendBeacon &&
@@ -1080,7 +1141,7 @@
         fetch(base + '/leave', {
           method: 'POST',
           keepalive: true,
-          headers: { Authorization: 'Bearer ' + auth.token, 'Content-Type': 'application/json' },
+          headers: { Authorization: 'Bearer ' + me.auth.token, 'Content-Type': 'application/json' },
           body,
         }).catch(() => {});
       } catch (e) {
@@ -1090,13 +1151,7 @@
   });
 
   window.addEventListener('pageshow', (e) => {
-    if (!e.persisted || !paused) return;
-    paused = false;
-    if (stopped) return;
-    if (synced) {
-      startLoops();
-      if (nick && !banned) rejoin();
-    }
+    if (e.persisted && state.paused) resume();
   });
 
   // ---------------------------------------------------------------- start
@@ -1110,7 +1165,7 @@
       }
     }
   }
-  if (nick) {
+  if (me.nick) {
     setStatus('connecting', 'Connecting\u2026');
     rejoin();
   } else {
