@@ -1,11 +1,13 @@
 //! Real headless Chromium against `chatty up`: two visitors chat through the
 //! edge, user text stays text, only allowed origins can frame the chat,
-//! history survives a reload, a leaver drops out, and a site made with
-//! `chatty site add` works on its own origin only.
+//! history survives a reload, a leaver drops out, a site made with
+//! `chatty site add` works on its own origin only, and a banned guest keeps
+//! reading the room but sends nothing more.
 
 use std::time::Duration;
 
 use chatty_tests::browser::{host_page_html, with_session, Driver, HostPage};
+use chatty_tests::chat::Guest;
 use chatty_tests::procs::ChattyUp;
 use fantoccini::elements::{Element, ElementRef};
 use fantoccini::key::Key;
@@ -292,4 +294,68 @@ async fn a_site_from_chatty_site_add_works_on_its_origin_only() {
         "another origin framed the site's chat"
     );
     let _ = c.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_banned_guest_keeps_reading_but_sends_nothing_more() {
+    let up = ChattyUp::start().await;
+    let driver = Driver::start().await;
+    let out = up.chatty(&[
+        "site",
+        "add",
+        "--origin",
+        "http://localhost:1",
+        "--public-url",
+        &up.base,
+        "--json",
+    ]);
+    let created: serde_json::Value = serde_json::from_str(&out).expect("site add --json");
+    let site = created["site"]["id"].as_str().expect("site id").to_owned();
+    let secret = created["secret"].as_str().expect("site secret").to_owned();
+
+    let ada = driver.session("banned").await;
+    ada.goto(&format!("{}/v1/sites/{site}/rooms/ban-test/frame", up.base))
+        .await
+        .expect("frame page");
+    join_as(&ada, "ada").await;
+    say(&ada, "before the ban").await;
+    wait_message(&ada, "before the ban").await;
+    let me = wait_js(
+        &ada,
+        "const li = document.querySelector('#members li.me'); return li && li.dataset.id;",
+    )
+    .await;
+    let banned = chatty_tests::http()
+        .post(format!("{}/v1/sites/{site}/bans", up.base))
+        .bearer_auth(&secret)
+        .json(&serde_json::json!({ "member_id": me }))
+        .send()
+        .await
+        .expect("ban");
+    assert_eq!(banned.status(), 204, "ban: {:?}", banned.text().await);
+
+    // The next send is refused: the frame says why, fails what it holds and
+    // takes the composer away...
+    say(&ada, "after the ban").await;
+    wait_js(
+        &ada,
+        "const s = document.getElementById('status');
+         return s.dataset.state === 'banned' && s.textContent.includes('You can still read this room')
+           && document.getElementById('composer').disabled && document.getElementById('send').disabled;",
+    )
+    .await;
+    let note = wait_js(
+        &ada,
+        "const n = document.querySelector('#messages li.failed .note'); return n && n.textContent;",
+    )
+    .await;
+    assert!(
+        note.as_str().is_some_and(|n| n.starts_with("Not sent.")),
+        "{note}"
+    );
+    // ...and goes on reading the room.
+    let bob = Guest::join(&up.base, &site, "ban-test", "bob").await;
+    bob.send("still readable", "still-readable-1").await;
+    wait_message(&ada, "still readable").await;
+    let _ = ada.close().await;
 }
