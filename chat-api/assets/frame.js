@@ -178,8 +178,9 @@
     // Facts any phase can have alongside it:
     paused: false, // hidden by pagehide (possibly into the back/forward cache): pause(), resume()
     sending: false, // processOutbox is delivering the outbox
-    // The widget creates the frame when the chat is first opened; it says so again on load.
-    open: true, // the widget's panel shows this frame: setOpen()
+    // The widget's panel shows this frame (setOpen()). The widget creates the frame when the
+    // chat is first opened, so it starts open; the widget says so again on load.
+    open: true,
     unread: 0, // messages that arrived while the panel was closed
   };
   // The guest may still write: while joining, messages wait in the outbox until the join.
@@ -218,6 +219,27 @@
     for (const id of saved.my_ids) if (typeof id === 'string') me.ids.add(id);
   }
 
+  const saveSession = () => {
+    if (!me.auth) return;
+    session.set(
+      SESSION_KEY,
+      JSON.stringify({
+        token: me.auth.token,
+        member: me.auth.member,
+        expires_ms: me.auth.expires_ms,
+        my_ids: Array.from(me.ids).slice(-20),
+      }),
+    );
+  };
+
+  const saveOutbox = () => {
+    const items = outbox.items.filter((i) => !i.done && !i.failed);
+    session.set(
+      OUTBOX_KEY,
+      items.length ? JSON.stringify(items.map((i) => ({ client_id: i.client_id, text: i.text }))) : null,
+    );
+  };
+
   // ---------------------------------------------------------------- the frame's life
 
   // Moves the frame to a later phase and does what that phase starts and ends; a phase the
@@ -233,6 +255,7 @@
       state.phase = 'live';
       startLoops();
     } else if (next === 'banned') {
+      // Banned by the first join: with nothing on screen there is nothing to read either.
       state.phase = from === 'joining' ? 'stopped' : 'banned';
       showStatus(
         'banned',
@@ -283,27 +306,6 @@
   const stopHeartbeats = () => {
     clearInterval(timers.heartbeat);
     timers.heartbeat = null;
-  };
-
-  const saveSession = () => {
-    if (!me.auth) return;
-    session.set(
-      SESSION_KEY,
-      JSON.stringify({
-        token: me.auth.token,
-        member: me.auth.member,
-        expires_ms: me.auth.expires_ms,
-        my_ids: Array.from(me.ids).slice(-20),
-      }),
-    );
-  };
-
-  const saveOutbox = () => {
-    const items = outbox.items.filter((i) => !i.done && !i.failed);
-    session.set(
-      OUTBOX_KEY,
-      items.length ? JSON.stringify(items.map((i) => ({ client_id: i.client_id, text: i.text }))) : null,
-    );
   };
 
   // ---------------------------------------------------------------- HTTP

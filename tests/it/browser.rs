@@ -213,6 +213,23 @@ async fn members_history_and_leaving() {
     let _ = ada.close().await;
 }
 
+/// `chatty site add --json` for `origin` against `up`: the new site's id and
+/// the whole answer (its snippet and admin secret).
+fn site_add(up: &ChattyUp, origin: &str) -> (String, serde_json::Value) {
+    let out = up.chatty(&[
+        "site",
+        "add",
+        "--origin",
+        origin,
+        "--public-url",
+        &up.base,
+        "--json",
+    ]);
+    let created: serde_json::Value = serde_json::from_str(&out).expect("site add --json");
+    let site = created["site"]["id"].as_str().expect("site id").to_owned();
+    (site, created)
+}
+
 /// True when the frame inside the widget rendered the chat (the composer).
 async fn frame_renders_chat(c: &Client) -> bool {
     open_widget(c).await;
@@ -257,17 +274,7 @@ async fn a_site_from_chatty_site_add_works_on_its_origin_only() {
     let port = page.origin.rsplit(':').next().expect("port").to_owned();
     drop(page);
     let allowed_origin = format!("http://localhost:{port}");
-    let out = up.chatty(&[
-        "site",
-        "add",
-        "--origin",
-        &allowed_origin,
-        "--public-url",
-        &up.base,
-        "--json",
-    ]);
-    let created: serde_json::Value = serde_json::from_str(&out).expect("site add --json");
-    let site = created["site"]["id"].as_str().expect("site id").to_owned();
+    let (site, created) = site_add(&up, &allowed_origin);
     let snippet = created["snippet"].as_str().expect("snippet").to_owned();
     assert!(
         snippet.contains(&site) && snippet.contains("/v1/widget.js"),
@@ -300,17 +307,7 @@ async fn a_site_from_chatty_site_add_works_on_its_origin_only() {
 async fn a_banned_guest_keeps_reading_but_sends_nothing_more() {
     let up = ChattyUp::start().await;
     let driver = Driver::start().await;
-    let out = up.chatty(&[
-        "site",
-        "add",
-        "--origin",
-        "http://localhost:1",
-        "--public-url",
-        &up.base,
-        "--json",
-    ]);
-    let created: serde_json::Value = serde_json::from_str(&out).expect("site add --json");
-    let site = created["site"]["id"].as_str().expect("site id").to_owned();
+    let (site, created) = site_add(&up, "http://localhost:1");
     let secret = created["secret"].as_str().expect("site secret").to_owned();
 
     let ada = driver.session("banned").await;
