@@ -130,7 +130,7 @@ async fn the_edge_refuses_connections_beyond_the_per_address_cap() {
         let poll = raw::head("GET /v1/sites/acme/rooms/hall/messages HTTP/1.1", &[]);
         let answer = raw::exchange(&addr, poll, Duration::from_secs(2)).await;
         answer.assert(RATE_LIMITED, "the 21st connection");
-        assert!(answer.header("retry-after").is_some(), "{answer:?}");
+        assert!(answer.header("retry-after").is_some(), "{answer}");
         assert_eq!(
             s.edge
                 .metric("chatty_edge_rejected_total{reason=\"conn_limit\"}")
@@ -548,7 +548,7 @@ async fn admin_endpoints_need_the_site_secret_and_operator_endpoints_the_operato
         h.send("two", "h2").await;
         let third = message(base, "acme/hall", &h.joined.token, "three", "h3");
         let refused = check(third, RATE_LIMITED).await; // the third under the site's limit
-        assert!(refused.header("retry-after").is_some(), "{refused:?}");
+        assert!(refused.header("retry-after").is_some(), "{refused}");
 
         // Operator endpoints: the operator token only.
         let sites_url = format!("{base}/v1/admin/sites");

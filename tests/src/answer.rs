@@ -33,6 +33,16 @@ pub async fn check(request: RequestBuilder, expect: Expect) -> Answer {
     answer
 }
 
+impl fmt::Display for Answer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "status {}, headers {:?}, body {:?}",
+            self.status, self.headers, self.body
+        )
+    }
+}
+
 /// An answer: its status, its headers (names in lower case) and its body.
 #[derive(Debug)]
 pub struct Answer {
@@ -108,7 +118,7 @@ impl Answer {
     pub fn retry_after(&self) -> u64 {
         let value = self
             .header("retry-after")
-            .unwrap_or_else(|| panic!("no Retry-After on a {}: {self:?}", self.status));
+            .unwrap_or_else(|| panic!("no Retry-After in the answer to {}: {self}", self.request));
         value
             .parse()
             .unwrap_or_else(|_| panic!("Retry-After {value:?} is not in seconds"))
@@ -117,7 +127,7 @@ impl Answer {
     /// The body as JSON, which it must be.
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_str(&self.body)
-            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {:?}", self.body))
+            .unwrap_or_else(|e| panic!("the answer to {} is not JSON ({e}): {self}", self.request))
     }
 
     /// Asserts the answer is what `expect` says.
@@ -125,17 +135,14 @@ impl Answer {
         let status = match expect {
             Expect::Status(status) | Expect::Refused(status, _) => status,
         };
-        assert_eq!(
-            self.status, status,
-            "{what}: expected {expect}, got {self:?}"
-        );
+        assert_eq!(self.status, status, "{what}: expected {expect}, got {self}");
         if let Expect::Refused(_, code) = expect {
             let v: serde_json::Value = serde_json::from_str(&self.body)
-                .unwrap_or_else(|e| panic!("{what}: error body is not JSON ({e}): {self:?}"));
-            assert_eq!(v["error"]["code"], code, "{what}: {self:?}");
+                .unwrap_or_else(|e| panic!("{what}: error body is not JSON ({e}): {self}"));
+            assert_eq!(v["error"]["code"], code, "{what}: {self}");
             assert!(
                 v["error"]["message"].is_string(),
-                "{what}: no error message: {self:?}"
+                "{what}: no error message: {self}"
             );
         }
     }
