@@ -60,11 +60,8 @@ async fn the_api_ip_rate_limit_answers_429_with_retry_after_through_the_edge() {
         assert!((1..=12).contains(&wait), "Retry-After {wait}");
         // A client cannot pick its address: the edge appends the peer's, and
         // the API counts the last hop.
-        check(
-            join().header("x-forwarded-for", "203.0.113.9"),
-            RATE_LIMITED,
-        )
-        .await;
+        let forged = join().header("x-forwarded-for", "203.0.113.9");
+        check(forged, RATE_LIMITED).await;
         assert!(
             chatty_tests::procs::metric(
                 &format!("{}/metrics", s.api().base),
