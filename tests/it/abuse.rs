@@ -7,11 +7,11 @@
 use std::time::{Duration, Instant};
 
 use chatty_tests::answer::{check, Answer, Expect, Expect::Status};
-use chatty_tests::api_requests::{api_requests, route_requests};
 use chatty_tests::attack::{InventedRooms, Slow, Slowloris, CLIENT_TIMEOUT, SHED};
 use chatty_tests::chat::{create_site, Guest};
 use chatty_tests::host::{open_files_limit, rss_kib};
 use chatty_tests::procs::ADMIN_TOKEN;
+use chatty_tests::scrape::{api_requests, route_requests};
 use chatty_tests::stack::{Stack, RATES_OFF};
 use chatty_tests::{bounded, http, raw, wait_for};
 use reqwest::RequestBuilder;

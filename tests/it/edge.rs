@@ -6,12 +6,12 @@
 use std::time::{Duration, Instant};
 
 use chatty::client::Poll;
-use chatty_tests::api_requests::route_requests;
 use chatty_tests::chat::{client, create_site, Guest, Reader};
 use chatty_tests::edge_polls::{learn, next_page};
-use chatty_tests::procs::{ApiNode, Edge, EdgeOpts};
+use chatty_tests::procs::{ApiNode, Edge};
+use chatty_tests::scrape::route_requests;
 use chatty_tests::services::{redis_prefix, FreshDb, PrivateRedis};
-use chatty_tests::stack::{node_opts, upstreams, RATES_OFF};
+use chatty_tests::stack::{edge_opts, node_opts, RATES_OFF};
 use chatty_tests::wait_for;
 
 struct Stack {
@@ -31,14 +31,7 @@ async fn stack(edge_extra: &[&str]) -> Stack {
     let a = ApiNode::start(opts.clone()).await;
     let b = ApiNode::start(opts).await;
     create_site(&a.base, "acme").await;
-    let edge = Edge::start(EdgeOpts {
-        upstreams: upstreams([&a, &b]),
-        redis_url: Some(redis.url()),
-        redis_prefix: Some(prefix.clone()),
-        extra: edge_extra.iter().map(|s| s.to_string()).collect(),
-        ..EdgeOpts::default()
-    })
-    .await;
+    let edge = Edge::start(edge_opts([&a, &b], &redis.url(), &prefix, edge_extra)).await;
     Stack {
         _db: db,
         redis,
@@ -301,13 +294,7 @@ async fn invented_rooms_stay_within_the_cap_and_are_forwarded() {
 #[tokio::test]
 async fn a_send_through_one_edge_is_seen_through_another_within_200ms() {
     let s = stack(&[]).await;
-    let edge2 = Edge::start(EdgeOpts {
-        upstreams: upstreams([&s.a, &s.b]),
-        redis_url: Some(s.redis.url()),
-        redis_prefix: Some(s.prefix.clone()),
-        ..EdgeOpts::default()
-    })
-    .await;
+    let edge2 = Edge::start(edge_opts([&s.a, &s.b], &s.redis.url(), &s.prefix, &[])).await;
     let g = Guest::join(&s.edge.base, "acme", "hall", "ada").await;
     g.send("first", "c1").await;
     let (etag, seq) = learn(&edge2.base, "hall").await;

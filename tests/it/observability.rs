@@ -13,6 +13,7 @@ use chatty::client::Poll;
 use chatty_tests::chat::{client, Guest};
 use chatty_tests::edge_polls::learn;
 use chatty_tests::procs::Proc;
+use chatty_tests::scrape::scrape;
 use chatty_tests::stack::{Stack, RATES_OFF};
 use chatty_tests::{free_port, http, wait_for};
 
@@ -23,12 +24,6 @@ const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
 /// front of both on the same bus.
 async fn cluster() -> Stack {
     Stack::start(2, RATES_OFF, &[]).await
-}
-
-async fn scrape(url: &str) -> String {
-    let resp = http().get(url).send().await.expect("scrape /metrics");
-    assert_eq!(resp.status(), 200, "GET {url}");
-    resp.text().await.expect("metrics body")
 }
 
 /// Sample names of a Prometheus text page, with each histogram sample also

@@ -4,7 +4,6 @@
 //! service the suite needs is missing.
 
 pub mod answer;
-pub mod api_requests;
 pub mod attack;
 pub mod browser;
 pub mod chat;
@@ -13,6 +12,7 @@ pub mod fault;
 pub mod host;
 pub mod procs;
 pub mod raw;
+pub mod scrape;
 pub mod services;
 pub mod stack;
 

@@ -22,12 +22,24 @@ pub fn node_opts(db: &FreshDb, redis_url: &str, prefix: &str, extra: &[&str]) ->
     }
 }
 
-/// The upstream addresses an edge in front of `nodes` is given.
-pub fn upstreams<'a>(nodes: impl IntoIterator<Item = &'a ApiNode>) -> Vec<String> {
-    nodes
-        .into_iter()
-        .map(|n| format!("127.0.0.1:{}", n.port))
-        .collect()
+/// An edge's options in front of `nodes`, on the key prefix `prefix` of the
+/// Redis at `redis_url`, with the extra flags `extra`.
+pub fn edge_opts<'a>(
+    nodes: impl IntoIterator<Item = &'a ApiNode>,
+    redis_url: &str,
+    prefix: &str,
+    extra: &[&str],
+) -> EdgeOpts {
+    EdgeOpts {
+        upstreams: nodes
+            .into_iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect(),
+        redis_url: Some(redis_url.to_owned()),
+        redis_prefix: Some(prefix.to_owned()),
+        extra: extra.iter().map(|s| s.to_string()).collect(),
+        ..EdgeOpts::default()
+    }
 }
 
 /// API nodes and an edge on the shared MariaDB and Redis, with `acme`.
@@ -51,14 +63,7 @@ impl Stack {
             apis.push(ApiNode::start(opts.clone()).await);
         }
         let secret = create_site(&apis[0].base, "acme").await;
-        let edge = Edge::start(EdgeOpts {
-            upstreams: upstreams(&apis),
-            redis_url: Some(REDIS_URL.into()),
-            redis_prefix: Some(prefix.clone()),
-            extra: edge_extra.iter().map(|s| s.to_string()).collect(),
-            ..EdgeOpts::default()
-        })
-        .await;
+        let edge = Edge::start(edge_opts(&apis, REDIS_URL, &prefix, edge_extra)).await;
         Stack {
             _db: db,
             prefix,

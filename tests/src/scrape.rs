@@ -1,6 +1,6 @@
-//! How many requests reached a chat-api node: sums over the label sets of
-//! its `chatty_api_requests_total`, which `procs::metric` (one sample) cannot
-//! ask.
+//! A metrics page scraped whole, and sums over the label sets of a family
+//! on it, which `procs::metric` (one sample) cannot ask: how many requests
+//! reached a chat-api node.
 
 use crate::http;
 use crate::procs::ApiNode;
@@ -22,18 +22,19 @@ pub async fn route_requests(node: &ApiNode, route: &str) -> f64 {
     metric_sum(&metrics_url(node), FAMILY, |labels| labels.contains(&label)).await
 }
 
+/// The Prometheus text page at `url`, which must answer 200.
+pub async fn scrape(url: &str) -> String {
+    let resp = http().get(url).send().await.expect("scrape /metrics");
+    assert_eq!(resp.status(), 200, "GET {url}");
+    resp.text().await.expect("metrics body")
+}
+
 /// The sum of the samples of `family` on the Prometheus text page at `url`
 /// whose labels (the text between the braces) `keep` accepts.
 pub async fn metric_sum(url: &str, family: &str, keep: impl Fn(&str) -> bool) -> f64 {
-    let page = http()
-        .get(url)
-        .send()
+    scrape(url)
         .await
-        .expect("scrape metrics")
-        .text()
-        .await
-        .expect("metrics body");
-    page.lines()
+        .lines()
         .filter_map(|l| {
             let (labels, value) = l.strip_prefix(family)?.strip_prefix('{')?.split_once('}')?;
             // `value [timestamp]`
