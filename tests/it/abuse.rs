@@ -53,9 +53,10 @@ async fn the_api_ip_rate_limit_answers_429_with_retry_after_through_the_edge() {
             let answer = Answer::of(join()).await;
             answer.assert(Status(200), &format!("join {i} within the limit"));
         }
-        let refused = check(join(), RATE_LIMITED).await; // the 6th from one address
-                                                         // A sliding window: up to the rest of this window and a fifth of the
-                                                         // next (see the guest-rate test).
+        // The 6th from one address.
+        let refused = check(join(), RATE_LIMITED).await;
+        // A sliding window: up to the rest of this window and a fifth of the
+        // next (see the guest-rate test).
         let wait = refused.retry_after();
         assert!((1..=12).contains(&wait), "Retry-After {wait}");
         // A client cannot pick its address: the edge appends the peer's, and
@@ -94,9 +95,10 @@ async fn the_api_guest_rate_limit_answers_429_through_the_edge_per_guest() {
             let answer = Answer::of(send(&a, &format!("a{i}"))).await;
             answer.assert(Status(201), &format!("send {i} within the limit"));
         }
-        let refused = check(send(&a, "a3"), RATE_LIMITED).await; // the 4th of one guest
-                                                                 // A sliding window: a full window asks for the rest of it and then
-                                                                 // a third of the next one, before the old hits weigh little enough.
+        // The 4th of one guest.
+        let refused = check(send(&a, "a3"), RATE_LIMITED).await;
+        // A sliding window: a full window asks for the rest of it and then
+        // a third of the next one, before the old hits weigh little enough.
         let wait = refused.retry_after();
         assert!((1..=14).contains(&wait), "Retry-After {wait}");
         // The limit is per guest: another guest still sends.
@@ -543,8 +545,8 @@ async fn admin_endpoints_need_the_site_secret_and_operator_endpoints_the_operato
         let h = Guest::join(base, "acme", "hall", "bob").await;
         h.send("one", "h1").await;
         h.send("two", "h2").await;
-        let third = message(base, "acme/hall", &h.joined.token, "three", "h3");
-        let refused = check(third, RATE_LIMITED).await; // the third under the site's limit
+        let third = message(base, "acme/hall", &h.joined.token, "three", "h3"); // over the limit
+        let refused = check(third, RATE_LIMITED).await;
         assert!(refused.header("retry-after").is_some(), "{refused}");
 
         // Operator endpoints: the operator token only.
