@@ -7,24 +7,14 @@ use std::time::Duration;
 use chatty_tests::chat::{client, create_site, Guest, Reader};
 use chatty_tests::procs::{ApiNode, ApiOpts};
 use chatty_tests::services::{redis_prefix, FreshDb, REDIS_URL};
+use chatty_tests::stack::{node_opts, RATES_OFF};
 
 const WRITERS: usize = 4;
 const PER_WRITER: usize = 150;
 const READERS: usize = 3;
 
 fn cluster_opts(db: &FreshDb, prefix: &str) -> ApiOpts {
-    ApiOpts {
-        mysql_url: Some(db.url.clone()),
-        redis_url: Some(REDIS_URL.into()),
-        redis_prefix: Some(prefix.into()),
-        extra: vec![
-            "--guest-rate".into(),
-            "off".into(),
-            "--ip-rate".into(),
-            "off".into(),
-        ],
-        ..ApiOpts::default()
-    }
+    node_opts(db, REDIS_URL, prefix, RATES_OFF)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

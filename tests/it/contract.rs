@@ -7,9 +7,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use chatty_tests::chat::create_site;
-use chatty_tests::procs::{ApiNode, ApiOpts, Edge, EdgeOpts, ADMIN_TOKEN};
-use chatty_tests::services::{redis_prefix, FreshDb, REDIS_URL};
+use chatty_tests::procs::ADMIN_TOKEN;
+use chatty_tests::stack::{Stack, RATES_OFF};
 
 const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
 
@@ -20,32 +19,12 @@ async fn schemathesis_through_the_edge_finds_no_server_error_and_no_schema_viola
         found.is_ok_and(|o| o.status.success()),
         "schemathesis is missing: install it with `scripts/deps.sh test` (make test does)"
     );
-    let db = FreshDb::create().await;
-    let prefix = redis_prefix().await;
-    let node = ApiNode::start(ApiOpts {
-        mysql_url: Some(db.url.clone()),
-        redis_url: Some(REDIS_URL.into()),
-        redis_prefix: Some(prefix.clone()),
-        extra: ["--guest-rate", "off", "--ip-rate", "off"]
-            .map(String::from)
-            .to_vec(),
-        ..ApiOpts::default()
-    })
-    .await;
-    create_site(&node.base, "acme").await;
-    let edge = Edge::start(EdgeOpts {
-        upstreams: vec![format!("127.0.0.1:{}", node.port)],
-        redis_url: Some(REDIS_URL.into()),
-        redis_prefix: Some(prefix),
-        extra: ["--ip-rate", "off"].map(String::from).to_vec(),
-        ..EdgeOpts::default()
-    })
-    .await;
+    let s = Stack::start(1, RATES_OFF, &["--ip-rate", "off"]).await;
 
     let script = Path::new(ROOT).join("scripts/schemathesis.sh");
     // With the operator token the admin operations are reached too.
     let run = tokio::process::Command::new(script)
-        .arg(&edge.base)
+        .arg(&s.edge.base)
         .arg("-H")
         .arg(format!("Authorization: Bearer {ADMIN_TOKEN}"))
         .env("SCHEMATHESIS_SITE", "acme")

@@ -7,8 +7,11 @@ use std::time::{Duration, Instant};
 
 use chatty::client::Poll;
 use chatty_tests::chat::{client, create_site, Guest, Reader};
-use chatty_tests::procs::{ApiNode, ApiOpts, Edge, EdgeOpts};
+use chatty_tests::edge_polls::{learn, next_page};
+use chatty_tests::procs::{ApiNode, Edge};
+use chatty_tests::scrape::route_requests;
 use chatty_tests::services::{redis_prefix, FreshDb, PrivateRedis};
+use chatty_tests::stack::{edge_opts, node_opts, RATES_OFF};
 use chatty_tests::wait_for;
 
 struct Stack {
@@ -24,32 +27,11 @@ async fn stack(edge_extra: &[&str]) -> Stack {
     let db = FreshDb::create().await;
     let redis = PrivateRedis::start().await;
     let prefix = redis_prefix().await;
-    let opts = ApiOpts {
-        mysql_url: Some(db.url.clone()),
-        redis_url: Some(redis.url()),
-        redis_prefix: Some(prefix.clone()),
-        extra: vec![
-            "--guest-rate".into(),
-            "off".into(),
-            "--ip-rate".into(),
-            "off".into(),
-        ],
-        ..ApiOpts::default()
-    };
+    let opts = node_opts(&db, &redis.url(), &prefix, RATES_OFF);
     let a = ApiNode::start(opts.clone()).await;
     let b = ApiNode::start(opts).await;
     create_site(&a.base, "acme").await;
-    let edge = Edge::start(EdgeOpts {
-        upstreams: vec![
-            format!("127.0.0.1:{}", a.port),
-            format!("127.0.0.1:{}", b.port),
-        ],
-        redis_url: Some(redis.url()),
-        redis_prefix: Some(prefix.clone()),
-        extra: edge_extra.iter().map(|s| s.to_string()).collect(),
-        ..EdgeOpts::default()
-    })
-    .await;
+    let edge = Edge::start(edge_opts([&a, &b], &redis.url(), &prefix, edge_extra)).await;
     Stack {
         _db: db,
         redis,
@@ -60,40 +42,12 @@ async fn stack(edge_extra: &[&str]) -> Stack {
     }
 }
 
-/// Polls through `edge` until the room's ETag is learned and a poll with it
-/// is answered 304; returns that ETag and seq.
-async fn learn(base: &str, room: &str) -> (String, u64) {
-    let c = client(base, "acme");
-    wait_for(Duration::from_secs(10), "a 304 from the edge", || {
-        let c = c.clone();
-        async move {
-            let mut r = Reader::new();
-            r.poll(&c, room).await.ok()?;
-            let mut etag = r.etag.clone();
-            match c.poll(room, r.after, &mut etag).await.ok()? {
-                Poll::NotModified => Some((etag, r.after)),
-                Poll::Page(_) => None,
-            }
-        }
-    })
-    .await
-}
-
-async fn api_requests(node: &ApiNode) -> f64 {
-    let body = chatty_tests::http()
-        .get(format!("{}/metrics", node.base))
-        .send()
-        .await
-        .expect("scrape")
-        .text()
-        .await
-        .expect("body");
-    body.lines()
-        .filter(|l| {
-            l.starts_with("chatty_api_requests_total{") && l.contains("route=\"messages_get\"")
-        })
-        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
-        .sum()
+impl Stack {
+    /// Polls both nodes counted (the edge forwarded or could not answer).
+    async fn polls_seen(&self) -> f64 {
+        route_requests(&self.a, "messages_get").await
+            + route_requests(&self.b, "messages_get").await
+    }
 }
 
 #[tokio::test]
@@ -131,18 +85,11 @@ async fn a_send_to_one_node_reaches_an_edge_poller_within_200ms() {
     let c = client(&s.edge.base, "acme");
     let sent = g.send("second", "c2").await;
     let acked = Instant::now();
-    loop {
-        if let Poll::Page(page) = c.poll("hall", seq, &mut etag.clone()).await.expect("poll") {
-            assert_eq!(page.events[0].seq, sent.seq);
-            break;
-        }
-        assert!(
-            acked.elapsed() < Duration::from_millis(200),
-            "stale 304 for {:?}",
-            acked.elapsed()
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let (limit, every) = (Duration::from_millis(200), Duration::from_millis(5));
+    let page = next_page(&c, ("hall", seq, &etag), acked, limit, every)
+        .await
+        .unwrap_or_else(|t| panic!("stale 304 for {t:?}"));
+    assert_eq!(page.events[0].seq, sent.seq);
 }
 
 #[tokio::test]
@@ -163,7 +110,7 @@ async fn a_message_to_twenty_readers_costs_the_api_one_poll() {
         }
     })
     .await;
-    let before = api_requests(&s.a).await + api_requests(&s.b).await;
+    let before = s.polls_seen().await;
     for reader in 0..20 {
         let mut held = etag.clone();
         match c.poll("hall", seq, &mut held).await.expect("poll") {
@@ -175,7 +122,7 @@ async fn a_message_to_twenty_readers_costs_the_api_one_poll() {
             Poll::NotModified => panic!("reader {reader}: a stale 304"),
         }
     }
-    let after = api_requests(&s.a).await + api_requests(&s.b).await;
+    let after = s.polls_seen().await;
     assert_eq!(
         after, before,
         "every reader was answered from the page cache"
@@ -257,17 +204,11 @@ async fn redis_killed_and_restarted_bounds_staleness_and_resumes() {
     let sent = g.send("while redis is down", "c2").await;
     let acked = Instant::now();
     let c = client(&s.edge.base, "acme");
-    loop {
-        if let Poll::Page(page) = c.poll("hall", seq, &mut etag.clone()).await.expect("poll") {
-            assert_eq!(page.events[0].seq, sent.seq);
-            break;
-        }
-        assert!(
-            acked.elapsed() < Duration::from_secs(3),
-            "stale beyond max-age + 1 s"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let (limit, every) = (Duration::from_secs(3), Duration::from_millis(20));
+    let page = next_page(&c, ("hall", seq, &etag), acked, limit, every)
+        .await
+        .unwrap_or_else(|_| panic!("stale beyond max-age + 1 s"));
+    assert_eq!(page.events[0].seq, sent.seq);
     s.redis.restart().await;
     wait_for(
         Duration::from_secs(10),
@@ -277,14 +218,14 @@ async fn redis_killed_and_restarted_bounds_staleness_and_resumes() {
     .await;
     // Short-circuiting resumes: polls with the current ETag stop reaching the API.
     let (etag, seq) = learn(&s.edge.base, "hall").await;
-    let before = api_requests(&s.a).await + api_requests(&s.b).await;
+    let before = s.polls_seen().await;
     for _ in 0..50 {
         assert!(matches!(
             c.poll("hall", seq, &mut etag.clone()).await,
             Ok(Poll::NotModified)
         ));
     }
-    let after = api_requests(&s.a).await + api_requests(&s.b).await;
+    let after = s.polls_seen().await;
     assert!(
         after - before <= 2.0,
         "{} polls reached the API",
@@ -353,32 +294,16 @@ async fn invented_rooms_stay_within_the_cap_and_are_forwarded() {
 #[tokio::test]
 async fn a_send_through_one_edge_is_seen_through_another_within_200ms() {
     let s = stack(&[]).await;
-    let edge2 = Edge::start(EdgeOpts {
-        upstreams: vec![
-            format!("127.0.0.1:{}", s.a.port),
-            format!("127.0.0.1:{}", s.b.port),
-        ],
-        redis_url: Some(s.redis.url()),
-        redis_prefix: Some(s.prefix.clone()),
-        ..EdgeOpts::default()
-    })
-    .await;
+    let edge2 = Edge::start(edge_opts([&s.a, &s.b], &s.redis.url(), &s.prefix, &[])).await;
     let g = Guest::join(&s.edge.base, "acme", "hall", "ada").await;
     g.send("first", "c1").await;
     let (etag, seq) = learn(&edge2.base, "hall").await;
     let sent = g.send("second", "c2").await;
     let acked = Instant::now();
     let c = client(&edge2.base, "acme");
-    loop {
-        if let Poll::Page(page) = c.poll("hall", seq, &mut etag.clone()).await.expect("poll") {
-            assert_eq!(page.events[0].seq, sent.seq);
-            break;
-        }
-        assert!(
-            acked.elapsed() < Duration::from_millis(200),
-            "edge 2 stale for {:?}",
-            acked.elapsed()
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let (limit, every) = (Duration::from_millis(200), Duration::from_millis(5));
+    let page = next_page(&c, ("hall", seq, &etag), acked, limit, every)
+        .await
+        .unwrap_or_else(|t| panic!("edge 2 stale for {t:?}"));
+    assert_eq!(page.events[0].seq, sent.seq);
 }

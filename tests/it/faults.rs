@@ -13,6 +13,7 @@ use chatty_tests::chat::{client, create_site, Guest, Reader};
 use chatty_tests::fault::{FaultProxy, Mode};
 use chatty_tests::procs::{bin, ApiNode, ApiOpts, Edge, EdgeOpts, Proc};
 use chatty_tests::services::{FreshDb, PrivateRedis};
+use chatty_tests::stack::edge_opts;
 use chatty_tests::{unique, wait_for};
 use serde_json::Value;
 
@@ -102,20 +103,12 @@ impl Cluster {
             ),
         )
         .expect("pingora conf");
+        let max_age = format!("{}ms", MAX_AGE.as_millis());
+        let conf = conf.display().to_string();
+        let extra = ["--max-age", &max_age, "-c", &conf];
         EdgeOpts {
             port,
-            upstreams: nodes
-                .iter()
-                .map(|n| format!("127.0.0.1:{}", n.port))
-                .collect(),
-            redis_url: Some(redis.url()),
-            redis_prefix: Some(prefix.to_owned()),
-            extra: vec![
-                "--max-age".into(),
-                format!("{}ms", MAX_AGE.as_millis()),
-                "-c".into(),
-                conf.display().to_string(),
-            ],
+            ..edge_opts(nodes, &redis.url(), prefix, &extra)
         }
     }
 

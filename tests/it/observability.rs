@@ -10,9 +10,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chatty::client::Poll;
-use chatty_tests::chat::{client, create_site, Guest, Reader};
-use chatty_tests::procs::{ApiNode, ApiOpts, Edge, EdgeOpts, Proc};
-use chatty_tests::services::{redis_prefix, FreshDb, REDIS_URL};
+use chatty_tests::chat::{client, Guest};
+use chatty_tests::edge_polls::learn;
+use chatty_tests::procs::Proc;
+use chatty_tests::scrape::scrape;
+use chatty_tests::stack::{Stack, RATES_OFF};
 use chatty_tests::{free_port, http, wait_for};
 
 /// The repository root (the tests run with the tests crate as cwd).
@@ -20,72 +22,8 @@ const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
 
 /// Two API nodes on one fresh database and one Redis prefix, and an edge in
 /// front of both on the same bus.
-struct Cluster {
-    _db: FreshDb,
-    a: ApiNode,
-    b: ApiNode,
-    edge: Edge,
-}
-
-async fn cluster() -> Cluster {
-    let db = FreshDb::create().await;
-    let prefix = redis_prefix().await;
-    let opts = ApiOpts {
-        mysql_url: Some(db.url.clone()),
-        redis_url: Some(REDIS_URL.into()),
-        redis_prefix: Some(prefix.clone()),
-        extra: vec![
-            "--guest-rate".into(),
-            "off".into(),
-            "--ip-rate".into(),
-            "off".into(),
-        ],
-        ..ApiOpts::default()
-    };
-    let a = ApiNode::start(opts.clone()).await;
-    let b = ApiNode::start(opts).await;
-    create_site(&a.base, "acme").await;
-    let edge = Edge::start(EdgeOpts {
-        upstreams: vec![
-            format!("127.0.0.1:{}", a.port),
-            format!("127.0.0.1:{}", b.port),
-        ],
-        redis_url: Some(REDIS_URL.into()),
-        redis_prefix: Some(prefix),
-        ..EdgeOpts::default()
-    })
-    .await;
-    Cluster {
-        _db: db,
-        a,
-        b,
-        edge,
-    }
-}
-
-/// Polls through `base` until the edge answers a poll of `room` with 304;
-/// returns that ETag and seq.
-async fn learn(base: &str, room: &str) -> (String, u64) {
-    let c = client(base, "acme");
-    wait_for(Duration::from_secs(10), "a 304 from the edge", || {
-        let c = c.clone();
-        async move {
-            let mut r = Reader::new();
-            r.poll(&c, room).await.ok()?;
-            let mut etag = r.etag.clone();
-            match c.poll(room, r.after, &mut etag).await.ok()? {
-                Poll::NotModified => Some((etag, r.after)),
-                Poll::Page(_) => None,
-            }
-        }
-    })
-    .await
-}
-
-async fn scrape(url: &str) -> String {
-    let resp = http().get(url).send().await.expect("scrape /metrics");
-    assert_eq!(resp.status(), 200, "GET {url}");
-    resp.text().await.expect("metrics body")
+async fn cluster() -> Stack {
+    Stack::start(2, RATES_OFF, &[]).await
 }
 
 /// Sample names of a Prometheus text page, with each histogram sample also
@@ -170,7 +108,7 @@ async fn every_metric_the_rules_and_dashboard_name_is_exported() {
     assert_eq!(missing_site.status(), 404);
     // Both nodes answer something directly, so both have every family that
     // appears on first observation (histograms, labelled counters).
-    for node in [&c.a, &c.b] {
+    for node in &c.apis {
         let page = http()
             .get(format!("{}/v1/sites/acme/rooms/hall/messages", node.base))
             .send()
@@ -181,11 +119,11 @@ async fn every_metric_the_rules_and_dashboard_name_is_exported() {
 
     let mut exported = BTreeSet::new();
     exported_names(
-        &scrape(&format!("{}/metrics", c.a.base)).await,
+        &scrape(&format!("{}/metrics", c.apis[0].base)).await,
         &mut exported,
     );
     exported_names(
-        &scrape(&format!("{}/metrics", c.b.base)).await,
+        &scrape(&format!("{}/metrics", c.apis[1].base)).await,
         &mut exported,
     );
     exported_names(
@@ -263,7 +201,11 @@ async fn prometheus_scrapes_a_local_cluster_and_computes_the_short_circuit_ratio
     let prometheus = prometheus_bin();
     let c = cluster().await;
     let dir = tempfile::tempdir().expect("prometheus dir");
-    let config = write_prometheus_config(dir.path(), c.edge.metrics_port, &[c.a.port, c.b.port]);
+    let config = write_prometheus_config(
+        dir.path(),
+        c.edge.metrics_port,
+        &[c.apis[0].port, c.apis[1].port],
+    );
     let port = free_port();
     let mut cmd = Command::new(prometheus);
     cmd.arg(format!("--config.file={}", config.display()))

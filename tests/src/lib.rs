@@ -3,11 +3,18 @@
 //! proxy. Every helper fails loudly, saying how to fix the machine, when a
 //! service the suite needs is missing.
 
+pub mod answer;
+pub mod attack;
 pub mod browser;
 pub mod chat;
+pub mod edge_polls;
 pub mod fault;
+pub mod host;
 pub mod procs;
+pub mod raw;
+pub mod scrape;
 pub mod services;
+pub mod stack;
 
 use std::time::{Duration, Instant};
 
@@ -42,6 +49,13 @@ where
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Runs `f`, failing the test if it takes longer than `limit`.
+pub async fn bounded<F: std::future::Future>(limit: Duration, what: &str, f: F) -> F::Output {
+    tokio::time::timeout(limit, f)
+        .await
+        .unwrap_or_else(|_| panic!("{what} took longer than {limit:?}"))
 }
 
 /// An HTTP client with short timeouts and no connection reuse surprises.

@@ -1,0 +1,85 @@
+//! A local deployment for one test: chat-api nodes on a fresh MariaDB
+//! database and a fresh key prefix of the shared Redis, an edge in front of
+//! them on the same bus, and the site `acme` created.
+
+use crate::chat::create_site;
+use crate::procs::{ApiNode, ApiOpts, Edge, EdgeOpts};
+use crate::services::{redis_prefix, FreshDb, REDIS_URL};
+
+/// chat-api flags that lift its per-guest and per-address rate limits (one
+/// test client is one address and sends fast).
+pub const RATES_OFF: &[&str] = &["--guest-rate", "off", "--ip-rate", "off"];
+
+/// A node's options on `db` and the key prefix `prefix` of the Redis at
+/// `redis_url`, with the extra flags `extra`.
+pub fn node_opts(db: &FreshDb, redis_url: &str, prefix: &str, extra: &[&str]) -> ApiOpts {
+    ApiOpts {
+        mysql_url: Some(db.url.clone()),
+        redis_url: Some(redis_url.to_owned()),
+        redis_prefix: Some(prefix.to_owned()),
+        extra: extra.iter().map(|s| s.to_string()).collect(),
+        ..ApiOpts::default()
+    }
+}
+
+/// An edge's options in front of `nodes`, on the key prefix `prefix` of the
+/// Redis at `redis_url`, with the extra flags `extra`.
+pub fn edge_opts<'a>(
+    nodes: impl IntoIterator<Item = &'a ApiNode>,
+    redis_url: &str,
+    prefix: &str,
+    extra: &[&str],
+) -> EdgeOpts {
+    EdgeOpts {
+        upstreams: nodes
+            .into_iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect(),
+        redis_url: Some(redis_url.to_owned()),
+        redis_prefix: Some(prefix.to_owned()),
+        extra: extra.iter().map(|s| s.to_string()).collect(),
+        ..EdgeOpts::default()
+    }
+}
+
+/// API nodes and an edge on the shared MariaDB and Redis, with `acme`.
+pub struct Stack {
+    _db: FreshDb,
+    pub prefix: String,
+    pub apis: Vec<ApiNode>,
+    pub edge: Edge,
+    /// The admin secret of `acme`.
+    pub secret: String,
+}
+
+impl Stack {
+    /// `nodes` API nodes started with `api_extra`, an edge with `edge_extra`.
+    pub async fn start(nodes: usize, api_extra: &[&str], edge_extra: &[&str]) -> Stack {
+        let db = FreshDb::create().await;
+        let prefix = redis_prefix().await;
+        let opts = node_opts(&db, REDIS_URL, &prefix, api_extra);
+        let mut apis = Vec::new();
+        for _ in 0..nodes {
+            apis.push(ApiNode::start(opts.clone()).await);
+        }
+        let secret = create_site(&apis[0].base, "acme").await;
+        let edge = Edge::start(edge_opts(&apis, REDIS_URL, &prefix, edge_extra)).await;
+        Stack {
+            _db: db,
+            prefix,
+            apis,
+            edge,
+            secret,
+        }
+    }
+
+    /// The first API node.
+    pub fn api(&self) -> &ApiNode {
+        &self.apis[0]
+    }
+
+    /// The edge's proxy address, `127.0.0.1:port`.
+    pub fn edge_addr(&self) -> String {
+        format!("127.0.0.1:{}", self.edge.port)
+    }
+}
