@@ -10,7 +10,20 @@ use crate::rooms::Chat;
 
 const WIDGET_JS: &str = include_str!("../../assets/widget.js");
 const FRAME_HTML: &str = include_str!("../../assets/frame.html");
-const FRAME_JS: &str = include_str!("../../assets/frame.js");
+/// The frame's script, served as one: the parts in `assets/frame/`, in this
+/// order, inside one strict-mode function whose scope they share.
+const FRAME_JS: &str = concat!(
+    "(() => {\n'use strict';\n\n",
+    include_str!("../../assets/frame/page.js"),
+    include_str!("../../assets/frame/state.js"),
+    include_str!("../../assets/frame/api.js"),
+    include_str!("../../assets/frame/view.js"),
+    include_str!("../../assets/frame/join.js"),
+    include_str!("../../assets/frame/reader.js"),
+    include_str!("../../assets/frame/outbox.js"),
+    include_str!("../../assets/frame/start.js"),
+    "})();\n",
+);
 const FRAME_CSS: &str = include_str!("../../assets/frame.css");
 const DEMO_HTML: &str = include_str!("../../assets/demo.html");
 

@@ -1,0 +1,95 @@
+// The page the frame runs in: its elements, the room its address names, the page embedding it.
+/*! Chatty chat frame: the chat UI served at /v1/sites/{site}/rooms/{room}/frame, usually
+ * inside the iframe that widget.js adds to a host page, same-origin with the API.
+ *
+ * Flow: nickname (remembered per site in localStorage) -> POST join -> render -> poll
+ * messages every ~2 s with If-None-Match (304 = nothing new) and members every other tick,
+ * heartbeat every 10 s, leave by sendBeacon on pagehide. Sends go through an outbox kept in
+ * sessionStorage; each message keeps one client_id for all its retries, so a retry never
+ * duplicates it. All user text is rendered with textContent, never as HTML.
+ *
+ * The page's life is one phase (joining, live, banned, stopped) changed only by enter(), plus
+ * a few facts any phase can have (paused, a send in flight, the panel open); see state.js.
+ *
+ * The browser gets one script, /v1/frame.js: chat-api/src/routes/assets.rs joins the files of
+ * this folder, each a list of plain statements, inside one strict-mode function (FRAME_JS
+ * gives the order). They share that function's scope: a name declared in one file is seen by
+ * all, and what runs while the script loads may only use what an earlier file declared.
+ */
+
+// ---------------------------------------------------------------- the page's elements
+
+const $ = (id) => document.getElementById(id);
+const ui = {
+  app: $('app'),
+  roomName: $('room-name'),
+  memberCount: $('member-count'),
+  nickChange: $('nick-change'),
+  myNick: $('my-nick'),
+  close: $('close'),
+  members: $('members'),
+  messages: $('messages'),
+  empty: $('empty'),
+  jump: $('jump'),
+  status: $('status'),
+  form: $('send-form'),
+  composer: $('composer'),
+  send: $('send'),
+  dialog: $('nick-dialog'),
+  nickForm: $('nick-form'),
+  nickInput: $('nick-input'),
+  nickError: $('nick-error'),
+  nickSubmit: $('nick-submit'),
+  nickCancel: $('nick-cancel'),
+};
+const setComposer = (enabled) => {
+  ui.composer.disabled = !enabled;
+  ui.send.disabled = !enabled;
+};
+
+// ---------------------------------------------------------------- where we are
+
+const decode = (s) => {
+  try {
+    return decodeURIComponent(s);
+  } catch (e) {
+    return s;
+  }
+};
+
+const match = /^\/v1\/sites\/([^/]+)\/rooms\/([^/]+)\/frame\/?$/.exec(location.pathname);
+
+// Not a room's address: say so and stop. All the parts run inside one function (see above), so
+// this return ends the whole script: nothing after it, in this file or a later one, is set up.
+if (!match) {
+  ui.status.dataset.state = 'error';
+  ui.status.textContent = 'This address is not a chat room.';
+  setComposer(false);
+  return;
+}
+const site = decode(match[1]);
+const room = decode(match[2]);
+const base = '/v1/sites/' + match[1] + '/rooms/' + match[2];
+const NICK_KEY = 'chatty.nick.' + site;
+const SESSION_KEY = 'chatty.session.' + site + '/' + room;
+const OUTBOX_KEY = 'chatty.outbox.' + site + '/' + room;
+
+ui.roomName.textContent = room;
+document.title = '#' + room + ' \u00b7 Chatty';
+
+const embedded = window.parent !== window;
+const parentOrigin = (() => {
+  try {
+    if (location.ancestorOrigins && location.ancestorOrigins.length) {
+      return location.ancestorOrigins[0];
+    }
+  } catch (e) {
+    // fall through
+  }
+  try {
+    if (document.referrer) return new URL(document.referrer).origin;
+  } catch (e) {
+    // fall through
+  }
+  return '*';
+})();
