@@ -10,6 +10,7 @@ pub mod metrics;
 pub mod pages;
 pub mod protect;
 pub mod proxy;
+pub(crate) mod refusal;
 pub mod server;
 pub mod shortcut;
 pub mod subscriber;

@@ -24,7 +24,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 
 use crate::metrics::{metrics, Rejection};
-use crate::proxy::error_body;
+use crate::refusal::Refusal;
 use crate::shortcut::{Answer, Shortcut, Verdict};
 
 /// How long an idle keep-alive connection waits for its next request.
@@ -115,7 +115,8 @@ impl ConnCounter {
     }
 
     /// Live connections of `ip`.
-    pub fn count(&self, ip: IpAddr) -> u32 {
+    #[cfg(test)]
+    fn count(&self, ip: IpAddr) -> u32 {
         let ip = normalize(ip);
         self.shard(&ip).lock().get(&ip).copied().unwrap_or(0)
     }
@@ -226,21 +227,20 @@ pub async fn read_head<S: tokio::io::AsyncRead + Unpin>(
                 _ = shutdown.wait_for(|stopping| *stopping), if waiting_first_byte => None,
             }
         };
-        let n = match tokio::time::timeout_at(deadline, read).await {
+        match tokio::time::timeout_at(deadline, read).await {
             Err(_) if waiting_first_byte && idle.is_some() => return Head::Closed,
             Err(_) if buf.iter().all(|b| matches!(b, b'\r' | b'\n')) => return Head::Silent,
             Err(_) => return Head::TimedOut,
             Ok(None) => return Head::Closed,
             Ok(Some(Ok(0))) | Ok(Some(Err(_))) => return Head::Closed,
-            Ok(Some(Ok(n))) => n,
-        };
+            Ok(Some(Ok(_))) => {}
+        }
         if waiting_first_byte {
             waiting_first_byte = false;
             if idle.is_some() {
                 deadline = Instant::now() + limits.header_timeout;
             }
         }
-        let _ = n;
         if let Some(end) = head_end(&buf, searched.saturating_sub(3)) {
             if end > limits.max_header_bytes {
                 return Head::TooLarge;
@@ -254,27 +254,13 @@ pub async fn read_head<S: tokio::io::AsyncRead + Unpin>(
     }
 }
 
-/// Writes a short HTTP/1.1 refusal and lets the caller close the connection.
-/// `retry_after` is in whole seconds.
-async fn refuse(
-    stream: &mut Stream,
-    status: &str,
-    code: &str,
-    message: &str,
-    retry_after: Option<u64>,
-) {
-    let body = error_body(code, message);
-    let retry = match retry_after {
-        Some(secs) => format!("Retry-After: {secs}\r\n"),
-        None => String::new(),
-    };
-    let head = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{retry}Cache-Control: no-store\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
+/// Counts a refusal by `reason`, writes it and lets the caller close the
+/// connection.
+async fn refuse(stream: &mut Stream, reason: Rejection, refusal: Refusal) {
+    metrics().reject(reason);
+    let answer = refusal.http1();
     let write = async {
-        stream.write_all(head.as_bytes()).await?;
-        stream.write_all(&body).await?;
+        stream.write_all(&answer).await?;
         stream.flush().await?;
         stream.shutdown().await
     };
@@ -351,13 +337,10 @@ where
             Some(ip) => match self.conns.acquire(ip, self.limits.max_conns_per_ip) {
                 Some(place) => Some(place),
                 None => {
-                    m.reject(Rejection::ConnLimit);
                     refuse(
                         &mut stream,
-                        "429 Too Many Requests",
-                        "rate_limited",
-                        "too many connections from this address",
-                        Some(1),
+                        Rejection::ConnLimit,
+                        Refusal::TOO_MANY_CONNECTIONS,
                     )
                     .await;
                     return None;
@@ -377,41 +360,24 @@ where
                     return None;
                 }
                 Head::TimedOut => {
-                    m.reject(Rejection::HeaderTimeout);
                     refuse(
                         &mut stream,
-                        "408 Request Timeout",
-                        "bad_request",
-                        "request header not received in time",
-                        None,
+                        Rejection::HeaderTimeout,
+                        Refusal::HEADER_TIMEOUT,
                     )
                     .await;
                     return None;
                 }
                 Head::TooLarge => {
-                    m.reject(Rejection::HeaderTooLarge);
-                    refuse(
-                        &mut stream,
-                        "431 Request Header Fields Too Large",
-                        "bad_request",
-                        "request header too large",
-                        None,
-                    )
-                    .await;
+                    let refusal = Refusal::HEADER_TOO_LARGE;
+                    refuse(&mut stream, Rejection::HeaderTooLarge, refusal).await;
                     return None;
                 }
             };
             if let (Some(requests), Some(ip)) = (&self.requests, ip) {
                 if let Decision::Limited { retry_after } = requests.hit(ip) {
-                    m.reject(Rejection::RateLimited);
-                    refuse(
-                        &mut stream,
-                        "429 Too Many Requests",
-                        "rate_limited",
-                        "too many requests from this address",
-                        Some(retry_after_secs(retry_after)),
-                    )
-                    .await;
+                    let refusal = Refusal::too_many_requests(retry_after_secs(retry_after));
+                    refuse(&mut stream, Rejection::RateLimited, refusal).await;
                     return None;
                 }
             }
