@@ -316,6 +316,42 @@ async fn write_not_modified(stream: &mut Stream, answer: &Answer) -> bool {
     matches!(tokio::time::timeout(REFUSAL_WRITE, write).await, Ok(Ok(())))
 }
 
+impl<A> Protected<A> {
+    /// The next request header of a connection from `ip`, or `None` when
+    /// the connection is to be closed: the client went away or stayed
+    /// silent, or the header or the address's rate was refused (then
+    /// answered here).
+    async fn next_head(
+        &self,
+        stream: &mut Stream,
+        ip: Option<IpAddr>,
+        idle: Option<Duration>,
+        shutdown: &ShutdownWatch,
+    ) -> Option<BytesMut> {
+        let (reason, refusal) = match read_head(stream, &self.limits, idle, shutdown).await {
+            Head::Complete(head) => {
+                let (Some(requests), Some(ip)) = (&self.requests, ip) else {
+                    return Some(head);
+                };
+                let Decision::Limited { retry_after } = requests.hit(ip) else {
+                    return Some(head);
+                };
+                let refusal = Refusal::too_many_requests(retry_after_secs(retry_after));
+                (Rejection::RateLimited, refusal)
+            }
+            Head::Closed => return None,
+            Head::Silent => {
+                metrics().reject(Rejection::HeaderTimeout);
+                return None;
+            }
+            Head::TimedOut => (Rejection::HeaderTimeout, Refusal::HEADER_TIMEOUT),
+            Head::TooLarge => (Rejection::HeaderTooLarge, Refusal::HEADER_TOO_LARGE),
+        };
+        refuse(stream, reason, refusal).await;
+        None
+    }
+}
+
 fn peer_ip(stream: &Stream) -> Option<IpAddr> {
     let digest = stream.get_socket_digest()?;
     digest.peer_addr()?.as_inet().map(|a| a.ip())
@@ -352,35 +388,7 @@ where
         let mut settings: Option<HttpPersistentSettings> = None;
         loop {
             let idle = reused.then_some(KEEPALIVE);
-            let head = match read_head(&mut stream, &self.limits, idle, shutdown).await {
-                Head::Complete(head) => head,
-                Head::Closed => return None,
-                Head::Silent => {
-                    m.reject(Rejection::HeaderTimeout);
-                    return None;
-                }
-                Head::TimedOut => {
-                    refuse(
-                        &mut stream,
-                        Rejection::HeaderTimeout,
-                        Refusal::HEADER_TIMEOUT,
-                    )
-                    .await;
-                    return None;
-                }
-                Head::TooLarge => {
-                    let refusal = Refusal::HEADER_TOO_LARGE;
-                    refuse(&mut stream, Rejection::HeaderTooLarge, refusal).await;
-                    return None;
-                }
-            };
-            if let (Some(requests), Some(ip)) = (&self.requests, ip) {
-                if let Decision::Limited { retry_after } = requests.hit(ip) {
-                    let refusal = Refusal::too_many_requests(retry_after_secs(retry_after));
-                    refuse(&mut stream, Rejection::RateLimited, refusal).await;
-                    return None;
-                }
-            }
+            let head = self.next_head(&mut stream, ip, idle, shutdown).await?;
             if let Verdict::NotModified { etag, close } = self.shortcut.check(&head) {
                 let close = close || *shutdown.borrow();
                 let written =

@@ -177,48 +177,23 @@ mod tests {
 
     #[test]
     fn errors_become_refusals() {
-        let check = |etype, source, expect: Option<Refusal>| {
-            let mut e = Error::new(etype);
-            e.esource = source;
-            assert_eq!(Refusal::of_error(&e), expect);
-        };
         use ErrorSource::{Downstream, Internal, Upstream};
-        check(
-            ErrorType::HTTPStatus(413),
-            Downstream,
-            Some(Refusal::BODY_TOO_LARGE),
-        );
-        check(
-            ErrorType::HTTPStatus(503),
-            Internal,
-            Some(Refusal::NO_HEALTHY_NODE),
-        );
-        check(
-            ErrorType::HTTPStatus(400),
-            Downstream,
-            Some(Refusal::MALFORMED),
-        );
-        check(
-            ErrorType::ConnectTimedout,
-            Upstream,
-            Some(Refusal::NODE_FAILED),
-        );
-        check(ErrorType::WriteError, Downstream, None);
-        check(
-            ErrorType::ReadTimedout,
-            Downstream,
-            Some(Refusal::TIMED_OUT),
-        );
-        check(
-            ErrorType::InvalidHTTPHeader,
-            Downstream,
-            Some(Refusal::MALFORMED),
-        );
-        check(
-            ErrorType::InternalError,
-            Internal,
-            Some(Refusal::NOT_FORWARDED),
-        );
+        use ErrorType::*;
+        use Refusal as R;
+        for (etype, source, expect) in [
+            (HTTPStatus(413), Downstream, Some(R::BODY_TOO_LARGE)),
+            (HTTPStatus(503), Internal, Some(R::NO_HEALTHY_NODE)),
+            (HTTPStatus(400), Downstream, Some(R::MALFORMED)),
+            (ConnectTimedout, Upstream, Some(R::NODE_FAILED)),
+            (WriteError, Downstream, None),
+            (ReadTimedout, Downstream, Some(R::TIMED_OUT)),
+            (InvalidHTTPHeader, Downstream, Some(R::MALFORMED)),
+            (InternalError, Internal, Some(R::NOT_FORWARDED)),
+        ] {
+            let mut e = Error::new(etype.clone());
+            e.esource = source;
+            assert_eq!(R::of_error(&e), expect, "{etype:?}");
+        }
         assert_eq!(
             Refusal::NO_HEALTHY_NODE.err::<()>().unwrap_err().etype(),
             &ErrorType::HTTPStatus(503)

@@ -71,6 +71,17 @@ struct Slot {
     refreshing: u8,
 }
 
+impl Slot {
+    /// The stored tick at which `part` was last confirmed (0: unknown).
+    #[inline]
+    fn confirmed(&self, part: Resource) -> u32 {
+        match part {
+            Resource::Messages => self.msg_at,
+            Resource::Members => self.mem_at,
+        }
+    }
+}
+
 /// What the map vouches for about one part of a room.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Known {
@@ -376,35 +387,6 @@ impl VersionMap {
         at != 0 && self.rule.is_fresh(age(now.0 as u32, at))
     }
 
-    /// The room's messages version, if known and confirmed within max-age.
-    #[cfg(test)]
-    pub(crate) fn fresh_messages(&self, site: &str, room: &str, now: Tick) -> Option<RoomVersion> {
-        self.fresh_messages_by_hash(self.room_hash(site, room), now)
-    }
-
-    /// [`Self::fresh_messages`] for a hash computed earlier.
-    #[cfg(test)]
-    pub(crate) fn fresh_messages_by_hash(&self, key: RoomHash, now: Tick) -> Option<RoomVersion> {
-        let shard = self.shard(key).read();
-        let slot = shard.map.get(&key.0)?;
-        self.fresh(slot.msg_at, now)
-            .then(|| RoomVersion::new(slot.epoch, slot.seq))
-    }
-
-    /// The room's members version, if known and confirmed within max-age.
-    #[cfg(test)]
-    pub(crate) fn fresh_members(&self, site: &str, room: &str, now: Tick) -> Option<u64> {
-        self.fresh_members_by_hash(self.room_hash(site, room), now)
-    }
-
-    /// [`Self::fresh_members`] for a hash computed earlier.
-    #[cfg(test)]
-    pub(crate) fn fresh_members_by_hash(&self, key: RoomHash, now: Tick) -> Option<u64> {
-        let shard = self.shard(key).read();
-        let slot = shard.map.get(&key.0)?;
-        self.fresh(slot.mem_at, now).then_some(slot.members)
-    }
-
     /// What the map vouches for about one part of a room, if it may be
     /// answered from memory now: the part is known and was confirmed within
     /// max-age, except in the last fifth of max-age while nobody is
@@ -420,15 +402,15 @@ impl VersionMap {
         now: Tick,
         refresh: Refresh,
     ) -> Option<Known> {
-        let (flag, confirmed): (u8, fn(&Slot) -> u32) = match part {
-            Resource::Messages => (MSG, |s| s.msg_at),
-            Resource::Members => (MEM, |s| s.mem_at),
+        let flag = match part {
+            Resource::Messages => MSG,
+            Resource::Members => MEM,
         };
         let max_age = self.rule.max_age_ms();
         let refresh_from = max_age - max_age / 5;
         // `Some(answer)` when the slot settles it without a claim.
         let settled = |slot: &Slot| {
-            let at = confirmed(slot);
+            let at = slot.confirmed(part);
             if !self.fresh(at, now) {
                 Some(None)
             } else if age(now.0 as u32, at) < refresh_from || slot.refreshing & flag != 0 {

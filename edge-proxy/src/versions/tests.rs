@@ -2,6 +2,44 @@
 
 use super::*;
 
+/// Lookups for tests (here and in the subscriber's), beside the one the
+/// proxy makes ([`VersionMap::answerable`]).
+impl VersionMap {
+    /// The room's messages version, if known and confirmed within max-age.
+    pub(crate) fn fresh_messages(&self, site: &str, room: &str, now: Tick) -> Option<RoomVersion> {
+        self.fresh_messages_by_hash(self.room_hash(site, room), now)
+    }
+
+    /// [`Self::fresh_messages`] for a hash computed earlier.
+    pub(crate) fn fresh_messages_by_hash(&self, key: RoomHash, now: Tick) -> Option<RoomVersion> {
+        match self.fresh_part(key, Resource::Messages, now)? {
+            Known::Messages(v) => Some(v),
+            Known::Members(_) => None,
+        }
+    }
+
+    /// The room's members version, if known and confirmed within max-age.
+    pub(crate) fn fresh_members(&self, site: &str, room: &str, now: Tick) -> Option<u64> {
+        self.fresh_members_by_hash(self.room_hash(site, room), now)
+    }
+
+    /// [`Self::fresh_members`] for a hash computed earlier.
+    pub(crate) fn fresh_members_by_hash(&self, key: RoomHash, now: Tick) -> Option<u64> {
+        match self.fresh_part(key, Resource::Members, now)? {
+            Known::Members(v) => Some(v),
+            Known::Messages(_) => None,
+        }
+    }
+
+    /// One part of a room, if known and confirmed within max-age.
+    fn fresh_part(&self, key: RoomHash, part: Resource, now: Tick) -> Option<Known> {
+        let shard = self.shard(key).read();
+        let slot = shard.map.get(&key.0)?;
+        self.fresh(slot.confirmed(part), now)
+            .then(|| Known::of(slot, part))
+    }
+}
+
 const AGE: Duration = Duration::from_secs(5);
 
 fn v(epoch: u32, seq: u64) -> RoomVersion {
