@@ -248,6 +248,15 @@ mod tests {
     }
 
     #[test]
+    fn an_expired_version_takes_the_next_word() {
+        let c = cache();
+        c.update("a", 5);
+        std::thread::sleep(Duration::from_millis(60));
+        c.update("a", 4);
+        assert_eq!(c.get(&"a"), Some(4), "as the edge does (shared rule)");
+    }
+
+    #[test]
     fn a_slow_read_loses_to_a_newer_update() {
         let c = cache();
         let t = c.ticket();
