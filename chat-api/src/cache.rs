@@ -2,7 +2,8 @@
 //! query: the current version of each room's log and members list, fed by
 //! this node's own writes, by the bus and by store reads; and site records.
 //!
-//! Staleness bound: a cached version is trusted only while this node's bus
+//! Staleness bound (the rule of [`chatty_shared::freshness`], which the
+//! edge applies too): a cached version is trusted only while this node's bus
 //! subscription is up, and for at most [`VERSION_MAX_AGE`] after it was
 //! learned. With a healthy bus a version is stale for the bus latency
 //! (milliseconds); when a publish is lost, for at most `VERSION_MAX_AGE`.
@@ -14,12 +15,13 @@
 
 use std::collections::HashMap;
 use std::hash::Hash;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
+use chatty_shared::freshness::{BusTrust, Freshness, Version};
 use chatty_shared::room::RoomKey;
 
 use crate::store::SiteRecord;
@@ -51,11 +53,18 @@ pub struct VersionCache<K, V> {
     inner: Mutex<Inner<K, V>>,
     clock: AtomicU64,
     /// Whether entries may be used (the bus subscription is up).
-    live: AtomicBool,
-    max_age: Duration,
+    bus: BusTrust,
+    rule: Freshness,
+    start: Instant,
 }
 
-impl<K: Eq + Hash + Clone, V: Copy + Ord> VersionCache<K, V> {
+/// Whole milliseconds since `at` (exact against a max-age of whole
+/// milliseconds).
+fn age_ms(at: Instant) -> i64 {
+    at.elapsed().as_millis().min(i64::MAX as u128) as i64
+}
+
+impl<K: Eq + Hash + Clone, V: Version> VersionCache<K, V> {
     pub fn new(max_age: Duration) -> Self {
         Self {
             inner: Mutex::new(Inner {
@@ -63,8 +72,9 @@ impl<K: Eq + Hash + Clone, V: Copy + Ord> VersionCache<K, V> {
                 cleared_stamp: 0,
             }),
             clock: AtomicU64::new(1),
-            live: AtomicBool::new(false),
-            max_age,
+            bus: BusTrust::default(),
+            rule: Freshness::new(max_age),
+            start: Instant::now(),
         }
     }
 
@@ -74,12 +84,12 @@ impl<K: Eq + Hash + Clone, V: Copy + Ord> VersionCache<K, V> {
 
     /// The cached version if live and fresh.
     pub fn get(&self, key: &K) -> Option<V> {
-        if !self.live.load(Ordering::Acquire) {
+        if !self.bus.is_up() {
             return None;
         }
         let inner = self.inner.lock();
         let e = inner.map.get(key)?;
-        (e.at.elapsed() < self.max_age).then_some(e.value)
+        self.rule.is_fresh(age_ms(e.at)).then_some(e.value)
     }
 
     /// Taken before a store read whose result will be [`fill`](Self::fill)ed.
@@ -102,17 +112,15 @@ impl<K: Eq + Hash + Clone, V: Copy + Ord> VersionCache<K, V> {
     }
 
     /// A version known to be current now (a commit of this node, or the
-    /// bus). An older version never replaces a newer one of the same log.
+    /// bus). An older version never replaces a newer one of the same log
+    /// while that one is fresh.
     pub fn update(&self, key: K, value: V) {
         let stamp = self.tick();
         let mut inner = self.inner.lock();
-        if let Some(e) = inner.map.get_mut(&key) {
-            if e.value > value {
-                // Keep the newer value, but it was just confirmed as recent.
-                return;
-            }
+        let held = inner.map.get(&key).map(|e| (e.value, age_ms(e.at)));
+        if self.rule.accepts(held, value) {
+            Self::insert(&mut inner, key, value, stamp);
         }
-        Self::insert(&mut inner, key, value, stamp);
     }
 
     /// A version read from the store after `ticket` was taken: kept unless
@@ -139,16 +147,19 @@ impl<K: Eq + Hash + Clone, V: Copy + Ord> VersionCache<K, V> {
         inner.cleared_stamp = stamp;
     }
 
-    /// Entries are used only while live.
+    /// Entries are used only while live (the bus subscription is up);
+    /// losing it forgets everything.
     pub fn set_live(&self, live: bool) {
-        if !live {
+        if live {
+            self.bus.heard(self.start.elapsed().as_millis() as u64);
+        } else {
+            self.bus.lost();
             self.clear();
         }
-        self.live.store(live, Ordering::Release);
     }
 
     pub fn is_live(&self) -> bool {
-        self.live.load(Ordering::Acquire)
+        self.bus.is_up()
     }
 }
 
@@ -234,6 +245,15 @@ mod tests {
         c.update("a", 5);
         c.update("a", 4);
         assert_eq!(c.get(&"a"), Some(5));
+    }
+
+    #[test]
+    fn an_expired_version_takes_the_next_word() {
+        let c = cache();
+        c.update("a", 5);
+        std::thread::sleep(Duration::from_millis(60));
+        c.update("a", 4);
+        assert_eq!(c.get(&"a"), Some(4), "as the edge does (shared rule)");
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::fmt::Write;
 use std::time::Duration;
 
 use chatty_shared::etag::RoomVersion;
-use edge_proxy::versions::{Tick, VersionMap};
+use edge_proxy::{Tick, VersionMap};
 
 /// Resident memory of this process.
 fn rss_bytes() -> u64 {

@@ -2,19 +2,22 @@
 //! forwards everything else to healthy API nodes.
 //!
 //! Entry points: [`run`] (the binary and `chatty up`), [`run_until`]
-//! (embedding and tests), [`EdgeConfig`] and [`BusSource`].
+//! (embedding and tests), [`EdgeConfig`] and [`BusSource`]. The version map
+//! is public too, for measuring it (`examples/map_memory.rs`).
 
-pub mod admin;
-pub mod config;
-pub mod metrics;
-pub mod pages;
-pub mod protect;
-pub mod proxy;
-pub mod server;
-pub mod shortcut;
-pub mod subscriber;
-pub mod upstreams;
-pub mod versions;
+pub(crate) mod admin;
+pub(crate) mod config;
+pub(crate) mod metrics;
+pub(crate) mod pages;
+pub(crate) mod protect;
+pub(crate) mod proxy;
+pub(crate) mod refusal;
+pub(crate) mod server;
+pub(crate) mod shortcut;
+pub(crate) mod subscriber;
+pub(crate) mod upstreams;
+pub(crate) mod versions;
 
 pub use config::{ConfigError, EdgeConfig};
-pub use server::{build, run, run_until, BusSource, EdgeError};
+pub use server::{run, run_until, BusSource, EdgeError};
+pub use versions::{Tick, VersionMap};

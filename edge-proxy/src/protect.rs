@@ -24,7 +24,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 
 use crate::metrics::{metrics, Rejection};
-use crate::proxy::error_body;
+use crate::refusal::Refusal;
 use crate::shortcut::{Answer, Shortcut, Verdict};
 
 /// How long an idle keep-alive connection waits for its next request.
@@ -115,7 +115,8 @@ impl ConnCounter {
     }
 
     /// Live connections of `ip`.
-    pub fn count(&self, ip: IpAddr) -> u32 {
+    #[cfg(test)]
+    fn count(&self, ip: IpAddr) -> u32 {
         let ip = normalize(ip);
         self.shard(&ip).lock().get(&ip).copied().unwrap_or(0)
     }
@@ -226,21 +227,20 @@ pub async fn read_head<S: tokio::io::AsyncRead + Unpin>(
                 _ = shutdown.wait_for(|stopping| *stopping), if waiting_first_byte => None,
             }
         };
-        let n = match tokio::time::timeout_at(deadline, read).await {
+        match tokio::time::timeout_at(deadline, read).await {
             Err(_) if waiting_first_byte && idle.is_some() => return Head::Closed,
             Err(_) if buf.iter().all(|b| matches!(b, b'\r' | b'\n')) => return Head::Silent,
             Err(_) => return Head::TimedOut,
             Ok(None) => return Head::Closed,
             Ok(Some(Ok(0))) | Ok(Some(Err(_))) => return Head::Closed,
-            Ok(Some(Ok(n))) => n,
-        };
+            Ok(Some(Ok(_))) => {}
+        }
         if waiting_first_byte {
             waiting_first_byte = false;
             if idle.is_some() {
                 deadline = Instant::now() + limits.header_timeout;
             }
         }
-        let _ = n;
         if let Some(end) = head_end(&buf, searched.saturating_sub(3)) {
             if end > limits.max_header_bytes {
                 return Head::TooLarge;
@@ -254,27 +254,13 @@ pub async fn read_head<S: tokio::io::AsyncRead + Unpin>(
     }
 }
 
-/// Writes a short HTTP/1.1 refusal and lets the caller close the connection.
-/// `retry_after` is in whole seconds.
-async fn refuse(
-    stream: &mut Stream,
-    status: &str,
-    code: &str,
-    message: &str,
-    retry_after: Option<u64>,
-) {
-    let body = error_body(code, message);
-    let retry = match retry_after {
-        Some(secs) => format!("Retry-After: {secs}\r\n"),
-        None => String::new(),
-    };
-    let head = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{retry}Cache-Control: no-store\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
+/// Counts a refusal by `reason`, writes it and lets the caller close the
+/// connection.
+async fn refuse(stream: &mut Stream, reason: Rejection, refusal: Refusal) {
+    metrics().reject(reason);
+    let answer = refusal.http1();
     let write = async {
-        stream.write_all(head.as_bytes()).await?;
-        stream.write_all(&body).await?;
+        stream.write_all(&answer).await?;
         stream.flush().await?;
         stream.shutdown().await
     };
@@ -330,6 +316,42 @@ async fn write_not_modified(stream: &mut Stream, answer: &Answer) -> bool {
     matches!(tokio::time::timeout(REFUSAL_WRITE, write).await, Ok(Ok(())))
 }
 
+impl<A> Protected<A> {
+    /// The next request header of a connection from `ip`, or `None` when
+    /// the connection is to be closed: the client went away or stayed
+    /// silent, or the header or the address's rate was refused (then
+    /// answered here).
+    async fn next_head(
+        &self,
+        stream: &mut Stream,
+        ip: Option<IpAddr>,
+        idle: Option<Duration>,
+        shutdown: &ShutdownWatch,
+    ) -> Option<BytesMut> {
+        let (reason, refusal) = match read_head(stream, &self.limits, idle, shutdown).await {
+            Head::Complete(head) => {
+                let (Some(requests), Some(ip)) = (&self.requests, ip) else {
+                    return Some(head);
+                };
+                let Decision::Limited { retry_after } = requests.hit(ip) else {
+                    return Some(head);
+                };
+                let refusal = Refusal::too_many_requests(retry_after_secs(retry_after));
+                (Rejection::RateLimited, refusal)
+            }
+            Head::Closed => return None,
+            Head::Silent => {
+                metrics().reject(Rejection::HeaderTimeout);
+                return None;
+            }
+            Head::TimedOut => (Rejection::HeaderTimeout, Refusal::HEADER_TIMEOUT),
+            Head::TooLarge => (Rejection::HeaderTooLarge, Refusal::HEADER_TOO_LARGE),
+        };
+        refuse(stream, reason, refusal).await;
+        None
+    }
+}
+
 fn peer_ip(stream: &Stream) -> Option<IpAddr> {
     let digest = stream.get_socket_digest()?;
     digest.peer_addr()?.as_inet().map(|a| a.ip())
@@ -351,13 +373,10 @@ where
             Some(ip) => match self.conns.acquire(ip, self.limits.max_conns_per_ip) {
                 Some(place) => Some(place),
                 None => {
-                    m.reject(Rejection::ConnLimit);
                     refuse(
                         &mut stream,
-                        "429 Too Many Requests",
-                        "rate_limited",
-                        "too many connections from this address",
-                        Some(1),
+                        Rejection::ConnLimit,
+                        Refusal::TOO_MANY_CONNECTIONS,
                     )
                     .await;
                     return None;
@@ -369,52 +388,7 @@ where
         let mut settings: Option<HttpPersistentSettings> = None;
         loop {
             let idle = reused.then_some(KEEPALIVE);
-            let head = match read_head(&mut stream, &self.limits, idle, shutdown).await {
-                Head::Complete(head) => head,
-                Head::Closed => return None,
-                Head::Silent => {
-                    m.reject(Rejection::HeaderTimeout);
-                    return None;
-                }
-                Head::TimedOut => {
-                    m.reject(Rejection::HeaderTimeout);
-                    refuse(
-                        &mut stream,
-                        "408 Request Timeout",
-                        "bad_request",
-                        "request header not received in time",
-                        None,
-                    )
-                    .await;
-                    return None;
-                }
-                Head::TooLarge => {
-                    m.reject(Rejection::HeaderTooLarge);
-                    refuse(
-                        &mut stream,
-                        "431 Request Header Fields Too Large",
-                        "bad_request",
-                        "request header too large",
-                        None,
-                    )
-                    .await;
-                    return None;
-                }
-            };
-            if let (Some(requests), Some(ip)) = (&self.requests, ip) {
-                if let Decision::Limited { retry_after } = requests.hit(ip) {
-                    m.reject(Rejection::RateLimited);
-                    refuse(
-                        &mut stream,
-                        "429 Too Many Requests",
-                        "rate_limited",
-                        "too many requests from this address",
-                        Some(retry_after_secs(retry_after)),
-                    )
-                    .await;
-                    return None;
-                }
-            }
+            let head = self.next_head(&mut stream, ip, idle, shutdown).await?;
             if let Verdict::NotModified { etag, close } = self.shortcut.check(&head) {
                 let close = close || *shutdown.borrow();
                 let written =

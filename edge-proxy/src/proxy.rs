@@ -16,10 +16,11 @@ use http::{header, Method};
 use pingora::http::ResponseHeader;
 use pingora::prelude::{HttpPeer, ProxyHttp, Session};
 use pingora::proxy::FailToProxy;
-use pingora::{Error, ErrorSource, ErrorType};
+use pingora::{Error, ErrorType};
 
 use crate::metrics::{metrics, Rejection};
 use crate::pages::{PageCache, MAX_PAGE_BYTES};
+use crate::refusal::Refusal;
 use crate::upstreams::Upstreams;
 use crate::versions::{Known, Refresh, RoomHash, Tick, VersionMap};
 
@@ -129,56 +130,6 @@ pub fn poll_after(query: Option<&str>) -> Option<u64> {
     parse_decimal(q.strip_prefix("after=")?)
 }
 
-/// Which room part a request reads or writes, from its method and path.
-pub fn classify(method: &Method, rest: &str) -> Option<Resource> {
-    match (method.as_str(), rest) {
-        // A join answers with the room's messages ETag too.
-        ("GET", "messages") | ("POST", "messages") | ("POST", "join") => Some(Resource::Messages),
-        ("GET", "members") => Some(Resource::Members),
-        _ => None,
-    }
-}
-
-/// The `{"error":{…}}` body every refusal carries.
-pub fn error_body(code: &str, message: &str) -> Bytes {
-    let body = serde_like_error(code, message);
-    Bytes::from(body)
-}
-
-fn serde_like_error(code: &str, message: &str) -> String {
-    // Codes and messages are fixed strings of this crate: no escaping needed
-    // beyond quotes and backslashes, which they never hold.
-    debug_assert!(!code.contains(['"', '\\']) && !message.contains(['"', '\\']));
-    format!(r#"{{"error":{{"code":"{code}","message":"{message}"}}}}"#)
-}
-
-/// Writes a JSON error answer and closes the connection after it.
-pub async fn respond_json_error(
-    session: &mut Session,
-    status: u16,
-    code: &str,
-    message: &str,
-    retry_after: bool,
-) {
-    let body = error_body(code, message);
-    let Ok(mut resp) = ResponseHeader::build(status, Some(5)) else {
-        return;
-    };
-    let _ = resp.insert_header(header::CONTENT_TYPE, "application/json");
-    let _ = resp.insert_header(header::CONTENT_LENGTH, body.len());
-    let _ = resp.insert_header(header::CACHE_CONTROL, "no-store");
-    if retry_after {
-        let _ = resp.insert_header(header::RETRY_AFTER, "1");
-    }
-    if let Err(e) = session
-        .as_downstream_mut()
-        .write_error_response(resp, body)
-        .await
-    {
-        tracing::debug!(error = %e, "could not write an error answer");
-    }
-}
-
 fn content_length(session: &Session) -> Option<u64> {
     let v = session.req_header().headers.get(header::CONTENT_LENGTH)?;
     std::str::from_utf8(v.as_bytes()).ok()?.trim().parse().ok()
@@ -196,14 +147,14 @@ impl ProxyHttp for EdgeProxy {
         if content_length(session).is_some_and(|n| n > self.max_body_bytes) {
             ctx.outcome = Outcome::Rejected;
             metrics().reject(Rejection::BodyTooLarge);
-            respond_json_error(session, 413, "too_large", "request body too large", false).await;
+            Refusal::BODY_TOO_LARGE.respond(session).await;
             return Ok(true);
         }
         let req = session.req_header();
         let Some(path) = parse_room_path(req.uri.path()) else {
             return Ok(false);
         };
-        let Some(part) = classify(&req.method, path.rest) else {
+        let Some(part) = path.resource(req.method.as_str()) else {
             return Ok(false);
         };
         let key = self.map.room_hash(path.site, path.room);
@@ -256,7 +207,7 @@ impl ProxyHttp for EdgeProxy {
             if ctx.body_bytes > self.max_body_bytes {
                 ctx.outcome = Outcome::Rejected;
                 metrics().reject(Rejection::BodyTooLarge);
-                return Error::e_explain(ErrorType::HTTPStatus(413), "request body too large");
+                return Refusal::BODY_TOO_LARGE.err();
             }
         }
         Ok(())
@@ -279,7 +230,7 @@ impl ProxyHttp for EdgeProxy {
             .select_with(b"", 256, |b, healthy| healthy && untried(b))
             .or_else(|| self.upstreams.select_with(b"", 256, |b, _| untried(b)));
         let Some(addr) = backend.as_ref().and_then(|b| b.addr.as_inet().copied()) else {
-            return Error::e_explain(ErrorType::HTTPStatus(503), "no healthy API node");
+            return Refusal::NO_HEALTHY_NODE.err();
         };
         ctx.tried.push(addr);
         let mut peer = HttpPeer::new(addr, false, String::new());
@@ -403,34 +354,12 @@ impl ProxyHttp for EdgeProxy {
     }
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, _ctx: &mut Ctx) -> FailToProxy {
-        let (status, code, message, retry) = match e.etype() {
-            ErrorType::HTTPStatus(413) => (413, "too_large", "request body too large", false),
-            ErrorType::HTTPStatus(503) => (503, "unavailable", "no healthy API node", true),
-            ErrorType::HTTPStatus(400) => (400, "bad_request", "malformed request", false),
-            _ => match e.esource() {
-                ErrorSource::Upstream => {
-                    (502, "unavailable", "the API node failed to answer", true)
-                }
-                ErrorSource::Downstream => match e.etype() {
-                    ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => {
-                        (0, "", "", false)
-                    }
-                    ErrorType::ReadTimedout => (408, "bad_request", "request timed out", false),
-                    _ => (400, "bad_request", "malformed request", false),
-                },
-                ErrorSource::Internal | ErrorSource::Unset => (
-                    503,
-                    "unavailable",
-                    "the edge could not forward the request",
-                    true,
-                ),
-            },
-        };
-        if status != 0 {
-            respond_json_error(session, status, code, message, retry).await;
+        let refusal = Refusal::of_error(e);
+        if let Some(refusal) = refusal {
+            refusal.respond(session).await;
         }
         FailToProxy {
-            error_code: status,
+            error_code: refusal.map_or(0, |r| r.status),
             can_reuse_downstream: false,
         }
     }
@@ -476,30 +405,5 @@ mod tests {
         ] {
             assert_eq!(poll_after(Some(other)), None, "{other}");
         }
-    }
-
-    #[test]
-    fn classifies_room_paths() {
-        assert_eq!(classify(&Method::GET, "messages"), Some(Resource::Messages));
-        assert_eq!(
-            classify(&Method::POST, "messages"),
-            Some(Resource::Messages)
-        );
-        assert_eq!(classify(&Method::GET, "members"), Some(Resource::Members));
-        assert_eq!(classify(&Method::POST, "join"), Some(Resource::Messages));
-        assert_eq!(classify(&Method::POST, "members"), None);
-        assert_eq!(classify(&Method::HEAD, "messages"), None);
-        assert_eq!(classify(&Method::GET, "frame"), None);
-        assert_eq!(classify(&Method::GET, "messages/3"), None);
-    }
-
-    #[test]
-    fn error_bodies_are_json() {
-        assert_eq!(
-            error_body("unavailable", "no healthy API node"),
-            Bytes::from_static(
-                br#"{"error":{"code":"unavailable","message":"no healthy API node"}}"#
-            )
-        );
     }
 }

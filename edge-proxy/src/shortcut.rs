@@ -13,7 +13,7 @@
 use std::sync::Arc;
 
 use chatty_shared::etag::{if_none_match, EtagBuf};
-use chatty_shared::room::{parse_room_path, poll_resource};
+use chatty_shared::room::parse_room_path;
 
 use crate::versions::{Refresh, VersionMap};
 
@@ -61,7 +61,7 @@ impl Shortcut {
         let Some(room) = parse_room_path(path) else {
             return Verdict::Pass;
         };
-        let Some(part) = poll_resource(room.rest) else {
+        let Some(part) = room.resource("GET") else {
             return Verdict::Pass;
         };
         let mut close = false;

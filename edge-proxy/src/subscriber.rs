@@ -1,12 +1,12 @@
 //! The bus subscriber: a pingora background service that feeds version bumps
 //! into the map, and forgets the map when the bus is lost or falls silent.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chatty_shared::bus::{Bus, BusEvent, BusMessage, RedisBusConfig};
+use chatty_shared::freshness::BusTrust;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use tokio::sync::mpsc;
@@ -29,30 +29,22 @@ pub enum Feed {
     Shared(Arc<dyn Bus>),
 }
 
-/// What the edge knows of the bus, shared with metrics and `/readyz`.
+/// What the edge knows of the bus, shared with metrics and `/readyz`: the
+/// shared rule of when versions learned from it may be trusted.
 #[derive(Debug, Default)]
 pub struct BusState {
-    up: AtomicBool,
-    /// Tick of the last message of any kind, plus one (0: never).
-    last_message: AtomicU64,
+    trust: BusTrust,
 }
 
 impl BusState {
     /// True while subscribed and heard from within [`MAX_SILENCE`].
     pub fn is_up(&self) -> bool {
-        self.up.load(Ordering::Relaxed)
+        self.trust.is_up()
     }
 
     /// Tick of the last message of any kind.
     pub fn last_message(&self) -> Option<Tick> {
-        match self.last_message.load(Ordering::Relaxed) {
-            0 => None,
-            n => Some(Tick(n - 1)),
-        }
-    }
-
-    fn heard(&self, now: Tick) {
-        self.last_message.store(now.0 + 1, Ordering::Relaxed);
+        self.trust.last_heard().map(Tick)
     }
 
     /// Applies one event of the subscription.
@@ -60,18 +52,16 @@ impl BusState {
         match event {
             BusEvent::Up => {
                 tracing::info!("bus subscription established");
-                self.heard(now);
-                self.up.store(true, Ordering::Relaxed);
+                self.trust.heard(now.0);
             }
             BusEvent::Down => {
-                if self.up.swap(false, Ordering::Relaxed) {
+                if self.trust.lost() {
                     tracing::warn!("bus subscription lost: forgetting every room version");
                 }
                 map.clear(now);
             }
             BusEvent::Message(msg) => {
-                self.heard(now);
-                if !self.up.swap(true, Ordering::Relaxed) {
+                if self.trust.heard(now.0) {
                     tracing::info!("bus heard again");
                 }
                 match msg {
@@ -89,16 +79,9 @@ impl BusState {
 
     /// Forgets the map once when the bus has been silent too long.
     pub fn check_silence(&self, map: &VersionMap, now: Tick) {
-        let Some(last) = self.last_message() else {
-            return;
-        };
-        if now.0.saturating_sub(last.0) > MAX_SILENCE.as_millis() as u64
-            && self.up.swap(false, Ordering::Relaxed)
-        {
-            tracing::warn!(
-                silent_ms = now.0 - last.0,
-                "bus silent: forgetting every room version"
-            );
+        if self.trust.fell_silent(now.0, MAX_SILENCE) {
+            let silent_ms = self.trust.last_heard().map_or(0, |last| now.0 - last);
+            tracing::warn!(silent_ms, "bus silent: forgetting every room version");
             map.clear(now);
         }
     }

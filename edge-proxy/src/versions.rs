@@ -21,8 +21,9 @@
 //!   LRU, O(1), in the manner of Redis. Rooms that are actually polled are re-confirmed
 //!   at least every max-age, so they survive a flood of invented room names,
 //!   and sampling at random means no client can choose which room goes.
-//! - **Trust**: a part is only answered from if it was confirmed less than
-//!   `max_age` ago, whatever the state of the bus. Versions only move
+//! - **Trust**: the rule of [`chatty_shared::freshness`], which the API
+//!   nodes apply too: a part is only answered from if it was confirmed less
+//!   than `max_age` ago, whatever the state of the bus. Versions only move
 //!   forward within an epoch (members: only up), except that a part that has
 //!   already expired is replaced by whatever the authority says next.
 //! - **Forgetting**: [`VersionMap::clear`] drops everything and refuses any
@@ -35,6 +36,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use chatty_shared::etag::{members_etag, EtagBuf, RoomVersion};
+use chatty_shared::freshness::{Freshness, Version};
 use chatty_shared::room::Resource;
 use parking_lot::RwLock;
 
@@ -47,13 +49,6 @@ const EVICTION_SAMPLES: usize = 4;
 /// A point in time: milliseconds since the map was created.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Tick(pub u64);
-
-impl Tick {
-    /// The tick `ms` milliseconds later.
-    pub fn plus_ms(self, ms: u64) -> Tick {
-        Tick(self.0 + ms)
-    }
-}
 
 /// The keyed hash of a `(site, room)` pair, computed once per request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -74,6 +69,17 @@ struct Slot {
     /// re-confirm them before max-age runs out; cleared by the next
     /// confirmation.
     refreshing: u8,
+}
+
+impl Slot {
+    /// The stored tick at which `part` was last confirmed (0: unknown).
+    #[inline]
+    fn confirmed(&self, part: Resource) -> u32 {
+        match part {
+            Resource::Messages => self.msg_at,
+            Resource::Members => self.mem_at,
+        }
+    }
 }
 
 /// What the map vouches for about one part of a room.
@@ -270,11 +276,23 @@ fn later(a: u32, b: u32) -> u32 {
     }
 }
 
+/// Asks the rule whether the authority's word `seen`, vouched for at
+/// `at32`, is taken for a part holding `held` confirmed at `*confirmed`
+/// (0: unknown); when it is, the part is confirmed from the later of the two.
+fn take<V: Version>(rule: &Freshness, held: V, confirmed: &mut u32, seen: V, at32: u32) -> bool {
+    let held = (*confirmed != 0).then(|| (held, age(at32, *confirmed)));
+    if !rule.accepts(held, seen) {
+        return false;
+    }
+    *confirmed = later(*confirmed, at32);
+    true
+}
+
 /// The bounded per-room version map. See the module docs.
 pub struct VersionMap {
     shards: Box<[RwLock<Shard>]>,
     hasher: RandomState,
-    max_age_ms: i64,
+    rule: Freshness,
     max_rooms: usize,
     start: Instant,
     /// `tick >> 31` of the last tick handed out by [`VersionMap::now`]; the
@@ -292,7 +310,7 @@ impl std::fmt::Debug for VersionMap {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("VersionMap")
             .field("max_rooms", &self.max_rooms)
-            .field("max_age_ms", &self.max_age_ms)
+            .field("max_age_ms", &self.rule.max_age_ms())
             .field("entries", &self.len())
             .finish()
     }
@@ -316,7 +334,7 @@ impl VersionMap {
         Self {
             shards,
             hasher,
-            max_age_ms: max_age.as_millis().min(i32::MAX as u128) as i64,
+            rule: Freshness::new(max_age),
             max_rooms,
             start: Instant::now(),
             generation: AtomicU32::new(0),
@@ -339,14 +357,9 @@ impl VersionMap {
         t
     }
 
-    /// The tick of a moment measured by the caller (e.g. when a request was
-    /// sent upstream).
-    pub fn tick_at(&self, instant: Instant) -> Tick {
-        Tick(instant.saturating_duration_since(self.start).as_millis() as u64)
-    }
-
     /// The configured bound on entries.
-    pub fn max_rooms(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn max_rooms(&self) -> usize {
         self.max_rooms
     }
 
@@ -369,33 +382,9 @@ impl VersionMap {
         &self.shards[self.shard_index(key)]
     }
 
+    #[inline]
     fn fresh(&self, at: u32, now: Tick) -> bool {
-        at != 0 && age(now.0 as u32, at) < self.max_age_ms
-    }
-
-    /// The room's messages version, if known and confirmed within max-age.
-    pub fn fresh_messages(&self, site: &str, room: &str, now: Tick) -> Option<RoomVersion> {
-        self.fresh_messages_by_hash(self.room_hash(site, room), now)
-    }
-
-    /// [`Self::fresh_messages`] for a hash computed earlier.
-    pub fn fresh_messages_by_hash(&self, key: RoomHash, now: Tick) -> Option<RoomVersion> {
-        let shard = self.shard(key).read();
-        let slot = shard.map.get(&key.0)?;
-        self.fresh(slot.msg_at, now)
-            .then(|| RoomVersion::new(slot.epoch, slot.seq))
-    }
-
-    /// The room's members version, if known and confirmed within max-age.
-    pub fn fresh_members(&self, site: &str, room: &str, now: Tick) -> Option<u64> {
-        self.fresh_members_by_hash(self.room_hash(site, room), now)
-    }
-
-    /// [`Self::fresh_members`] for a hash computed earlier.
-    pub fn fresh_members_by_hash(&self, key: RoomHash, now: Tick) -> Option<u64> {
-        let shard = self.shard(key).read();
-        let slot = shard.map.get(&key.0)?;
-        self.fresh(slot.mem_at, now).then_some(slot.members)
+        at != 0 && self.rule.is_fresh(age(now.0 as u32, at))
     }
 
     /// What the map vouches for about one part of a room, if it may be
@@ -413,14 +402,15 @@ impl VersionMap {
         now: Tick,
         refresh: Refresh,
     ) -> Option<Known> {
-        let (flag, confirmed): (u8, fn(&Slot) -> u32) = match part {
-            Resource::Messages => (MSG, |s| s.msg_at),
-            Resource::Members => (MEM, |s| s.mem_at),
+        let flag = match part {
+            Resource::Messages => MSG,
+            Resource::Members => MEM,
         };
-        let refresh_from = self.max_age_ms - self.max_age_ms / 5;
+        let max_age = self.rule.max_age_ms();
+        let refresh_from = max_age - max_age / 5;
         // `Some(answer)` when the slot settles it without a claim.
         let settled = |slot: &Slot| {
-            let at = confirmed(slot);
+            let at = slot.confirmed(part);
             if !self.fresh(at, now) {
                 Some(None)
             } else if age(now.0 as u32, at) < refresh_from || slot.refreshing & flag != 0 {
@@ -449,57 +439,35 @@ impl VersionMap {
     /// (for a forwarded response: when the request was sent; for a bus bump:
     /// when it arrived). Returns false when the observation was ignored.
     pub fn observe_messages(&self, key: RoomHash, version: RoomVersion, at: Tick) -> bool {
-        if at.0 < self.cleared_at.load(Ordering::Acquire) {
-            return false;
-        }
-        let at32 = stored(at);
-        let mut shard = self.shard(key).write();
-        let Some(evicted) = self.make_room(&mut shard, key, at32) else {
-            return false;
-        };
-        let slot = shard.slot_mut(key.0);
-        let current = RoomVersion::new(slot.epoch, slot.seq);
-        let known = slot.msg_at != 0;
-        let accepted = if !known || age(at32, slot.msg_at) >= self.max_age_ms {
-            // Unknown or expired: whatever the authority says now.
-            slot.msg_at = at32;
-            Some(version)
-        } else if version == current {
-            slot.msg_at = later(slot.msg_at, at32);
-            None
-        } else if version.epoch == current.epoch {
-            if version.seq > current.seq {
-                // Seen at `at` or later, and after `current` was: see docs.
-                slot.msg_at = later(slot.msg_at, at32);
-                Some(version)
-            } else {
-                None
+        self.observe(key, at, |slot, at32| {
+            let held = RoomVersion::new(slot.epoch, slot.seq);
+            let taken = take(&self.rule, held, &mut slot.msg_at, version, at32);
+            if taken {
+                slot.epoch = version.epoch;
+                slot.seq = version.seq;
+                slot.refreshing &= !MSG;
             }
-        } else if age(at32, slot.msg_at) >= 0 {
-            // A new epoch only wins if nothing was confirmed after it.
-            slot.msg_at = at32;
-            Some(version)
-        } else {
-            None
-        };
-        let changed = accepted.is_some() || version == current;
-        if let Some(v) = accepted {
-            slot.epoch = v.epoch;
-            slot.seq = v.seq;
-        }
-        if changed {
-            slot.refreshing &= !MSG;
-        }
-        drop(shard);
-        if evicted {
-            self.evictions.fetch_add(1, Ordering::Relaxed);
-        }
-        changed
+            taken
+        })
     }
 
     /// The authority said the room's members list was at `version` at `at`.
     /// Returns false when the observation was ignored.
     pub fn observe_members(&self, key: RoomHash, version: u64, at: Tick) -> bool {
+        self.observe(key, at, |slot, at32| {
+            let taken = take(&self.rule, slot.members, &mut slot.mem_at, version, at32);
+            if taken {
+                slot.members = version;
+                slot.refreshing &= !MEM;
+            }
+            taken
+        })
+    }
+
+    /// Finds or makes the room's slot and lets `apply` update it with an
+    /// observation vouched for at `at`; false when it was ignored (vouched
+    /// for before the last clear, or no room for the slot).
+    fn observe(&self, key: RoomHash, at: Tick, apply: impl FnOnce(&mut Slot, u32) -> bool) -> bool {
         if at.0 < self.cleared_at.load(Ordering::Acquire) {
             return false;
         }
@@ -508,27 +476,12 @@ impl VersionMap {
         let Some(evicted) = self.make_room(&mut shard, key, at32) else {
             return false;
         };
-        let slot = shard.slot_mut(key.0);
-        let known = slot.mem_at != 0;
-        let changed = if !known || age(at32, slot.mem_at) >= self.max_age_ms {
-            slot.members = version;
-            slot.mem_at = at32;
-            true
-        } else if version >= slot.members {
-            slot.members = version;
-            slot.mem_at = later(slot.mem_at, at32);
-            true
-        } else {
-            false
-        };
-        if changed {
-            slot.refreshing &= !MEM;
-        }
+        let taken = apply(shard.slot_mut(key.0), at32);
         drop(shard);
         if evicted {
             self.evictions.fetch_add(1, Ordering::Relaxed);
         }
-        changed
+        taken
     }
 
     /// Before `key` is inserted into `shard`: takes a place in the map, or
@@ -610,220 +563,4 @@ impl VersionMap {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const AGE: Duration = Duration::from_secs(5);
-
-    fn v(epoch: u32, seq: u64) -> RoomVersion {
-        RoomVersion::new(epoch, seq)
-    }
-
-    fn map() -> VersionMap {
-        VersionMap::new(1000, AGE)
-    }
-
-    #[test]
-    fn unknown_room_is_none() {
-        let m = map();
-        assert_eq!(m.fresh_messages("demo", "lobby", Tick(10)), None);
-        assert_eq!(m.fresh_members("demo", "lobby", Tick(10)), None);
-        assert!(m.is_empty());
-    }
-
-    #[test]
-    fn one_caller_refreshes_an_entry_before_it_expires() {
-        let m = map();
-        let k = m.room_hash("demo", "lobby");
-        m.observe_messages(k, v(1, 3), Tick(1000));
-        m.observe_members(k, 4, Tick(1000));
-        let (claim, leave) = (Refresh::Claim, Refresh::Leave);
-        let msgs = |t: u64, r: Refresh| m.answerable(k, Resource::Messages, Tick(t), r);
-        let mems = |t: u64, r: Refresh| m.answerable(k, Resource::Members, Tick(t), r);
-        let known = Some(Known::Messages(v(1, 3)));
-        // Young: answered, nobody refreshes.
-        assert_eq!(msgs(4999, claim), known);
-        // The last fifth of max-age: the first caller that claims goes to
-        // the authority; a caller that leaves it, or any later one, is
-        // still answered.
-        assert_eq!(msgs(5000, leave), None);
-        assert_eq!(msgs(5000, claim), None);
-        assert_eq!(msgs(5001, claim), known);
-        assert_eq!(msgs(5001, leave), known);
-        // The parts are refreshed apart.
-        assert_eq!(mems(5002, claim), None);
-        assert_eq!(mems(5003, claim), Some(Known::Members(4)));
-        // The refresh confirms the entry: young again, refreshable again.
-        m.observe_messages(k, v(1, 3), Tick(5010));
-        assert_eq!(msgs(8000, claim), known);
-        assert_eq!(msgs(9010, claim), None);
-        assert_eq!(msgs(9011, claim), known);
-        // A refresh that never comes back: past max-age nobody is answered.
-        assert_eq!(msgs(10_010, claim), None);
-        assert_eq!(msgs(10_011, leave), None);
-        assert_eq!(mems(6000, leave), None);
-    }
-
-    #[test]
-    fn hash_separates_site_and_room() {
-        let m = map();
-        assert_ne!(m.room_hash("ab", "c"), m.room_hash("a", "bc"));
-        assert_eq!(m.room_hash("demo", "lobby"), m.room_hash("demo", "lobby"));
-        // A fresh map has a fresh key.
-        assert_ne!(
-            map().room_hash("demo", "lobby"),
-            m.room_hash("demo", "lobby")
-        );
-    }
-
-    #[test]
-    fn versions_only_move_forward() {
-        let m = map();
-        let k = m.room_hash("demo", "lobby");
-        assert!(m.observe_messages(k, v(1, 5), Tick(100)));
-        assert!(m.observe_messages(k, v(1, 7), Tick(110)));
-        // A late, older answer (reordered bump or slow response).
-        assert!(!m.observe_messages(k, v(1, 6), Tick(120)));
-        assert_eq!(m.fresh_messages("demo", "lobby", Tick(130)), Some(v(1, 7)));
-        // A duplicate bump confirms again.
-        assert!(m.observe_messages(k, v(1, 7), Tick(4000)));
-        assert_eq!(m.fresh_messages("demo", "lobby", Tick(8000)), Some(v(1, 7)));
-
-        assert!(m.observe_members(k, 3, Tick(100)));
-        assert!(!m.observe_members(k, 2, Tick(110)));
-        assert!(m.observe_members(k, 3, Tick(120)));
-        assert!(m.observe_members(k, 9, Tick(130)));
-        assert_eq!(m.fresh_members("demo", "lobby", Tick(140)), Some(9));
-        // Members and messages are independent parts of one entry.
-        assert_eq!(m.len(), 1);
-    }
-
-    #[test]
-    fn new_epoch_wins_only_when_not_older_than_the_confirmation() {
-        let m = map();
-        let k = m.room_hash("demo", "lobby");
-        m.observe_messages(k, v(1, 50), Tick(1000));
-        // A response to a request sent before the last confirmation.
-        assert!(!m.observe_messages(k, v(2, 1), Tick(900)));
-        assert_eq!(m.fresh_messages_by_hash(k, Tick(1100)), Some(v(1, 50)));
-        // A bump heard afterwards: the room's history was reset.
-        assert!(m.observe_messages(k, v(2, 1), Tick(1200)));
-        assert_eq!(m.fresh_messages_by_hash(k, Tick(1300)), Some(v(2, 1)));
-        // The old epoch cannot come back with an older vouching time.
-        assert!(!m.observe_messages(k, v(1, 51), Tick(1150)));
-        assert_eq!(m.fresh_messages_by_hash(k, Tick(1300)), Some(v(2, 1)));
-    }
-
-    #[test]
-    fn later_version_keeps_the_latest_confirmation() {
-        let m = map();
-        let k = m.room_hash("demo", "lobby");
-        m.observe_messages(k, v(1, 5), Tick(3000));
-        // Seq 6 vouched at 1000 must postdate seq 5 seen at 3000.
-        m.observe_messages(k, v(1, 6), Tick(1000));
-        assert_eq!(m.fresh_messages_by_hash(k, Tick(7500)), Some(v(1, 6)));
-        assert_eq!(m.fresh_messages_by_hash(k, Tick(8000)), None);
-    }
-
-    #[test]
-    fn max_age_bounds_trust() {
-        let m = map();
-        let k = m.room_hash("demo", "lobby");
-        m.observe_messages(k, v(1, 5), Tick(1000));
-        m.observe_members(k, 4, Tick(1000));
-        assert_eq!(m.fresh_messages_by_hash(k, Tick(5999)), Some(v(1, 5)));
-        assert_eq!(m.fresh_messages_by_hash(k, Tick(6000)), None);
-        assert_eq!(m.fresh_members_by_hash(k, Tick(5999)), Some(4));
-        assert_eq!(m.fresh_members_by_hash(k, Tick(6000)), None);
-        // Once expired, the next word of the authority wins, even backwards
-        // (a members counter that restarted, say).
-        assert!(m.observe_members(k, 1, Tick(7000)));
-        assert_eq!(m.fresh_members_by_hash(k, Tick(7001)), Some(1));
-        assert!(m.observe_messages(k, v(1, 3), Tick(7000)));
-        assert_eq!(m.fresh_messages_by_hash(k, Tick(7001)), Some(v(1, 3)));
-    }
-
-    #[test]
-    fn clear_forgets_everything_and_refuses_older_observations() {
-        let m = map();
-        let a = m.room_hash("demo", "a");
-        let b = m.room_hash("demo", "b");
-        m.observe_messages(a, v(1, 1), Tick(10));
-        m.observe_members(b, 2, Tick(10));
-        assert_eq!(m.len(), 2);
-        m.clear(Tick(100));
-        assert!(m.is_empty());
-        assert_eq!(m.resets(), 1);
-        assert_eq!(m.fresh_messages_by_hash(a, Tick(101)), None);
-        // A response to a request sent before the clear is not trusted.
-        assert!(!m.observe_messages(a, v(1, 2), Tick(99)));
-        assert!(m.is_empty());
-        assert!(m.observe_messages(a, v(1, 2), Tick(100)));
-        assert_eq!(m.fresh_messages_by_hash(a, Tick(101)), Some(v(1, 2)));
-    }
-
-    #[test]
-    fn eviction_keeps_the_bound_and_counts() {
-        let m = VersionMap::new(SHARDS * 4, AGE);
-        assert_eq!(m.max_rooms(), SHARDS * 4);
-        for i in 0..10_000u64 {
-            let k = m.room_hash("demo", &format!("r{i}"));
-            m.observe_messages(k, v(1, i), Tick(i));
-        }
-        assert_eq!(m.len(), SHARDS * 4);
-        assert_eq!(m.evictions(), 10_000 - (SHARDS as u64) * 4);
-        // The most recent room is present: a new entry is never its own victim.
-        let last = m.room_hash("demo", "r9999");
-        assert_eq!(
-            m.fresh_messages_by_hash(last, Tick(10_000)),
-            Some(v(1, 9999))
-        );
-    }
-
-    #[test]
-    fn eviction_prefers_stale_entries() {
-        // A full shard of rooms confirmed long ago and one hot room confirmed
-        // just now: evicting all but one leaves the hot room.
-        let mut shard = Shard::new(8, 0x5eed);
-        for key in 1..=7u64 {
-            shard.slot_mut(key).msg_at = 10 + key as u32;
-        }
-        shard.slot_mut(100).msg_at = 5000;
-        for _ in 0..7 {
-            assert!(shard.evict_one(5000));
-        }
-        assert_eq!(shard.keys, vec![100]);
-        assert_eq!(shard.map.len(), 1);
-        assert_eq!(shard.map[&100].idx, 0);
-    }
-
-    #[test]
-    fn concurrent_readers_and_writers() {
-        let m = std::sync::Arc::new(map());
-        let k = m.room_hash("demo", "lobby");
-        let writers: Vec<_> = (0..4)
-            .map(|t| {
-                let m = m.clone();
-                std::thread::spawn(move || {
-                    for s in 0..10_000u64 {
-                        m.observe_messages(k, v(1, s * 4 + t), Tick(s));
-                    }
-                })
-            })
-            .collect();
-        let mut last = 0;
-        for _ in 0..10_000 {
-            if let Some(seen) = m.fresh_messages_by_hash(k, Tick(0)) {
-                assert!(seen.seq >= last, "went back from {last} to {}", seen.seq);
-                last = seen.seq;
-            }
-        }
-        for w in writers {
-            w.join().unwrap();
-        }
-        assert_eq!(
-            m.fresh_messages_by_hash(k, Tick(10_000)).map(|v| v.seq),
-            Some(39_999)
-        );
-    }
-}
+mod tests;

@@ -7,7 +7,7 @@
 
 #![no_main]
 
-use chatty_shared::room::{is_valid_room, is_valid_site, parse_room_path, poll_resource, RoomKey};
+use chatty_shared::room::{is_valid_room, is_valid_site, parse_room_path, RoomKey};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -25,7 +25,9 @@ fuzz_target!(|data: &[u8]| {
             back.push_str(p.rest);
         }
         assert_eq!(back, s);
-        let _ = poll_resource(p.rest);
+        for method in ["GET", "POST"] {
+            let _ = p.resource(method);
+        }
     }
 
     match RoomKey::parse(s) {

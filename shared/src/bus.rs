@@ -105,7 +105,8 @@ impl BusMessage {
 }
 
 fn number<T: std::str::FromStr>(part: Option<&str>) -> Result<T, DecodeError> {
-    part.and_then(crate::decimal::parse_decimal).ok_or(DecodeError)
+    part.and_then(crate::decimal::parse_decimal)
+        .ok_or(DecodeError)
 }
 
 /// What a subscriber hears.

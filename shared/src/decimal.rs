@@ -23,7 +23,17 @@ mod tests {
         assert_eq!(parse_decimal::<u64>("007"), Some(7));
         assert_eq!(parse_decimal::<u64>("18446744073709551615"), Some(u64::MAX));
         assert_eq!(parse_decimal::<u32>("4294967296"), None);
-        for bad in ["", "-1", "+1", "1.0", "18446744073709551616", "x", " 1", "1 ", "１"] {
+        for bad in [
+            "",
+            "-1",
+            "+1",
+            "1.0",
+            "18446744073709551616",
+            "x",
+            " 1",
+            "1 ",
+            "１",
+        ] {
             assert_eq!(parse_decimal::<u64>(bad), None, "{bad:?}");
         }
     }

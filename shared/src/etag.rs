@@ -75,12 +75,6 @@ impl RoomVersion {
         buf.push(b"\"");
         buf
     }
-
-    /// True when `self` is a later version of the same log, or a new epoch.
-    /// Used by the edge so that versions only move forward within an epoch.
-    pub fn supersedes(&self, other: &RoomVersion) -> bool {
-        self.epoch != other.epoch || self.seq > other.seq
-    }
 }
 
 /// The members ETag for a members version, formatted without allocating.
@@ -223,14 +217,5 @@ mod tests {
             ["\"x\"".as_bytes(), "\"r1.5\"".as_bytes()],
             cur.as_bytes()
         ));
-    }
-
-    #[test]
-    fn versions_move_forward_within_an_epoch() {
-        let a = RoomVersion::new(1, 5);
-        assert!(RoomVersion::new(1, 6).supersedes(&a));
-        assert!(!RoomVersion::new(1, 5).supersedes(&a));
-        assert!(!RoomVersion::new(1, 4).supersedes(&a));
-        assert!(RoomVersion::new(2, 1).supersedes(&a));
     }
 }

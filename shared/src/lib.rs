@@ -7,6 +7,7 @@ pub mod bus;
 pub mod config;
 pub mod decimal;
 pub mod etag;
+pub mod freshness;
 pub mod ratelimit;
 pub mod room;
 pub mod telemetry;

@@ -109,12 +109,18 @@ pub fn parse_room_path(path: &str) -> Option<RoomPath<'_>> {
     Some(RoomPath { site, room, rest })
 }
 
-/// The poll resource a room path's rest names, for a `GET`.
-pub fn poll_resource(rest: &str) -> Option<Resource> {
-    match rest {
-        "messages" => Some(Resource::Messages),
-        "members" => Some(Resource::Members),
-        _ => None,
+impl RoomPath<'_> {
+    /// Which versioned part of the room a request with `method` on this
+    /// path reads or writes: the polls (`GET …/messages`, `GET …/members`),
+    /// a send, and a join (it answers with the messages ETag too). `None`
+    /// for anything else.
+    #[inline]
+    pub fn resource(&self, method: &str) -> Option<Resource> {
+        match (method, self.rest) {
+            ("GET" | "POST", "messages") | ("POST", "join") => Some(Resource::Messages),
+            ("GET", "members") => Some(Resource::Members),
+            _ => None,
+        }
     }
 }
 
@@ -152,14 +158,32 @@ mod tests {
     fn room_paths() {
         let p = parse_room_path("/v1/sites/demo/rooms/lobby/messages").unwrap();
         assert_eq!((p.site, p.room, p.rest), ("demo", "lobby", "messages"));
-        assert_eq!(poll_resource(p.rest), Some(Resource::Messages));
         let p = parse_room_path("/v1/sites/demo/rooms/lobby").unwrap();
         assert_eq!(p.rest, "");
         assert!(parse_room_path("/v1/sites/demo/rooms/").is_none());
         assert!(parse_room_path("/v1/sites/de mo/rooms/x/messages").is_none());
         assert!(parse_room_path("/v1/sites/demo/lobby/messages").is_none());
         assert!(parse_room_path("/v2/sites/demo/rooms/lobby").is_none());
-        assert_eq!(poll_resource("members"), Some(Resource::Members));
-        assert_eq!(poll_resource("messages/x"), None);
+    }
+
+    fn check(method: &str, rest: &str, expect: Option<Resource>) {
+        let path = format!("/v1/sites/demo/rooms/lobby/{rest}");
+        let p = parse_room_path(&path).unwrap();
+        assert_eq!(p.resource(method), expect, "{method} {rest}");
+    }
+
+    #[test]
+    fn resources_of_room_paths() {
+        use Resource::{Members, Messages};
+        check("GET", "messages", Some(Messages));
+        check("POST", "messages", Some(Messages));
+        check("POST", "join", Some(Messages));
+        check("GET", "members", Some(Members));
+        check("POST", "members", None);
+        check("HEAD", "messages", None);
+        check("GET", "join", None);
+        check("GET", "frame", None);
+        check("GET", "messages/3", None);
+        check("GET", "", None);
     }
 }

@@ -149,3 +149,37 @@ pub struct ErrorDetail {
     pub code: String,
     pub message: String,
 }
+
+impl ErrorBody {
+    pub fn new(code: &str, message: &str) -> Self {
+        Self {
+            error: ErrorDetail {
+                code: code.to_owned(),
+                message: message.to_owned(),
+            },
+        }
+    }
+}
+
+/// The bytes of the error body `{"error":{"code":…,"message":…}}`.
+pub fn error_body(code: &str, message: &str) -> Vec<u8> {
+    serde_json::to_vec(&ErrorBody::new(code, message)).expect("strings serialize")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_bodies() {
+        assert_eq!(
+            error_body("unavailable", "no \"healthy\" node"),
+            br#"{"error":{"code":"unavailable","message":"no \"healthy\" node"}}"#
+        );
+        let back: ErrorBody = serde_json::from_slice(&error_body("a", "b")).unwrap();
+        assert_eq!(
+            (back.error.code.as_str(), back.error.message.as_str()),
+            ("a", "b")
+        );
+    }
+}
