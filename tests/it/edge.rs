@@ -6,6 +6,7 @@
 use std::time::{Duration, Instant};
 
 use chatty::client::Poll;
+use chatty_tests::attack::{poll_failure, SHED};
 use chatty_tests::chat::{client, create_site, Guest, Reader};
 use chatty_tests::edge_polls::{learn, next_page};
 use chatty_tests::procs::{ApiNode, Edge};
@@ -258,11 +259,14 @@ async fn invented_rooms_stay_within_the_cap_and_are_forwarded() {
                     ))
                     .header("if-none-match", "\"r0.0\"")
                     .send()
-                    .await
-                    .expect("poll");
+                    .await;
                 // An unknown room is never answered from memory: the API
-                // (which has no such room either) answers.
-                assert!(r.status() == 200 || r.status() == 304, "{}", r.status());
+                // (which has no such room either) answers, or sheds the
+                // flood with its own 503 on a loaded machine.
+                match poll_failure(r).await {
+                    None => {}
+                    Some(f) => assert_eq!(f, SHED, "poll of invented-{i}"),
+                }
                 forwarded += 1;
             }
             forwarded

@@ -89,8 +89,8 @@ impl InventedRooms {
     }
 }
 
-/// How one poll of an invented room went wrong.
-async fn poll_failure(r: Result<reqwest::Response, reqwest::Error>) -> Option<String> {
+/// How one poll of an invented room went wrong, if it did.
+pub async fn poll_failure(r: Result<reqwest::Response, reqwest::Error>) -> Option<String> {
     match r {
         Ok(r) if r.status() == 200 || r.status() == 304 => None,
         // Load shed by an overloaded API node (its store calls time out),
