@@ -18,7 +18,9 @@
 //! validate site ids and room names ([`RoomKey`]), member ids (at most
 //! [`MAX_MEMBER_ID_BYTES`]), client ids (at most [`MAX_CLIENT_ID_BYTES`]) and
 //! nicknames (at most [`MAX_NICK_CHARS`] characters). A value longer than its
-//! column makes MySQL refuse the write ([`StoreError::Unavailable`]).
+//! column makes MySQL refuse the write ([`StoreError::Server`]).
+
+use std::time::Duration;
 
 use async_trait::async_trait;
 use chatty_shared::etag::RoomVersion;
@@ -86,18 +88,71 @@ pub struct Appended {
     pub created: bool,
 }
 
-/// Why a store operation failed.
+impl Appended {
+    /// A new event, the room (of epoch `epoch`) now at its seq.
+    pub(crate) fn written(event: Event, epoch: u32) -> Appended {
+        Appended {
+            version: RoomVersion::new(epoch, event.seq),
+            event,
+            created: true,
+        }
+    }
+
+    /// An event written before, the room at `version`.
+    pub(crate) fn existing(event: Event, version: RoomVersion) -> Appended {
+        Appended {
+            event,
+            version,
+            created: false,
+        }
+    }
+}
+
+/// Why a store operation failed: a kind, each with what the backend said.
+///
+/// Only [`StoreError::NotFound`] and [`StoreError::Conflict`] are answers;
+/// the rest are failures, told apart so that retries are decided by kind
+/// ([`StoreError::retry_may_help`]) and corrupt data is not mistaken for an
+/// outage.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// The backend did not answer in time, refused, or failed.
-    #[error("store unavailable: {0}")]
-    Unavailable(String),
+    /// The database could not be reached, or the connection broke mid-call.
+    #[error("store connection failed: {0}")]
+    Connection(String),
+    /// No answer within the time allowed.
+    #[error("store did not answer within {0:?}")]
+    Timeout(Duration),
+    /// The database refused or failed the operation (a server error, a
+    /// full disk, a schema newer than this build …).
+    #[error("store failed: {0}")]
+    Server(String),
+    /// A stored value this build cannot read: a bug or a damaged database,
+    /// not a passing outage.
+    #[error("corrupt data in the store: {0}")]
+    Corrupt(String),
     /// No such site or message.
     #[error("not found")]
     NotFound,
     /// The thing to create exists already.
     #[error("already exists")]
     Conflict,
+}
+
+impl StoreError {
+    /// Whether the same call may succeed on a fresh connection: the pooled
+    /// one broke (the server restarted, say), not the query.
+    pub fn retry_may_help(&self) -> bool {
+        matches!(self, StoreError::Connection(_))
+    }
+
+    /// Whether the store is down or slow, as opposed to answering or
+    /// holding data it cannot read.
+    pub fn is_outage(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Connection(_) | StoreError::Timeout(_) | StoreError::Server(_)
+        )
+    }
 }
 
 /// The source of truth for sites, bans and room event logs.
@@ -155,14 +210,117 @@ pub(crate) fn kind_code(kind: EventKind) -> u8 {
     }
 }
 
-pub(crate) fn kind_from_code(code: u8) -> Result<EventKind, StoreError> {
+fn kind_from_code(code: u8) -> Result<EventKind, StoreError> {
     match code {
         0 => Ok(EventKind::Message),
         1 => Ok(EventKind::Deletion),
-        other => Err(StoreError::Unavailable(format!(
-            "unknown event kind {other} in the store"
-        ))),
+        other => Err(StoreError::Corrupt(format!("unknown event kind {other}"))),
     }
+}
+
+/// An event as both stores read it, its kind still the stored code.
+#[derive(Debug)]
+pub(crate) struct StoredEvent {
+    pub(crate) seq: u64,
+    pub(crate) kind: u8,
+    pub(crate) member_id: String,
+    pub(crate) nick: String,
+    pub(crate) text: String,
+    pub(crate) client_id: Option<String>,
+    pub(crate) deletes: Option<u64>,
+    pub(crate) at_ms: i64,
+}
+
+impl StoredEvent {
+    /// The event, or [`StoreError::Corrupt`] for an unknown kind.
+    pub(crate) fn decode(self) -> Result<Event, StoreError> {
+        Ok(Event {
+            seq: self.seq,
+            kind: kind_from_code(self.kind)?,
+            member_id: self.member_id,
+            nick: self.nick,
+            text: self.text,
+            client_id: self.client_id,
+            deletes: self.deletes,
+            at_ms: self.at_ms,
+        })
+    }
+}
+
+/// Message `msg` as event `seq` of its room.
+pub(crate) fn message_event(seq: u64, msg: &NewMessage) -> Event {
+    Event {
+        seq,
+        kind: EventKind::Message,
+        member_id: msg.member_id.clone(),
+        nick: msg.nick.clone(),
+        text: msg.text.clone(),
+        client_id: Some(msg.client_id.clone()),
+        deletes: None,
+        at_ms: msg.at_ms,
+    }
+}
+
+/// The deletion of message `deletes` as event `seq` of its room.
+pub(crate) fn deletion_event(seq: u64, deletes: u64, at_ms: i64) -> Event {
+    Event {
+        seq,
+        kind: EventKind::Deletion,
+        member_id: String::new(),
+        nick: String::new(),
+        text: String::new(),
+        client_id: None,
+        deletes: Some(deletes),
+        at_ms,
+    }
+}
+
+/// What a deletion finds at the seq it names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Target {
+    /// A message not deleted yet.
+    Live,
+    /// A message deleted already: the answer is its deletion event.
+    DeletedBefore,
+}
+
+/// The target of a deletion from its row (kind code, deleted), if any;
+/// [`StoreError::NotFound`] unless it is a message.
+pub(crate) fn deletion_target(found: Option<(u8, bool)>) -> Result<Target, StoreError> {
+    match found {
+        Some((kind, deleted)) if kind_from_code(kind)? == EventKind::Message => Ok(if deleted {
+            Target::DeletedBefore
+        } else {
+            Target::Live
+        }),
+        _ => Err(StoreError::NotFound),
+    }
+}
+
+/// The answer to deleting a message deleted already: its deletion event,
+/// which must exist.
+pub(crate) fn deleted_before(
+    existing: Option<Event>,
+    version: RoomVersion,
+) -> Result<Appended, StoreError> {
+    let event = existing
+        .ok_or_else(|| StoreError::Corrupt("a deleted message has no deletion event".into()))?;
+    Ok(Appended::existing(event, version))
+}
+
+/// A site as read from its row.
+pub(crate) fn site_record(
+    id: String,
+    origins: &str,
+    secret_hash: &[u8],
+    limits: SiteLimits,
+) -> Result<SiteRecord, StoreError> {
+    Ok(SiteRecord {
+        id,
+        origins: origins_from_json(origins)?,
+        secret_hash: hash_from_bytes(secret_hash)?,
+        limits,
+    })
 }
 
 /// A random epoch for a new room: never 0, which means "no log".
@@ -191,14 +349,13 @@ pub(crate) fn origins_to_json(origins: &[String]) -> String {
     serde_json::to_string(origins).unwrap_or_else(|_| "[]".to_owned())
 }
 
-pub(crate) fn origins_from_json(s: &str) -> Result<Vec<String>, StoreError> {
-    serde_json::from_str(s)
-        .map_err(|e| StoreError::Unavailable(format!("bad origins in the store: {e}")))
+fn origins_from_json(s: &str) -> Result<Vec<String>, StoreError> {
+    serde_json::from_str(s).map_err(|e| StoreError::Corrupt(format!("bad origins: {e}")))
 }
 
-pub(crate) fn hash_from_bytes(b: &[u8]) -> Result<[u8; 32], StoreError> {
+fn hash_from_bytes(b: &[u8]) -> Result<[u8; 32], StoreError> {
     b.try_into()
-        .map_err(|_| StoreError::Unavailable("bad secret hash in the store".into()))
+        .map_err(|_| StoreError::Corrupt("bad secret hash".into()))
 }
 
 #[cfg(test)]
@@ -210,7 +367,22 @@ mod tests {
         for k in [EventKind::Message, EventKind::Deletion] {
             assert_eq!(kind_from_code(kind_code(k)).unwrap(), k);
         }
-        assert!(kind_from_code(7).is_err());
+        assert!(matches!(kind_from_code(7), Err(StoreError::Corrupt(_))));
+    }
+
+    #[test]
+    fn only_a_broken_connection_is_worth_a_retry() {
+        let cases = [
+            (StoreError::Connection("reset".into()), true, true),
+            (StoreError::Timeout(Duration::from_millis(600)), false, true),
+            (StoreError::Server("disk full".into()), false, true),
+            (StoreError::Corrupt("bad kind".into()), false, false),
+            (StoreError::NotFound, false, false),
+            (StoreError::Conflict, false, false),
+        ];
+        for (e, retry, outage) in cases {
+            assert_eq!((e.retry_may_help(), e.is_outage()), (retry, outage), "{e}");
+        }
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The cluster store: MySQL / MariaDB through a bounded `mysql_async` pool.
 //!
 //! Every operation is bounded by the store timeout, so a database that is
-//! down or hung turns into [`StoreError::Unavailable`] in well under a
+//! down or hung turns into a [`StoreError`] in well under a
 //! second instead of a hang; broken connections are dropped by the pool and
 //! new ones made on the next call, so the store recovers by itself when the
 //! server is back. Reads that fail on a broken pooled connection are tried
@@ -26,8 +26,9 @@ use mysql_async::{
 };
 
 use super::{
-    hash_from_bytes, kind_code, kind_from_code, limit_to_i64, new_epoch, origins_from_json,
-    origins_to_json, Appended, NewMessage, NewSite, SiteRecord, Store, StoreError,
+    deleted_before, deletion_event, deletion_target, kind_code, limit_to_i64, message_event,
+    new_epoch, origins_to_json, site_record, Appended, NewMessage, NewSite, SiteRecord, Store,
+    StoreError, StoredEvent, Target,
 };
 
 /// The schema version this build writes.
@@ -104,48 +105,37 @@ impl std::fmt::Debug for MysqlStore {
     }
 }
 
-fn unavailable(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Unavailable(e.to_string())
-}
-
 fn is_duplicate(e: &mysql_async::Error) -> bool {
     matches!(e, mysql_async::Error::Server(s) if s.code == DUPLICATE_ENTRY)
 }
 
-/// Errors worth one more try on a fresh connection: the pooled one was
-/// broken (the server restarted, say), not the query.
-fn is_connection_error(e: &StoreError) -> bool {
-    matches!(e, StoreError::Unavailable(m) if m.starts_with("io:") || m.starts_with("driver:"))
-}
-
+/// A MySQL failure by kind: a broken connection (I/O, or the driver's
+/// view of it), or the server refusing or failing the statement.
 fn db_error(e: mysql_async::Error) -> StoreError {
     match e {
-        mysql_async::Error::Io(e) => StoreError::Unavailable(format!("io: {e}")),
-        mysql_async::Error::Driver(e) => StoreError::Unavailable(format!("driver: {e}")),
-        other => StoreError::Unavailable(other.to_string()),
+        mysql_async::Error::Io(_) | mysql_async::Error::Driver(_) => {
+            StoreError::Connection(e.to_string())
+        }
+        other => StoreError::Server(other.to_string()),
     }
 }
 
 /// Decodes a row without panicking on a type mismatch.
 fn decode<T: FromRow>(row: Row) -> Result<T, StoreError> {
-    mysql_async::from_row_opt(row).map_err(|e| unavailable(format!("unexpected row: {e}")))
+    mysql_async::from_row_opt(row).map_err(|e| StoreError::Corrupt(format!("unexpected row: {e}")))
 }
 
 type SiteRow = (String, String, Vec<u8>, u32, u32, u32);
 
-fn site_record(row: Row) -> Result<SiteRecord, StoreError> {
+fn site(row: Row) -> Result<SiteRecord, StoreError> {
     let (id, origins, hash, max_text_bytes, guest_messages, guest_window_secs): SiteRow =
         decode(row)?;
-    Ok(SiteRecord {
-        id,
-        origins: origins_from_json(&origins)?,
-        secret_hash: hash_from_bytes(&hash)?,
-        limits: SiteLimits {
-            max_text_bytes,
-            guest_messages,
-            guest_window_secs,
-        },
-    })
+    let limits = SiteLimits {
+        max_text_bytes,
+        guest_messages,
+        guest_window_secs,
+    };
+    site_record(id, &origins, &hash, limits)
 }
 
 /// An event row: seq, kind, member_id, nick, text, client_id, deletes, at_ms.
@@ -160,18 +150,26 @@ type RawEvent = (
     i64,
 );
 
-fn event(raw: RawEvent) -> Result<Event, StoreError> {
-    let (seq, kind, member_id, nick, text, client_id, deletes, at_ms) = raw;
-    Ok(Event {
-        seq,
-        kind: kind_from_code(kind)?,
-        member_id,
-        nick,
-        text,
-        client_id,
-        deletes,
-        at_ms,
-    })
+impl FromRow for StoredEvent {
+    fn from_row_opt(row: Row) -> Result<Self, mysql_async::FromRowError> {
+        let (seq, kind, member_id, nick, text, client_id, deletes, at_ms): RawEvent =
+            FromRow::from_row_opt(row)?;
+        Ok(StoredEvent {
+            seq,
+            kind,
+            member_id,
+            nick,
+            text,
+            client_id,
+            deletes,
+            at_ms,
+        })
+    }
+}
+
+/// The event in `row`, if there is one.
+fn event(row: Option<Row>) -> Result<Option<Event>, StoreError> {
+    row.map(|r| decode::<StoredEvent>(r)?.decode()).transpose()
 }
 
 /// A room's version from its row; a row whose first write never committed
@@ -209,9 +207,17 @@ fn joined(rows: Vec<Row>) -> Result<(Vec<Event>, RoomVersion), StoreError> {
         if let (Some(e_seq), Some(kind), Some(member_id), Some(nick), Some(text), Some(at_ms)) =
             (e_seq, kind, member_id, nick, text, at_ms)
         {
-            events.push(event((
-                e_seq, kind, member_id, nick, text, client_id, deletes, at_ms,
-            ))?);
+            let stored = StoredEvent {
+                seq: e_seq,
+                kind,
+                member_id,
+                nick,
+                text,
+                client_id,
+                deletes,
+                at_ms,
+            };
+            events.push(stored.decode()?);
         }
     }
     Ok((events, v))
@@ -289,13 +295,14 @@ impl MysqlStore {
     /// allowed to), and applies the migrations. `timeout` bounds every later
     /// operation.
     pub async fn connect(url: &str, timeout: Duration) -> Result<Arc<MysqlStore>, StoreError> {
-        let opts = Opts::from_url(url).map_err(|e| unavailable(format!("bad MySQL URL: {e}")))?;
+        let opts = Opts::from_url(url)
+            .map_err(|e| StoreError::Connection(format!("bad MySQL URL: {e}")))?;
         // Always the address given: mysql_async would otherwise switch a
         // loopback TCP address to the server's Unix socket behind our back.
         let mut builder = OptsBuilder::from_opts(opts.clone()).prefer_socket(false);
         if !url.contains("pool_min=") && !url.contains("pool_max=") {
             let constraints = PoolConstraints::new(1, MAX_CONNECTIONS)
-                .ok_or_else(|| unavailable("bad pool constraints"))?;
+                .ok_or_else(|| StoreError::Connection("bad pool constraints".into()))?;
             builder = builder.pool_opts(PoolOpts::default().with_constraints(constraints));
         }
         let store = MysqlStore {
@@ -309,7 +316,7 @@ impl MysqlStore {
             store.migrate().await
         })
         .await
-        .map_err(|_| unavailable("timed out connecting to MySQL"))??;
+        .map_err(|_| StoreError::Timeout(MIGRATION_TIMEOUT))??;
         Ok(Arc::new(store))
     }
 
@@ -330,7 +337,7 @@ impl MysqlStore {
             .await
             .map_err(db_error)?;
         match found.flatten() {
-            Some(v) if v > SCHEMA_VERSION => Err(unavailable(format!(
+            Some(v) if v > SCHEMA_VERSION => Err(StoreError::Server(format!(
                 "the database has schema version {v}, newer than this build's {SCHEMA_VERSION}"
             ))),
             _ => conn
@@ -350,7 +357,7 @@ impl MysqlStore {
     ) -> Result<T, StoreError> {
         tokio::time::timeout(self.timeout, f)
             .await
-            .map_err(|_| unavailable(format!("no answer from MySQL within {:?}", self.timeout)))?
+            .map_err(|_| StoreError::Timeout(self.timeout))?
     }
 
     /// Runs a read within the store timeout, once more if the first attempt
@@ -362,7 +369,7 @@ impl MysqlStore {
     {
         self.bounded(async {
             match f(self).await {
-                Err(e) if is_connection_error(&e) => {
+                Err(e) if e.retry_may_help() => {
                     tracing::debug!(error = %e, "retrying a MySQL read on a fresh connection");
                     f(self).await
                 }
@@ -405,33 +412,18 @@ impl MysqlStore {
                 )
                 .await
                 .map_err(db_error)?;
-            if let Some(row) = existing {
+            if let Some(event) = event(existing)? {
                 tx.rollback().await.map_err(db_error)?;
-                return Ok(Appended {
-                    event: event(decode(row)?)?,
-                    version: version(epoch, seq),
-                    created: false,
-                });
+                return Ok(Appended::existing(event, version(epoch, seq)));
             }
-            let event = Event {
-                seq: seq + 1,
-                kind: EventKind::Message,
-                member_id: msg.member_id.clone(),
-                nick: msg.nick.clone(),
-                text: msg.text.clone(),
-                client_id: Some(msg.client_id.clone()),
-                deletes: None,
-                at_ms: msg.at_ms,
-            };
+            let event = message_event(seq + 1, msg);
             insert_event(&mut tx, key, &event).await?;
             tx.commit().await.map_err(db_error)?;
-            return Ok(Appended {
-                version: RoomVersion::new(epoch, event.seq),
-                event,
-                created: true,
-            });
+            return Ok(Appended::written(event, epoch));
         }
-        Err(unavailable("the room row vanished while writing"))
+        Err(StoreError::Server(
+            "the room row vanished while writing".into(),
+        ))
     }
 
     async fn delete_once(
@@ -444,21 +436,18 @@ impl MysqlStore {
             Locked::Room(tx, epoch, last) => (tx, epoch, last),
             Locked::Missing => return Err(StoreError::NotFound),
         };
-        let target: Option<Row> = tx
+        let found: Option<Row> = tx
             .exec_first(
                 "SELECT kind, deleted FROM events WHERE site = ? AND room = ? AND seq = ?",
                 (key.site(), key.room(), seq),
             )
             .await
             .map_err(db_error)?;
-        let Some(target) = target else {
-            return Err(StoreError::NotFound);
-        };
-        let (kind, deleted): (u8, u8) = decode(target)?;
-        if kind_from_code(kind)? != EventKind::Message {
-            return Err(StoreError::NotFound);
-        }
-        if deleted != 0 {
+        let found = found
+            .map(decode::<(u8, u8)>)
+            .transpose()?
+            .map(|(kind, deleted)| (kind, deleted != 0));
+        if deletion_target(found)? == Target::DeletedBefore {
             let existing: Option<Row> = tx
                 .exec_first(
                     format!(
@@ -469,25 +458,11 @@ impl MysqlStore {
                 )
                 .await
                 .map_err(db_error)?;
-            let row =
-                existing.ok_or_else(|| unavailable("a deleted message has no deletion event"))?;
+            let existing = event(existing)?;
             tx.rollback().await.map_err(db_error)?;
-            return Ok(Appended {
-                event: event(decode(row)?)?,
-                version: version(epoch, last),
-                created: false,
-            });
+            return deleted_before(existing, version(epoch, last));
         }
-        let event = Event {
-            seq: last + 1,
-            kind: EventKind::Deletion,
-            member_id: String::new(),
-            nick: String::new(),
-            text: String::new(),
-            client_id: None,
-            deletes: Some(seq),
-            at_ms,
-        };
+        let event = deletion_event(last + 1, seq, at_ms);
         insert_event(&mut tx, key, &event).await?;
         tx.exec_drop(
             "UPDATE events SET deleted = 1 WHERE site = ? AND room = ? AND seq = ?",
@@ -496,11 +471,7 @@ impl MysqlStore {
         .await
         .map_err(db_error)?;
         tx.commit().await.map_err(db_error)?;
-        Ok(Appended {
-            version: RoomVersion::new(epoch, event.seq),
-            event,
-            created: true,
-        })
+        Ok(Appended::written(event, epoch))
     }
 }
 
@@ -569,7 +540,7 @@ impl Store for MysqlStore {
                 )
                 .await
                 .map_err(db_error)?;
-            row.map(site_record).transpose()
+            row.map(site).transpose()
         })
         .await
     }
@@ -585,7 +556,7 @@ impl Store for MysqlStore {
                 )
                 .await
                 .map_err(db_error)?;
-            rows.into_iter().map(site_record).collect()
+            rows.into_iter().map(site).collect()
         })
         .await
     }
@@ -825,7 +796,10 @@ mod tests {
             Duration::from_millis(600),
         )
         .await;
-        assert!(matches!(r, Err(StoreError::Unavailable(_))));
+        assert!(matches!(
+            r,
+            Err(StoreError::Connection(_) | StoreError::Timeout(_))
+        ));
         assert!(
             t.elapsed() < Duration::from_secs(1),
             "took {:?}",
@@ -907,7 +881,7 @@ mod tests {
                     .append_message(&key, conformance::message("m1", &format!("x{i}"), "during"))
                     .await;
                 assert!(
-                    matches!(r, Err(StoreError::Unavailable(_))),
+                    matches!(r, Err(StoreError::Connection(_) | StoreError::Timeout(_))),
                     "{broken:?}: {r:?}"
                 );
                 assert!(
@@ -918,7 +892,7 @@ mod tests {
                 let t = Instant::now();
                 let r = store.room_version(&key).await;
                 assert!(
-                    matches!(r, Err(StoreError::Unavailable(_))),
+                    matches!(r, Err(StoreError::Connection(_) | StoreError::Timeout(_))),
                     "{broken:?}: {r:?}"
                 );
                 assert!(
