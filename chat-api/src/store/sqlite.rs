@@ -248,6 +248,26 @@ fn events_where(
     rows.into_iter().map(StoredEvent::decode).collect()
 }
 
+/// The room's version and, if `wanted` at that version, the events
+/// `filter` selects, both from one snapshot.
+fn snapshot(
+    c: &mut Connection,
+    key: &RoomKey,
+    wanted: impl FnOnce(RoomVersion) -> bool,
+    filter: &str,
+    args: impl rusqlite::Params,
+) -> Result<(Vec<Event>, RoomVersion), StoreError> {
+    let tx = c.transaction().map_err(failed)?;
+    let version = version_of(&tx, key)?;
+    let events = if wanted(version) {
+        events_where(&tx, filter, args)?
+    } else {
+        Vec::new()
+    };
+    tx.finish().map_err(failed)?;
+    Ok((events, version))
+}
+
 /// Locks nothing by itself: the caller holds the writer connection inside
 /// an IMMEDIATE transaction. Returns the room's `(epoch, seq)`, if it exists.
 fn room_row(tx: &Connection, key: &RoomKey) -> Result<Option<(u32, u64)>, StoreError> {
@@ -491,24 +511,18 @@ impl Store for SqliteStore {
     ) -> Result<(Vec<Event>, RoomVersion), StoreError> {
         let key = key.clone();
         self.read(move |c| {
-            let tx = c.transaction().map_err(failed)?;
-            let version = version_of(&tx, &key)?;
-            let events = if version.seq > after && limit > 0 {
-                events_where(
-                    &tx,
-                    "site = ?1 AND room = ?2 AND seq > ?3 ORDER BY seq LIMIT ?4",
-                    params![
-                        key.site(),
-                        key.room(),
-                        seq_to_i64(after),
-                        limit_to_i64(limit)
-                    ],
-                )?
-            } else {
-                Vec::new()
-            };
-            tx.finish().map_err(failed)?;
-            Ok((events, version))
+            snapshot(
+                c,
+                &key,
+                |v| v.seq > after && limit > 0,
+                "site = ?1 AND room = ?2 AND seq > ?3 ORDER BY seq LIMIT ?4",
+                params![
+                    key.site(),
+                    key.room(),
+                    seq_to_i64(after),
+                    limit_to_i64(limit)
+                ],
+            )
         })
         .await
     }
@@ -520,23 +534,18 @@ impl Store for SqliteStore {
     ) -> Result<(Vec<Event>, RoomVersion), StoreError> {
         let key = key.clone();
         self.read(move |c| {
-            let tx = c.transaction().map_err(failed)?;
-            let version = version_of(&tx, &key)?;
-            let mut events = if version.seq > 0 && limit > 0 {
-                events_where(
-                    &tx,
-                    "site = ?1 AND room = ?2 AND kind = ?3 AND deleted = 0 ORDER BY seq DESC LIMIT ?4",
-                    params![
-                        key.site(),
-                        key.room(),
-                        kind_code(EventKind::Message),
-                        limit_to_i64(limit)
-                    ],
-                )?
-            } else {
-                Vec::new()
-            };
-            tx.finish().map_err(failed)?;
+            let (mut events, version) = snapshot(
+                c,
+                &key,
+                |v| v.seq > 0 && limit > 0,
+                "site = ?1 AND room = ?2 AND kind = ?3 AND deleted = 0 ORDER BY seq DESC LIMIT ?4",
+                params![
+                    key.site(),
+                    key.room(),
+                    kind_code(EventKind::Message),
+                    limit_to_i64(limit)
+                ],
+            )?;
             events.reverse();
             Ok((events, version))
         })

@@ -90,7 +90,16 @@ type JoinedRow = (
     Option<i64>,
 );
 
-fn joined(rows: Vec<Row>) -> Result<(Vec<Event>, RoomVersion), StoreError> {
+/// Runs a version-and-events join, `SELECT r.epoch, r.seq, {EVENT_COLUMNS}
+/// FROM rooms r` then `tail`: the events, and the room's version from the
+/// same statement.
+async fn joined(
+    s: &MysqlStore,
+    tail: &str,
+    params: impl Into<Params> + Send,
+) -> Result<(Vec<Event>, RoomVersion), StoreError> {
+    let sql = format!("SELECT r.epoch, r.seq, {EVENT_COLUMNS} FROM rooms r {tail}");
+    let rows: Vec<Row> = s.conn().await?.exec(sql, params).await.map_err(db_error)?;
     let mut v = RoomVersion::default();
     let mut events = Vec::with_capacity(rows.len());
     for row in rows {
@@ -272,21 +281,14 @@ pub(super) async fn events_after(
     after: u64,
     limit: usize,
 ) -> Result<(Vec<Event>, RoomVersion), StoreError> {
-    let rows: Vec<Row> = s
-        .conn()
-        .await?
-        .exec(
-            format!(
-                "SELECT r.epoch, r.seq, {EVENT_COLUMNS} FROM rooms r
-                 LEFT JOIN events e ON e.site = r.site AND e.room = r.room AND e.seq > ?
-                 WHERE r.site = ? AND r.room = ?
-                 ORDER BY e.seq LIMIT ?"
-            ),
-            (after, key.site(), key.room(), limit_to_i64(limit)),
-        )
-        .await
-        .map_err(db_error)?;
-    joined(rows)
+    joined(
+        s,
+        "LEFT JOIN events e ON e.site = r.site AND e.room = r.room AND e.seq > ?
+         WHERE r.site = ? AND r.room = ?
+         ORDER BY e.seq LIMIT ?",
+        (after, key.site(), key.room(), limit_to_i64(limit)),
+    )
+    .await
 }
 
 /// The last `limit` (at least 1) live messages, oldest first, and the
@@ -296,27 +298,20 @@ pub(super) async fn recent_messages(
     key: &RoomKey,
     limit: usize,
 ) -> Result<(Vec<Event>, RoomVersion), StoreError> {
-    let rows: Vec<Row> = s
-        .conn()
-        .await?
-        .exec(
-            format!(
-                "SELECT r.epoch, r.seq, {EVENT_COLUMNS} FROM rooms r
-                 LEFT JOIN events e ON e.site = r.site AND e.room = r.room
-                     AND e.kind = ? AND e.deleted = 0
-                 WHERE r.site = ? AND r.room = ?
-                 ORDER BY e.seq DESC LIMIT ?"
-            ),
-            (
-                kind_code(EventKind::Message),
-                key.site(),
-                key.room(),
-                limit_to_i64(limit),
-            ),
-        )
-        .await
-        .map_err(db_error)?;
-    let (mut events, v) = joined(rows)?;
+    let (mut events, v) = joined(
+        s,
+        "LEFT JOIN events e ON e.site = r.site AND e.room = r.room
+             AND e.kind = ? AND e.deleted = 0
+         WHERE r.site = ? AND r.room = ?
+         ORDER BY e.seq DESC LIMIT ?",
+        (
+            kind_code(EventKind::Message),
+            key.site(),
+            key.room(),
+            limit_to_i64(limit),
+        ),
+    )
+    .await?;
     events.reverse();
     Ok((events, v))
 }
