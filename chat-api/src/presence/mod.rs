@@ -24,9 +24,14 @@ use tokio::time::Instant;
 
 pub mod conformance;
 mod redis;
-pub(crate) mod script;
+mod redis_call;
+mod script;
 
 pub use redis::RedisPresence;
+#[cfg(test)]
+pub(crate) use redis_call::testing;
+pub(crate) use redis_call::{BoundedClient, CallError};
+pub(crate) use script::Script;
 
 /// Why a presence call failed.
 #[derive(Debug, thiserror::Error)]
