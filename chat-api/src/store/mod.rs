@@ -17,19 +17,23 @@
 //! Identifiers are not validated here beyond what the columns hold: callers
 //! validate site ids and room names ([`RoomKey`]), member ids (at most
 //! [`MAX_MEMBER_ID_BYTES`]), client ids (at most [`MAX_CLIENT_ID_BYTES`]) and
-//! nicknames (at most [`MAX_NICK_CHARS`] characters). A value longer than its
-//! column makes MySQL refuse the write ([`StoreError::Server`]).
+//! nicknames (at most [`MAX_NICK_CHARS`] characters), and the build checks
+//! that the limits of [`crate::validate`] and [`crate::config`] fit. A value
+//! longer than its column makes MySQL refuse the write
+//! ([`StoreError::Server`]).
 
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chatty_shared::etag::RoomVersion;
 use chatty_shared::room::RoomKey;
-use chatty_shared::wire::{Event, EventKind, SiteLimits};
+use chatty_shared::wire::{Event, SiteLimits};
 
-pub mod conformance;
-pub mod mysql;
-pub mod sqlite;
+#[cfg(test)]
+mod conformance;
+mod mysql;
+mod rows;
+mod sqlite;
 
 pub use mysql::MysqlStore;
 pub use sqlite::SqliteStore;
@@ -42,6 +46,13 @@ pub const MAX_CLIENT_ID_BYTES: usize = 128;
 pub const MAX_NICK_CHARS: usize = 255;
 /// Longest message text (in bytes) the store holds (MySQL `MEDIUMTEXT`).
 pub const MAX_TEXT_BYTES: usize = 16 * 1024 * 1024 - 1;
+
+// What the API accepts fits the columns.
+const _: () = {
+    assert!(crate::validate::MAX_CLIENT_ID <= MAX_CLIENT_ID_BYTES);
+    assert!(crate::validate::MAX_NICK_CHARS <= MAX_NICK_CHARS);
+    assert!(crate::config::MAX_TEXT_BYTES_LIMIT as usize <= MAX_TEXT_BYTES);
+};
 
 /// A site to create.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,7 +101,7 @@ pub struct Appended {
 
 impl Appended {
     /// A new event, the room (of epoch `epoch`) now at its seq.
-    pub(crate) fn written(event: Event, epoch: u32) -> Appended {
+    fn written(event: Event, epoch: u32) -> Appended {
         Appended {
             version: RoomVersion::new(epoch, event.seq),
             event,
@@ -99,7 +110,7 @@ impl Appended {
     }
 
     /// An event written before, the room at `version`.
-    pub(crate) fn existing(event: Event, version: RoomVersion) -> Appended {
+    fn existing(event: Event, version: RoomVersion) -> Appended {
         Appended {
             event,
             version,
@@ -202,173 +213,9 @@ pub trait Store: Send + Sync + 'static {
     async fn room_version(&self, key: &RoomKey) -> Result<RoomVersion, StoreError>;
 }
 
-/// Event kinds as stored (a small integer column).
-pub(crate) fn kind_code(kind: EventKind) -> u8 {
-    match kind {
-        EventKind::Message => 0,
-        EventKind::Deletion => 1,
-    }
-}
-
-fn kind_from_code(code: u8) -> Result<EventKind, StoreError> {
-    match code {
-        0 => Ok(EventKind::Message),
-        1 => Ok(EventKind::Deletion),
-        other => Err(StoreError::Corrupt(format!("unknown event kind {other}"))),
-    }
-}
-
-/// An event as both stores read it, its kind still the stored code.
-#[derive(Debug)]
-pub(crate) struct StoredEvent {
-    pub(crate) seq: u64,
-    pub(crate) kind: u8,
-    pub(crate) member_id: String,
-    pub(crate) nick: String,
-    pub(crate) text: String,
-    pub(crate) client_id: Option<String>,
-    pub(crate) deletes: Option<u64>,
-    pub(crate) at_ms: i64,
-}
-
-impl StoredEvent {
-    /// The event, or [`StoreError::Corrupt`] for an unknown kind.
-    pub(crate) fn decode(self) -> Result<Event, StoreError> {
-        Ok(Event {
-            seq: self.seq,
-            kind: kind_from_code(self.kind)?,
-            member_id: self.member_id,
-            nick: self.nick,
-            text: self.text,
-            client_id: self.client_id,
-            deletes: self.deletes,
-            at_ms: self.at_ms,
-        })
-    }
-}
-
-/// Message `msg` as event `seq` of its room.
-pub(crate) fn message_event(seq: u64, msg: &NewMessage) -> Event {
-    Event {
-        seq,
-        kind: EventKind::Message,
-        member_id: msg.member_id.clone(),
-        nick: msg.nick.clone(),
-        text: msg.text.clone(),
-        client_id: Some(msg.client_id.clone()),
-        deletes: None,
-        at_ms: msg.at_ms,
-    }
-}
-
-/// The deletion of message `deletes` as event `seq` of its room.
-pub(crate) fn deletion_event(seq: u64, deletes: u64, at_ms: i64) -> Event {
-    Event {
-        seq,
-        kind: EventKind::Deletion,
-        member_id: String::new(),
-        nick: String::new(),
-        text: String::new(),
-        client_id: None,
-        deletes: Some(deletes),
-        at_ms,
-    }
-}
-
-/// What a deletion finds at the seq it names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Target {
-    /// A message not deleted yet.
-    Live,
-    /// A message deleted already: the answer is its deletion event.
-    DeletedBefore,
-}
-
-/// The target of a deletion from its row (kind code, deleted), if any;
-/// [`StoreError::NotFound`] unless it is a message.
-pub(crate) fn deletion_target(found: Option<(u8, bool)>) -> Result<Target, StoreError> {
-    match found {
-        Some((kind, deleted)) if kind_from_code(kind)? == EventKind::Message => Ok(if deleted {
-            Target::DeletedBefore
-        } else {
-            Target::Live
-        }),
-        _ => Err(StoreError::NotFound),
-    }
-}
-
-/// The answer to deleting a message deleted already: its deletion event,
-/// which must exist.
-pub(crate) fn deleted_before(
-    existing: Option<Event>,
-    version: RoomVersion,
-) -> Result<Appended, StoreError> {
-    let event = existing
-        .ok_or_else(|| StoreError::Corrupt("a deleted message has no deletion event".into()))?;
-    Ok(Appended::existing(event, version))
-}
-
-/// A site as read from its row.
-pub(crate) fn site_record(
-    id: String,
-    origins: &str,
-    secret_hash: &[u8],
-    limits: SiteLimits,
-) -> Result<SiteRecord, StoreError> {
-    Ok(SiteRecord {
-        id,
-        origins: origins_from_json(origins)?,
-        secret_hash: hash_from_bytes(secret_hash)?,
-        limits,
-    })
-}
-
-/// A random epoch for a new room: never 0, which means "no log".
-pub(crate) fn new_epoch() -> u32 {
-    loop {
-        let e: u32 = rand::random();
-        if e != 0 {
-            return e;
-        }
-    }
-}
-
-/// A client-supplied seq or cursor as the signed 64-bit integer the
-/// databases store; anything beyond `i64::MAX` is past every stored seq.
-pub(crate) fn seq_to_i64(seq: u64) -> i64 {
-    i64::try_from(seq).unwrap_or(i64::MAX)
-}
-
-/// A page size as a SQL `LIMIT`.
-pub(crate) fn limit_to_i64(limit: usize) -> i64 {
-    i64::try_from(limit).unwrap_or(i64::MAX)
-}
-
-/// The origins list as stored (a JSON array).
-pub(crate) fn origins_to_json(origins: &[String]) -> String {
-    serde_json::to_string(origins).unwrap_or_else(|_| "[]".to_owned())
-}
-
-fn origins_from_json(s: &str) -> Result<Vec<String>, StoreError> {
-    serde_json::from_str(s).map_err(|e| StoreError::Corrupt(format!("bad origins: {e}")))
-}
-
-fn hash_from_bytes(b: &[u8]) -> Result<[u8; 32], StoreError> {
-    b.try_into()
-        .map_err(|_| StoreError::Corrupt("bad secret hash".into()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn kinds_round_trip() {
-        for k in [EventKind::Message, EventKind::Deletion] {
-            assert_eq!(kind_from_code(kind_code(k)).unwrap(), k);
-        }
-        assert!(matches!(kind_from_code(7), Err(StoreError::Corrupt(_))));
-    }
 
     #[test]
     fn only_a_broken_connection_is_worth_a_retry() {
@@ -383,31 +230,5 @@ mod tests {
         for (e, retry, outage) in cases {
             assert_eq!((e.retry_may_help(), e.is_outage()), (retry, outage), "{e}");
         }
-    }
-
-    #[test]
-    fn epochs_are_never_zero() {
-        for _ in 0..1000 {
-            assert_ne!(new_epoch(), 0);
-        }
-    }
-
-    #[test]
-    fn seqs_and_limits_saturate() {
-        assert_eq!(seq_to_i64(5), 5);
-        assert_eq!(seq_to_i64(u64::MAX), i64::MAX);
-        assert_eq!(limit_to_i64(usize::MAX), i64::MAX);
-    }
-
-    #[test]
-    fn origins_round_trip() {
-        let o = vec![
-            "https://a.example".to_owned(),
-            "http://localhost:*".to_owned(),
-        ];
-        assert_eq!(origins_from_json(&origins_to_json(&o)).unwrap(), o);
-        assert!(origins_from_json("nope").is_err());
-        assert!(hash_from_bytes(&[0; 31]).is_err());
-        assert_eq!(hash_from_bytes(&[7; 32]).unwrap(), [7; 32]);
     }
 }

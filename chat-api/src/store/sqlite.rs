@@ -18,11 +18,11 @@ use chatty_shared::wire::{Event, EventKind, SiteLimits};
 use parking_lot::Mutex;
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 
-use super::{
+use super::rows::{
     deleted_before, deletion_event, deletion_target, kind_code, limit_to_i64, message_event,
-    new_epoch, origins_to_json, seq_to_i64, site_record, Appended, NewMessage, NewSite, SiteRecord,
-    Store, StoreError, StoredEvent, Target,
+    new_epoch, origins_to_json, seq_to_i64, site_record, StoredEvent, Target,
 };
+use super::{Appended, NewMessage, NewSite, SiteRecord, Store, StoreError};
 
 /// The schema version this build writes.
 const SCHEMA_VERSION: i64 = 1;

@@ -8,10 +8,11 @@ use mysql_async::prelude::{FromRow, Queryable};
 use mysql_async::{IsolationLevel, Params, Pool, Row, Transaction, TxOpts};
 
 use super::{db_error, decode, MysqlStore};
-use crate::store::{
+use crate::store::rows::{
     deleted_before, deletion_event, deletion_target, kind_code, limit_to_i64, message_event,
-    new_epoch, Appended, NewMessage, StoreError, StoredEvent, Target,
+    new_epoch, StoredEvent, Target,
 };
+use crate::store::{Appended, NewMessage, StoreError};
 
 /// The event columns, prefixed with `e.`, in [`RawEvent`] order.
 const EVENT_COLUMNS: &str =

@@ -22,9 +22,8 @@ use chatty_shared::wire::{Event, SiteLimits};
 use mysql_async::prelude::{FromRow, Queryable};
 use mysql_async::{Conn, Opts, OptsBuilder, Pool, PoolConstraints, PoolOpts, Row};
 
-use super::{
-    origins_to_json, site_record, Appended, NewMessage, NewSite, SiteRecord, Store, StoreError,
-};
+use super::rows::{origins_to_json, site_record};
+use super::{Appended, NewMessage, NewSite, SiteRecord, Store, StoreError};
 
 mod log;
 mod schema;
@@ -107,8 +106,9 @@ impl MysqlStore {
         Ok(Arc::new(store))
     }
 
-    /// Closes the pool's connections (on shutdown).
-    pub async fn disconnect(&self) {
+    /// Closes the pool's connections (before a test drops its database).
+    #[cfg(test)]
+    pub(crate) async fn disconnect(&self) {
         if let Err(e) = self.pool.clone().disconnect().await {
             tracing::debug!(error = %e, "closing the MySQL pool");
         }
