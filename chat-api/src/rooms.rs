@@ -76,7 +76,12 @@ pub struct Chat {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::Unavailable(_) => ApiError::Unavailable,
+            // No 500 in the contract: corrupt data answers 503 like an
+            // outage, but is logged as what it is (see `store_call`).
+            StoreError::Connection(_)
+            | StoreError::Timeout(_)
+            | StoreError::Server(_)
+            | StoreError::Corrupt(_) => ApiError::Unavailable,
             StoreError::NotFound => ApiError::not_found(),
             StoreError::Conflict => ApiError::Conflict("already exists".into()),
         }
@@ -112,7 +117,7 @@ impl Chat {
     }
 
     /// Runs a store call with the store timeout, timing it; a timeout is
-    /// [`StoreError::Unavailable`].
+    /// [`StoreError::Timeout`].
     pub async fn store_call<T>(
         &self,
         op: StoreOp,
@@ -121,15 +126,22 @@ impl Chat {
         let start = Instant::now();
         let res = match tokio::time::timeout(self.settings.store_timeout, fut).await {
             Ok(r) => r,
-            Err(_) => Err(StoreError::Unavailable("store timeout".into())),
+            Err(_) => Err(StoreError::Timeout(self.settings.store_timeout)),
         };
         METRICS
             .store_duration
             .with_label_values(&[op.label()])
             .observe(start.elapsed().as_secs_f64());
-        if let Err(StoreError::Unavailable(e)) = &res {
-            METRICS.store_errors.inc();
-            tracing::warn!(op = op.label(), error = %e, "store call failed");
+        match &res {
+            Err(e) if e.is_outage() => {
+                METRICS.store_errors.inc();
+                tracing::warn!(op = op.label(), error = %e, "store call failed");
+            }
+            Err(e @ StoreError::Corrupt(_)) => {
+                METRICS.store_errors.inc();
+                tracing::error!(op = op.label(), error = %e, "store holds data it cannot read");
+            }
+            _ => {}
         }
         res
     }

@@ -13,7 +13,7 @@ fn key(name: &str) -> String {
 }
 
 /// Runs every check in turn.
-pub async fn run_all(l: Arc<dyn Limiter>) {
+pub(crate) async fn run_all(l: Arc<dyn Limiter>) {
     counts_up_to_the_limit(&*l).await;
     keys_are_independent(&*l).await;
     allows_again_after_retry_after(&*l).await;
@@ -21,7 +21,7 @@ pub async fn run_all(l: Arc<dyn Limiter>) {
 }
 
 /// `count` hits pass, the next is refused with a sensible wait.
-pub async fn counts_up_to_the_limit(l: &dyn Limiter) {
+async fn counts_up_to_the_limit(l: &dyn Limiter) {
     let k = key("count");
     let rate = Rate {
         count: 5,
@@ -41,7 +41,7 @@ pub async fn counts_up_to_the_limit(l: &dyn Limiter) {
 }
 
 /// One key's hits never count against another.
-pub async fn keys_are_independent(l: &dyn Limiter) {
+async fn keys_are_independent(l: &dyn Limiter) {
     let rate = Rate {
         count: 1,
         per: Duration::from_secs(10),
@@ -53,7 +53,7 @@ pub async fn keys_are_independent(l: &dyn Limiter) {
 }
 
 /// Waiting as long as told is enough.
-pub async fn allows_again_after_retry_after(l: &dyn Limiter) {
+async fn allows_again_after_retry_after(l: &dyn Limiter) {
     let k = key("wait");
     let rate = Rate {
         count: 3,
@@ -81,7 +81,7 @@ pub async fn allows_again_after_retry_after(l: &dyn Limiter) {
 }
 
 /// Concurrent hits on one key: exactly `count` get through.
-pub async fn concurrent_hits(l: Arc<dyn Limiter>) {
+async fn concurrent_hits(l: Arc<dyn Limiter>) {
     let k = key("race");
     let rate = Rate {
         count: 10,

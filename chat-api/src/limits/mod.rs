@@ -10,11 +10,12 @@ use async_trait::async_trait;
 use chatty_shared::config::Rate;
 use chatty_shared::ratelimit::WindowLimiter;
 
-pub mod conformance;
+#[cfg(test)]
+mod conformance;
 mod redis;
 
 pub use chatty_shared::ratelimit::Decision;
-pub use redis::{LimiterError, RedisLimiter};
+pub use redis::RedisLimiter;
 
 /// A rate limiter.
 #[async_trait]
@@ -43,7 +44,7 @@ impl InProcessLimiter {
     }
 
     /// The synchronous core, shared with the Redis limiter's fallback.
-    pub(crate) fn check(&self, key: &str, rate: Rate) -> Decision {
+    fn check(&self, key: &str, rate: Rate) -> Decision {
         self.0.check(key, rate)
     }
 }

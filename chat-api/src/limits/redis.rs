@@ -8,14 +8,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chatty_shared::bus::{redis_builder, start_connecting};
 use chatty_shared::config::Rate;
 use chatty_shared::ratelimit::per_ms;
-use fred::clients::Client;
-use fred::interfaces::ClientLike;
 
 use super::{Decision, InProcessLimiter, Limiter};
-use crate::presence::script::Script;
+use crate::presence::{BoundedClient, CallError, Script};
 
 /// Upper bound on one Redis round trip before falling back.
 const CALL_TIMEOUT: Duration = Duration::from_millis(300);
@@ -55,7 +52,7 @@ return math.max(wait, 1)
 /// never refused because Redis is unavailable. Back on Redis, the shared
 /// counters resume where they were.
 pub struct RedisLimiter {
-    client: Client,
+    redis: BoundedClient,
     prefix: String,
     fallback: InProcessLimiter,
 }
@@ -77,43 +74,23 @@ impl RedisLimiter {
     /// Starts connecting in the background (the fallback answers until
     /// Redis does). Keys live under `prefix`. Needs a tokio runtime.
     pub fn connect(url: &str, prefix: &str) -> Result<Arc<RedisLimiter>, LimiterError> {
-        let client = redis_builder(url)
-            .map_err(|e| LimiterError(e.to_string()))?
-            .build()
-            .map_err(|e| LimiterError(e.to_string()))?;
-        start_connecting(&client);
         Ok(Arc::new(RedisLimiter {
-            client,
+            redis: BoundedClient::connect(url, CALL_TIMEOUT)
+                .map_err(|e| LimiterError(e.to_string()))?,
             prefix: prefix.to_owned(),
             fallback: InProcessLimiter::default(),
         }))
     }
 
-    /// Waits up to `within` for the first connection (for tests).
-    pub async fn wait_connected(&self, within: Duration) -> bool {
-        let deadline = tokio::time::Instant::now() + within;
-        while !self.client.is_connected() {
-            if tokio::time::Instant::now() >= deadline {
-                return false;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        true
-    }
-
-    async fn shared(&self, key: &str, rate: Rate) -> Result<Decision, String> {
-        if !self.client.is_connected() {
-            return Err("Redis not connected".into());
-        }
-        let run = HIT.run::<i64>(
-            &self.client,
-            vec![format!("{}l:{key}:", self.prefix)],
-            vec![rate.count.to_string(), per_ms(rate).to_string()],
-        );
-        let wait = tokio::time::timeout(CALL_TIMEOUT, run)
-            .await
-            .map_err(|_| "Redis did not answer in time".to_owned())?
-            .map_err(|e| e.to_string())?;
+    async fn shared(&self, key: &str, rate: Rate) -> Result<Decision, CallError> {
+        let wait: i64 = self
+            .redis
+            .run(
+                &HIT,
+                vec![format!("{}l:{key}:", self.prefix)],
+                vec![rate.count.to_string(), per_ms(rate).to_string()],
+            )
+            .await?;
         Ok(match u64::try_from(wait) {
             Ok(0) | Err(_) => Decision::Allowed,
             Ok(ms) => Decision::Limited {
@@ -140,17 +117,11 @@ impl Limiter for RedisLimiter {
 mod tests {
     use super::*;
     use crate::limits::conformance;
-
-    const HOW_TO_START: &str =
-        "start Redis: redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save ''";
+    use crate::presence::testing::{must_connect, test_prefix, LOCAL};
 
     async fn limiter() -> Arc<RedisLimiter> {
-        let prefix = format!("t{:08x}:", rand::random::<u32>());
-        let l = RedisLimiter::connect("redis://127.0.0.1:6379", &prefix).unwrap();
-        assert!(
-            l.wait_connected(Duration::from_secs(3)).await,
-            "{HOW_TO_START}"
-        );
+        let l = RedisLimiter::connect(LOCAL, &test_prefix()).unwrap();
+        must_connect(&l.redis).await;
         l
     }
 
@@ -162,11 +133,8 @@ mod tests {
     #[tokio::test]
     async fn nodes_share_counters() {
         let a = limiter().await;
-        let b = RedisLimiter::connect("redis://127.0.0.1:6379", &a.prefix).unwrap();
-        assert!(
-            b.wait_connected(Duration::from_secs(3)).await,
-            "{HOW_TO_START}"
-        );
+        let b = RedisLimiter::connect(LOCAL, &a.prefix).unwrap();
+        must_connect(&b.redis).await;
         let rate = Rate {
             count: 2,
             per: Duration::from_secs(10),

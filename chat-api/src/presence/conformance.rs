@@ -28,7 +28,7 @@ fn member(id: &str, nick: &str) -> Member {
 }
 
 /// Runs every check in turn.
-pub async fn run_all(p: Arc<dyn Presence>) {
+pub(crate) async fn run_all(p: Arc<dyn Presence>) {
     p.ping().await.expect("ping");
     join_leave_heartbeat(&*p).await;
     rooms_are_independent(&*p).await;
@@ -38,7 +38,7 @@ pub async fn run_all(p: Arc<dyn Presence>) {
 
 /// Joins, renames, heartbeats and leaves move the version exactly when the
 /// list changes, and versions only grow.
-pub async fn join_leave_heartbeat(p: &dyn Presence) {
+async fn join_leave_heartbeat(p: &dyn Presence) {
     let key = room();
     assert_eq!(p.list(&key).await.unwrap(), (vec![], 0));
     assert_eq!(p.leave(&key, "nobody").await.unwrap(), None);
@@ -104,7 +104,7 @@ pub async fn join_leave_heartbeat(p: &dyn Presence) {
 }
 
 /// One room's changes leave another's members and version alone.
-pub async fn rooms_are_independent(p: &dyn Presence) {
+async fn rooms_are_independent(p: &dyn Presence) {
     let (a, b) = (room(), room());
     p.join(&a, &member("m", "M"), LONG).await.unwrap();
     let vb = p.join(&b, &member("m", "M"), LONG).await.unwrap();
@@ -115,7 +115,7 @@ pub async fn rooms_are_independent(p: &dyn Presence) {
 
 /// A member without heartbeat is removed by a sweep after the ttl; one who
 /// keeps heart-beating stays.
-pub async fn expiry(p: &dyn Presence) {
+async fn expiry(p: &dyn Presence) {
     let key = room();
     p.join(&key, &member("gone", "G"), SHORT).await.unwrap();
     p.join(&key, &member("stays", "S"), SHORT).await.unwrap();
@@ -153,7 +153,7 @@ pub async fn expiry(p: &dyn Presence) {
 }
 
 /// Several sweeps at once: each expired room is reported by exactly one.
-pub async fn concurrent_sweeps(p: Arc<dyn Presence>) {
+async fn concurrent_sweeps(p: Arc<dyn Presence>) {
     let key = room();
     for i in 0..20 {
         p.join(

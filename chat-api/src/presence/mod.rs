@@ -22,11 +22,17 @@ use chatty_shared::wire::Member;
 use parking_lot::Mutex;
 use tokio::time::Instant;
 
-pub mod conformance;
+#[cfg(test)]
+mod conformance;
 mod redis;
-pub(crate) mod script;
+mod redis_call;
+mod script;
 
 pub use redis::RedisPresence;
+#[cfg(test)]
+pub(crate) use redis_call::testing;
+pub(crate) use redis_call::{BoundedClient, CallError};
+pub(crate) use script::Script;
 
 /// Why a presence call failed.
 #[derive(Debug, thiserror::Error)]
@@ -291,7 +297,7 @@ impl Presence for InProcessPresence {
 }
 
 /// The order lists are returned in: by nick, then id.
-pub(crate) fn sort_members(members: &mut [Member]) {
+fn sort_members(members: &mut [Member]) {
     members.sort_unstable_by(|a, b| a.nick.cmp(&b.nick).then_with(|| a.id.cmp(&b.id)));
 }
 

@@ -18,13 +18,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chatty_shared::bus::{redis_builder, start_connecting};
 use chatty_shared::room::RoomKey;
 use chatty_shared::wire::Member;
-use fred::clients::Client;
-use fred::interfaces::ClientLike;
 use fred::types::Value;
 
+use super::redis_call::BoundedClient;
 use super::script::Script;
 use super::{sort_members, Presence, PresenceError};
 
@@ -128,7 +126,7 @@ return out
 
 /// Presence kept in Redis.
 pub struct RedisPresence {
-    client: Client,
+    redis: BoundedClient,
     prefix: String,
 }
 
@@ -163,25 +161,10 @@ impl RedisPresence {
     /// Starts connecting in the background (calls fail fast until Redis
     /// answers). Keys live under `prefix`. Needs a tokio runtime.
     pub fn connect(url: &str, prefix: &str) -> Result<Arc<RedisPresence>, PresenceError> {
-        let client = redis_builder(url).map_err(down)?.build().map_err(down)?;
-        start_connecting(&client);
         Ok(Arc::new(RedisPresence {
-            client,
+            redis: BoundedClient::connect(url, CALL_TIMEOUT).map_err(down)?,
             prefix: prefix.to_owned(),
         }))
-    }
-
-    /// Waits up to `within` for the first connection (for tests and
-    /// start-up logs; calls work without it).
-    pub async fn wait_connected(&self, within: Duration) -> bool {
-        let deadline = tokio::time::Instant::now() + within;
-        while !self.client.is_connected() {
-            if tokio::time::Instant::now() >= deadline {
-                return false;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        true
     }
 
     fn room_keys(&self, key: &RoomKey) -> Vec<String> {
@@ -200,13 +183,7 @@ impl RedisPresence {
         keys: Vec<String>,
         args: Vec<String>,
     ) -> Result<R, PresenceError> {
-        if !self.client.is_connected() {
-            return Err(down("Redis not connected"));
-        }
-        tokio::time::timeout(CALL_TIMEOUT, script.run(&self.client, keys, args))
-            .await
-            .map_err(|_| down("Redis did not answer in time"))?
-            .map_err(down)
+        self.redis.run(script, keys, args).await.map_err(down)
     }
 
     async fn upsert(
@@ -238,13 +215,7 @@ impl RedisPresence {
 #[async_trait]
 impl Presence for RedisPresence {
     async fn ping(&self) -> Result<(), PresenceError> {
-        if !self.client.is_connected() {
-            return Err(down("Redis not connected"));
-        }
-        tokio::time::timeout(CALL_TIMEOUT, self.client.ping::<()>(None))
-            .await
-            .map_err(|_| down("Redis did not answer in time"))?
-            .map_err(down)
+        self.redis.ping().await.map_err(down)
     }
 
     async fn join(
@@ -321,24 +292,15 @@ impl Presence for RedisPresence {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
     use crate::presence::conformance;
+    use crate::presence::testing::{must_connect, test_prefix, LOCAL};
     use fred::interfaces::KeysInterface;
 
-    pub(crate) const HOW_TO_START: &str =
-        "start Redis: redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save ''";
-
-    pub(crate) fn test_prefix() -> String {
-        format!("t{:08x}:", rand::random::<u32>())
-    }
-
     async fn presence() -> Arc<RedisPresence> {
-        let p = RedisPresence::connect("redis://127.0.0.1:6379", &test_prefix()).unwrap();
-        assert!(
-            p.wait_connected(Duration::from_secs(3)).await,
-            "{HOW_TO_START}"
-        );
+        let p = RedisPresence::connect(LOCAL, &test_prefix()).unwrap();
+        must_connect(&p.redis).await;
         p
     }
 
@@ -365,7 +327,7 @@ pub(crate) mod tests {
         }
         // What a restart of a non-persistent Redis does to this prefix.
         let keys: Vec<String> = p.room_keys(&key);
-        let _: i64 = p.client.del(keys).await.unwrap();
+        let _: i64 = p.redis.inner().del(keys).await.unwrap();
         tokio::time::sleep(Duration::from_millis(5)).await;
         let v = p.join(&key, &a, Duration::from_secs(30)).await.unwrap();
         assert!(v > last, "{v} after {last}");

@@ -1,5 +1,5 @@
 //! The store conformance suite: what every [`Store`] backend must do, run
-//! against SQLite and MySQL alike (and usable by integration tests).
+//! against SQLite and MySQL alike; compiled for tests only.
 //!
 //! Each check uses its own random site and room names, so the suite can run
 //! on a database other tests use too. Failures panic, as tests do.
@@ -15,7 +15,7 @@ use chatty_shared::wire::{EventKind, SiteLimits};
 use super::{NewMessage, NewSite, Store, StoreError};
 
 /// A message from `member` with idempotency key `client`.
-pub fn message(member: &str, client: &str, text: &str) -> NewMessage {
+pub(crate) fn message(member: &str, client: &str, text: &str) -> NewMessage {
     NewMessage {
         member_id: member.to_owned(),
         nick: format!("nick-{member}"),
@@ -42,7 +42,7 @@ fn limits() -> SiteLimits {
 }
 
 /// Runs every check in turn.
-pub async fn run_all(store: Arc<dyn Store>) {
+pub(crate) async fn run_all(store: Arc<dyn Store>) {
     store.ping().await.expect("ping");
     sites(&*store).await;
     bans(&*store).await;
@@ -55,7 +55,7 @@ pub async fn run_all(store: Arc<dyn Store>) {
 }
 
 /// Sites: create, read, list, conflict, limits.
-pub async fn sites(store: &dyn Store) {
+async fn sites(store: &dyn Store) {
     let id = unique("site");
     let site = NewSite {
         id: id.clone(),
@@ -116,7 +116,7 @@ pub async fn sites(store: &dyn Store) {
 }
 
 /// Bans are per site and idempotent.
-pub async fn bans(store: &dyn Store) {
+async fn bans(store: &dyn Store) {
     let (a, b) = (unique("site"), unique("site"));
     assert!(!store.is_banned(&a, "m1").await.unwrap());
     store.ban(&a, "m1").await.unwrap();
@@ -127,7 +127,7 @@ pub async fn bans(store: &dyn Store) {
 }
 
 /// Seqs 1, 2, 3 …; a retry returns the original; rooms are independent.
-pub async fn append_and_retry(store: &dyn Store) {
+async fn append_and_retry(store: &dyn Store) {
     let key = room();
     let a = store
         .append_message(&key, message("m1", "c1", "hello"))
@@ -190,7 +190,7 @@ pub async fn append_and_retry(store: &dyn Store) {
 }
 
 /// A deletion is an event; deleting twice returns the first deletion.
-pub async fn deletion(store: &dyn Store) {
+async fn deletion(store: &dyn Store) {
     let key = room();
     assert!(matches!(
         store.delete_message(&key, 1, 5).await,
@@ -246,7 +246,7 @@ pub async fn deletion(store: &dyn Store) {
 }
 
 /// `events_after` pages in seq order.
-pub async fn paging(store: &dyn Store) {
+async fn paging(store: &dyn Store) {
     let key = room();
     for i in 1..=25 {
         store
@@ -282,7 +282,7 @@ pub async fn paging(store: &dyn Store) {
 }
 
 /// `recent_messages`: the last ones, oldest first.
-pub async fn recent(store: &dyn Store) {
+async fn recent(store: &dyn Store) {
     let key = room();
     for i in 1..=7 {
         store
@@ -306,7 +306,7 @@ pub async fn recent(store: &dyn Store) {
 
 /// A room never written: version (0, 0), nothing to read, and reading does
 /// not create it.
-pub async fn unknown_room(store: &dyn Store) {
+async fn unknown_room(store: &dyn Store) {
     let key = room();
     for _ in 0..2 {
         assert_eq!(
@@ -325,7 +325,7 @@ pub async fn unknown_room(store: &dyn Store) {
 /// `tasks` writers each send `per_task` messages to one room while a
 /// reader polls: seqs are 1..=tasks*per_task with no gap and no duplicate,
 /// and the reader never sees a gap.
-pub async fn concurrent_sends(store: Arc<dyn Store>, tasks: usize, per_task: usize) {
+async fn concurrent_sends(store: Arc<dyn Store>, tasks: usize, per_task: usize) {
     let key = room();
     let total = (tasks * per_task) as u64;
     let done = Arc::new(AtomicBool::new(false));

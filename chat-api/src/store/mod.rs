@@ -17,17 +17,23 @@
 //! Identifiers are not validated here beyond what the columns hold: callers
 //! validate site ids and room names ([`RoomKey`]), member ids (at most
 //! [`MAX_MEMBER_ID_BYTES`]), client ids (at most [`MAX_CLIENT_ID_BYTES`]) and
-//! nicknames (at most [`MAX_NICK_CHARS`] characters). A value longer than its
-//! column makes MySQL refuse the write ([`StoreError::Unavailable`]).
+//! nicknames (at most [`MAX_NICK_CHARS`] characters), and the build checks
+//! that the limits of [`crate::validate`] and [`crate::config`] fit. A value
+//! longer than its column makes MySQL refuse the write
+//! ([`StoreError::Server`]).
+
+use std::time::Duration;
 
 use async_trait::async_trait;
 use chatty_shared::etag::RoomVersion;
 use chatty_shared::room::RoomKey;
-use chatty_shared::wire::{Event, EventKind, SiteLimits};
+use chatty_shared::wire::{Event, SiteLimits};
 
-pub mod conformance;
-pub mod mysql;
-pub mod sqlite;
+#[cfg(test)]
+mod conformance;
+mod mysql;
+mod rows;
+mod sqlite;
 
 pub use mysql::MysqlStore;
 pub use sqlite::SqliteStore;
@@ -40,6 +46,13 @@ pub const MAX_CLIENT_ID_BYTES: usize = 128;
 pub const MAX_NICK_CHARS: usize = 255;
 /// Longest message text (in bytes) the store holds (MySQL `MEDIUMTEXT`).
 pub const MAX_TEXT_BYTES: usize = 16 * 1024 * 1024 - 1;
+
+// What the API accepts fits the columns.
+const _: () = {
+    assert!(crate::validate::MAX_CLIENT_ID <= MAX_CLIENT_ID_BYTES);
+    assert!(crate::validate::MAX_NICK_CHARS <= MAX_NICK_CHARS);
+    assert!(crate::config::MAX_TEXT_BYTES_LIMIT as usize <= MAX_TEXT_BYTES);
+};
 
 /// A site to create.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,18 +99,71 @@ pub struct Appended {
     pub created: bool,
 }
 
-/// Why a store operation failed.
+impl Appended {
+    /// A new event, the room (of epoch `epoch`) now at its seq.
+    fn written(event: Event, epoch: u32) -> Appended {
+        Appended {
+            version: RoomVersion::new(epoch, event.seq),
+            event,
+            created: true,
+        }
+    }
+
+    /// An event written before, the room at `version`.
+    fn existing(event: Event, version: RoomVersion) -> Appended {
+        Appended {
+            event,
+            version,
+            created: false,
+        }
+    }
+}
+
+/// Why a store operation failed: a kind, each with what the backend said.
+///
+/// Only [`StoreError::NotFound`] and [`StoreError::Conflict`] are answers;
+/// the rest are failures, told apart so that retries are decided by kind
+/// ([`StoreError::retry_may_help`]) and corrupt data is not mistaken for an
+/// outage.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// The backend did not answer in time, refused, or failed.
-    #[error("store unavailable: {0}")]
-    Unavailable(String),
+    /// The database could not be reached, or the connection broke mid-call.
+    #[error("store connection failed: {0}")]
+    Connection(String),
+    /// No answer within the time allowed.
+    #[error("store did not answer within {0:?}")]
+    Timeout(Duration),
+    /// The database refused or failed the operation (a server error, a
+    /// full disk, a schema newer than this build …).
+    #[error("store failed: {0}")]
+    Server(String),
+    /// A stored value this build cannot read: a bug or a damaged database,
+    /// not a passing outage.
+    #[error("corrupt data in the store: {0}")]
+    Corrupt(String),
     /// No such site or message.
     #[error("not found")]
     NotFound,
     /// The thing to create exists already.
     #[error("already exists")]
     Conflict,
+}
+
+impl StoreError {
+    /// Whether the same call may succeed on a fresh connection: the pooled
+    /// one broke (the server restarted, say), not the query.
+    pub fn retry_may_help(&self) -> bool {
+        matches!(self, StoreError::Connection(_))
+    }
+
+    /// Whether the store is down or slow, as opposed to answering or
+    /// holding data it cannot read.
+    pub fn is_outage(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Connection(_) | StoreError::Timeout(_) | StoreError::Server(_)
+        )
+    }
 }
 
 /// The source of truth for sites, bans and room event logs.
@@ -147,95 +213,22 @@ pub trait Store: Send + Sync + 'static {
     async fn room_version(&self, key: &RoomKey) -> Result<RoomVersion, StoreError>;
 }
 
-/// Event kinds as stored (a small integer column).
-pub(crate) fn kind_code(kind: EventKind) -> u8 {
-    match kind {
-        EventKind::Message => 0,
-        EventKind::Deletion => 1,
-    }
-}
-
-pub(crate) fn kind_from_code(code: u8) -> Result<EventKind, StoreError> {
-    match code {
-        0 => Ok(EventKind::Message),
-        1 => Ok(EventKind::Deletion),
-        other => Err(StoreError::Unavailable(format!(
-            "unknown event kind {other} in the store"
-        ))),
-    }
-}
-
-/// A random epoch for a new room: never 0, which means "no log".
-pub(crate) fn new_epoch() -> u32 {
-    loop {
-        let e: u32 = rand::random();
-        if e != 0 {
-            return e;
-        }
-    }
-}
-
-/// A client-supplied seq or cursor as the signed 64-bit integer the
-/// databases store; anything beyond `i64::MAX` is past every stored seq.
-pub(crate) fn seq_to_i64(seq: u64) -> i64 {
-    i64::try_from(seq).unwrap_or(i64::MAX)
-}
-
-/// A page size as a SQL `LIMIT`.
-pub(crate) fn limit_to_i64(limit: usize) -> i64 {
-    i64::try_from(limit).unwrap_or(i64::MAX)
-}
-
-/// The origins list as stored (a JSON array).
-pub(crate) fn origins_to_json(origins: &[String]) -> String {
-    serde_json::to_string(origins).unwrap_or_else(|_| "[]".to_owned())
-}
-
-pub(crate) fn origins_from_json(s: &str) -> Result<Vec<String>, StoreError> {
-    serde_json::from_str(s)
-        .map_err(|e| StoreError::Unavailable(format!("bad origins in the store: {e}")))
-}
-
-pub(crate) fn hash_from_bytes(b: &[u8]) -> Result<[u8; 32], StoreError> {
-    b.try_into()
-        .map_err(|_| StoreError::Unavailable("bad secret hash in the store".into()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn kinds_round_trip() {
-        for k in [EventKind::Message, EventKind::Deletion] {
-            assert_eq!(kind_from_code(kind_code(k)).unwrap(), k);
-        }
-        assert!(kind_from_code(7).is_err());
-    }
-
-    #[test]
-    fn epochs_are_never_zero() {
-        for _ in 0..1000 {
-            assert_ne!(new_epoch(), 0);
-        }
-    }
-
-    #[test]
-    fn seqs_and_limits_saturate() {
-        assert_eq!(seq_to_i64(5), 5);
-        assert_eq!(seq_to_i64(u64::MAX), i64::MAX);
-        assert_eq!(limit_to_i64(usize::MAX), i64::MAX);
-    }
-
-    #[test]
-    fn origins_round_trip() {
-        let o = vec![
-            "https://a.example".to_owned(),
-            "http://localhost:*".to_owned(),
+    fn only_a_broken_connection_is_worth_a_retry() {
+        let cases = [
+            (StoreError::Connection("reset".into()), true, true),
+            (StoreError::Timeout(Duration::from_millis(600)), false, true),
+            (StoreError::Server("disk full".into()), false, true),
+            (StoreError::Corrupt("bad kind".into()), false, false),
+            (StoreError::NotFound, false, false),
+            (StoreError::Conflict, false, false),
         ];
-        assert_eq!(origins_from_json(&origins_to_json(&o)).unwrap(), o);
-        assert!(origins_from_json("nope").is_err());
-        assert!(hash_from_bytes(&[0; 31]).is_err());
-        assert_eq!(hash_from_bytes(&[7; 32]).unwrap(), [7; 32]);
+        for (e, retry, outage) in cases {
+            assert_eq!((e.retry_may_help(), e.is_outage()), (retry, outage), "{e}");
+        }
     }
 }

@@ -18,10 +18,11 @@ use chatty_shared::wire::{Event, EventKind, SiteLimits};
 use parking_lot::Mutex;
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 
-use super::{
-    hash_from_bytes, kind_code, kind_from_code, limit_to_i64, new_epoch, origins_from_json,
-    origins_to_json, seq_to_i64, Appended, NewMessage, NewSite, SiteRecord, Store, StoreError,
+use super::rows::{
+    deleted_before, deletion_event, deletion_target, kind_code, limit_to_i64, message_event,
+    new_epoch, origins_to_json, seq_to_i64, site_record, StoredEvent, Target,
 };
+use super::{Appended, NewMessage, NewSite, SiteRecord, Store, StoreError};
 
 /// The schema version this build writes.
 const SCHEMA_VERSION: i64 = 1;
@@ -85,8 +86,35 @@ impl std::fmt::Debug for SqliteStore {
     }
 }
 
-fn unavailable(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Unavailable(e.to_string())
+/// A SQLite failure by kind: a value this build cannot read, or a damaged
+/// file, is corrupt data; anything else is the database failing.
+fn failed(e: rusqlite::Error) -> StoreError {
+    use rusqlite::Error as E;
+    match &e {
+        E::FromSqlConversionFailure(..) | E::IntegralValueOutOfRange(..) => {
+            StoreError::Corrupt(e.to_string())
+        }
+        E::SqliteFailure(f, _)
+            if matches!(
+                f.code,
+                rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase
+            ) =>
+        {
+            StoreError::Corrupt(e.to_string())
+        }
+        _ => StoreError::Server(e.to_string()),
+    }
+}
+
+/// Runs `f` with `conn` on tokio's blocking pool.
+async fn blocking<T, F>(conn: Arc<Mutex<Connection>>, f: F) -> Result<T, StoreError>
+where
+    T: Send + 'static,
+    F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+{
+    tokio::task::spawn_blocking(move || f(&mut conn.lock()))
+        .await
+        .map_err(|e| StoreError::Server(format!("a store task failed: {e}")))?
 }
 
 fn is_constraint(e: &rusqlite::Error) -> bool {
@@ -105,15 +133,15 @@ impl SqliteStore {
     /// Opens (creating if needed) the database file at `path` and applies
     /// the schema. The parent directory must exist.
     pub fn open(path: &Path) -> Result<Arc<SqliteStore>, StoreError> {
-        let writer = Connection::open(path).map_err(unavailable)?;
-        configure(&writer).map_err(unavailable)?;
-        writer.execute_batch(SCHEMA).map_err(unavailable)?;
+        let writer = Connection::open(path).map_err(failed)?;
+        configure(&writer).map_err(failed)?;
+        writer.execute_batch(SCHEMA).map_err(failed)?;
         let found: Option<i64> = writer
             .query_row("SELECT MAX(version) FROM schema_version", [], |r| r.get(0))
-            .map_err(unavailable)?;
+            .map_err(failed)?;
         match found {
             Some(v) if v > SCHEMA_VERSION => {
-                return Err(StoreError::Unavailable(format!(
+                return Err(StoreError::Server(format!(
                     "the database has schema version {v}, newer than this build's {SCHEMA_VERSION}"
                 )))
             }
@@ -124,13 +152,13 @@ impl SqliteStore {
                         "INSERT OR IGNORE INTO schema_version (version) VALUES (?1)",
                         [SCHEMA_VERSION],
                     )
-                    .map_err(unavailable)?;
+                    .map_err(failed)?;
             }
         }
         let mut readers = Vec::with_capacity(READERS);
         for _ in 0..READERS {
-            let conn = Connection::open(path).map_err(unavailable)?;
-            configure(&conn).map_err(unavailable)?;
+            let conn = Connection::open(path).map_err(failed)?;
+            configure(&conn).map_err(failed)?;
             readers.push(Arc::new(Mutex::new(conn)));
         }
         Ok(Arc::new(SqliteStore {
@@ -145,10 +173,7 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        let conn = self.writer.clone();
-        tokio::task::spawn_blocking(move || f(&mut conn.lock()))
-            .await
-            .map_err(unavailable)?
+        blocking(self.writer.clone(), f).await
     }
 
     async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
@@ -157,10 +182,7 @@ impl SqliteStore {
         F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     {
         let i = self.next_reader.fetch_add(1, Ordering::Relaxed) % self.readers.len();
-        let conn = self.readers[i].clone();
-        tokio::task::spawn_blocking(move || f(&mut conn.lock()))
-            .await
-            .map_err(unavailable)?
+        blocking(self.readers[i].clone(), f).await
     }
 }
 
@@ -177,30 +199,13 @@ fn site_from_row(r: &Row<'_>) -> rusqlite::Result<(String, String, Vec<u8>, Site
     ))
 }
 
-fn site_record(raw: (String, String, Vec<u8>, SiteLimits)) -> Result<SiteRecord, StoreError> {
+fn site(raw: (String, String, Vec<u8>, SiteLimits)) -> Result<SiteRecord, StoreError> {
     let (id, origins, hash, limits) = raw;
-    Ok(SiteRecord {
-        id,
-        origins: origins_from_json(&origins)?,
-        secret_hash: hash_from_bytes(&hash)?,
-        limits,
-    })
+    site_record(id, &origins, &hash, limits)
 }
 
-/// An event row, before its kind code is checked.
-struct RawEvent {
-    seq: i64,
-    kind: u8,
-    member_id: String,
-    nick: String,
-    text: String,
-    client_id: Option<String>,
-    deletes: Option<i64>,
-    at_ms: i64,
-}
-
-fn raw_event(r: &Row<'_>) -> rusqlite::Result<RawEvent> {
-    Ok(RawEvent {
+fn raw_event(r: &Row<'_>) -> rusqlite::Result<StoredEvent> {
+    Ok(StoredEvent {
         seq: r.get(0)?,
         kind: r.get(1)?,
         member_id: r.get(2)?,
@@ -212,35 +217,18 @@ fn raw_event(r: &Row<'_>) -> rusqlite::Result<RawEvent> {
     })
 }
 
-fn to_u64(v: i64) -> Result<u64, StoreError> {
-    u64::try_from(v).map_err(|_| StoreError::Unavailable("negative seq in the store".into()))
-}
-
-fn event(raw: RawEvent) -> Result<Event, StoreError> {
-    Ok(Event {
-        seq: to_u64(raw.seq)?,
-        kind: kind_from_code(raw.kind)?,
-        member_id: raw.member_id,
-        nick: raw.nick,
-        text: raw.text,
-        client_id: raw.client_id,
-        deletes: raw.deletes.map(to_u64).transpose()?,
-        at_ms: raw.at_ms,
-    })
-}
-
 fn version_of(conn: &Connection, key: &RoomKey) -> Result<RoomVersion, StoreError> {
-    let row: Option<(u32, i64)> = conn
+    let row: Option<(u32, u64)> = conn
         .query_row(
             "SELECT epoch, seq FROM rooms WHERE site = ?1 AND room = ?2",
             params![key.site(), key.room()],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
         .optional()
-        .map_err(unavailable)?;
+        .map_err(failed)?;
     match row {
         // A row whose first write never committed has nothing to show.
-        Some((epoch, seq)) if seq > 0 => Ok(RoomVersion::new(epoch, to_u64(seq)?)),
+        Some((epoch, seq)) if seq > 0 => Ok(RoomVersion::new(epoch, seq)),
         _ => Ok(RoomVersion::default()),
     }
 }
@@ -251,25 +239,45 @@ fn events_where(
     args: impl rusqlite::Params,
 ) -> Result<Vec<Event>, StoreError> {
     let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE {sql_tail}");
-    let mut stmt = conn.prepare_cached(&sql).map_err(unavailable)?;
+    let mut stmt = conn.prepare_cached(&sql).map_err(failed)?;
     let rows = stmt
         .query_map(args, raw_event)
-        .map_err(unavailable)?
+        .map_err(failed)?
         .collect::<rusqlite::Result<Vec<_>>>()
-        .map_err(unavailable)?;
-    rows.into_iter().map(event).collect()
+        .map_err(failed)?;
+    rows.into_iter().map(StoredEvent::decode).collect()
+}
+
+/// The room's version and, if `wanted` at that version, the events
+/// `filter` selects, both from one snapshot.
+fn snapshot(
+    c: &mut Connection,
+    key: &RoomKey,
+    wanted: impl FnOnce(RoomVersion) -> bool,
+    filter: &str,
+    args: impl rusqlite::Params,
+) -> Result<(Vec<Event>, RoomVersion), StoreError> {
+    let tx = c.transaction().map_err(failed)?;
+    let version = version_of(&tx, key)?;
+    let events = if wanted(version) {
+        events_where(&tx, filter, args)?
+    } else {
+        Vec::new()
+    };
+    tx.finish().map_err(failed)?;
+    Ok((events, version))
 }
 
 /// Locks nothing by itself: the caller holds the writer connection inside
 /// an IMMEDIATE transaction. Returns the room's `(epoch, seq)`, if it exists.
-fn room_row(tx: &Connection, key: &RoomKey) -> Result<Option<(u32, i64)>, StoreError> {
+fn room_row(tx: &Connection, key: &RoomKey) -> Result<Option<(u32, u64)>, StoreError> {
     tx.query_row(
         "SELECT epoch, seq FROM rooms WHERE site = ?1 AND room = ?2",
         params![key.site(), key.room()],
         |r| Ok((r.get(0)?, r.get(1)?)),
     )
     .optional()
-    .map_err(unavailable)
+    .map_err(failed)
 }
 
 fn insert_event(tx: &Connection, key: &RoomKey, e: &Event) -> Result<(), StoreError> {
@@ -289,19 +297,19 @@ fn insert_event(tx: &Connection, key: &RoomKey, e: &Event) -> Result<(), StoreEr
             e.at_ms,
         ],
     )
-    .map_err(unavailable)?;
+    .map_err(failed)?;
     tx.execute(
         "UPDATE rooms SET seq = ?3 WHERE site = ?1 AND room = ?2",
         params![key.site(), key.room(), seq_to_i64(e.seq)],
     )
-    .map_err(unavailable)?;
+    .map_err(failed)?;
     Ok(())
 }
 
 #[async_trait]
 impl Store for SqliteStore {
     async fn ping(&self) -> Result<(), StoreError> {
-        self.read(|c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(unavailable))
+        self.read(|c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(failed))
             .await
     }
 
@@ -323,7 +331,7 @@ impl Store for SqliteStore {
             match r {
                 Ok(_) => Ok(()),
                 Err(e) if is_constraint(&e) => Err(StoreError::Conflict),
-                Err(e) => Err(unavailable(e)),
+                Err(e) => Err(failed(e)),
             }
         })
         .await
@@ -340,8 +348,8 @@ impl Store for SqliteStore {
                     site_from_row,
                 )
                 .optional()
-                .map_err(unavailable)?;
-            raw.map(site_record).transpose()
+                .map_err(failed)?;
+            raw.map(site).transpose()
         })
         .await
     }
@@ -353,13 +361,13 @@ impl Store for SqliteStore {
                     "SELECT id, origins, secret_hash, max_text_bytes, guest_messages, guest_window_secs
                      FROM sites ORDER BY id",
                 )
-                .map_err(unavailable)?;
+                .map_err(failed)?;
             let rows = stmt
                 .query_map([], site_from_row)
-                .map_err(unavailable)?
+                .map_err(failed)?
                 .collect::<rusqlite::Result<Vec<_>>>()
-                .map_err(unavailable)?;
-            rows.into_iter().map(site_record).collect()
+                .map_err(failed)?;
+            rows.into_iter().map(site).collect()
         })
         .await
     }
@@ -378,7 +386,7 @@ impl Store for SqliteStore {
                         limits.guest_window_secs
                     ],
                 )
-                .map_err(unavailable)?;
+                .map_err(failed)?;
             if n == 0 {
                 Err(StoreError::NotFound)
             } else {
@@ -395,7 +403,7 @@ impl Store for SqliteStore {
                 "INSERT OR IGNORE INTO bans (site, member_id) VALUES (?1, ?2)",
                 params![site, member_id],
             )
-            .map_err(unavailable)?;
+            .map_err(failed)?;
             Ok(())
         })
         .await
@@ -411,7 +419,7 @@ impl Store for SqliteStore {
             )
             .optional()
             .map(|r| r.is_some())
-            .map_err(unavailable)
+            .map_err(failed)
         })
         .await
     }
@@ -421,22 +429,18 @@ impl Store for SqliteStore {
         self.write(move |c| {
             let tx = c
                 .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(unavailable)?;
-            let (epoch, seq) = match room_row(&tx, &key)? {
-                Some((epoch, seq)) => {
+                .map_err(failed)?;
+            let (epoch, last) = match room_row(&tx, &key)? {
+                Some((epoch, last)) => {
                     let existing = events_where(
                         &tx,
                         "site = ?1 AND room = ?2 AND member_id = ?3 AND client_id = ?4",
                         params![key.site(), key.room(), msg.member_id, msg.client_id],
                     )?;
                     if let Some(event) = existing.into_iter().next() {
-                        return Ok(Appended {
-                            event,
-                            version: RoomVersion::new(epoch, to_u64(seq)?),
-                            created: false,
-                        });
+                        return Ok(Appended::existing(event, RoomVersion::new(epoch, last)));
                     }
-                    (epoch, seq)
+                    (epoch, last)
                 }
                 None => {
                     let epoch = new_epoch();
@@ -444,28 +448,14 @@ impl Store for SqliteStore {
                         "INSERT INTO rooms (site, room, epoch, seq) VALUES (?1, ?2, ?3, 0)",
                         params![key.site(), key.room(), epoch],
                     )
-                    .map_err(unavailable)?;
+                    .map_err(failed)?;
                     (epoch, 0)
                 }
             };
-            let seq = to_u64(seq)? + 1;
-            let event = Event {
-                seq,
-                kind: EventKind::Message,
-                member_id: msg.member_id,
-                nick: msg.nick,
-                text: msg.text,
-                client_id: Some(msg.client_id),
-                deletes: None,
-                at_ms: msg.at_ms,
-            };
+            let event = message_event(last + 1, &msg);
             insert_event(&tx, &key, &event)?;
-            tx.commit().map_err(unavailable)?;
-            Ok(Appended {
-                event,
-                version: RoomVersion::new(epoch, seq),
-                created: true,
-            })
+            tx.commit().map_err(failed)?;
+            Ok(Appended::written(event, epoch))
         })
         .await
     }
@@ -480,63 +470,35 @@ impl Store for SqliteStore {
         self.write(move |c| {
             let tx = c
                 .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(unavailable)?;
+                .map_err(failed)?;
             let Some((epoch, last)) = room_row(&tx, &key)? else {
                 return Err(StoreError::NotFound);
             };
-            let target: Option<(u8, bool)> = tx
+            let found: Option<(u8, bool)> = tx
                 .query_row(
                     "SELECT kind, deleted FROM events WHERE site = ?1 AND room = ?2 AND seq = ?3",
                     params![key.site(), key.room(), seq_to_i64(seq)],
                     |r| Ok((r.get(0)?, r.get(1)?)),
                 )
                 .optional()
-                .map_err(unavailable)?;
-            match target {
-                Some((kind, _)) if kind_from_code(kind)? != EventKind::Message => {
-                    return Err(StoreError::NotFound)
-                }
-                None => return Err(StoreError::NotFound),
-                Some((_, true)) => {
-                    let existing = events_where(
-                        &tx,
-                        "site = ?1 AND room = ?2 AND deletes = ?3",
-                        params![key.site(), key.room(), seq_to_i64(seq)],
-                    )?;
-                    let event = existing.into_iter().next().ok_or_else(|| {
-                        StoreError::Unavailable("a deleted message has no deletion event".into())
-                    })?;
-                    return Ok(Appended {
-                        event,
-                        version: RoomVersion::new(epoch, to_u64(last)?),
-                        created: false,
-                    });
-                }
-                Some((_, false)) => {}
+                .map_err(failed)?;
+            if deletion_target(found)? == Target::DeletedBefore {
+                let existing = events_where(
+                    &tx,
+                    "site = ?1 AND room = ?2 AND deletes = ?3",
+                    params![key.site(), key.room(), seq_to_i64(seq)],
+                )?;
+                return deleted_before(existing.into_iter().next(), RoomVersion::new(epoch, last));
             }
-            let new_seq = to_u64(last)? + 1;
-            let event = Event {
-                seq: new_seq,
-                kind: EventKind::Deletion,
-                member_id: String::new(),
-                nick: String::new(),
-                text: String::new(),
-                client_id: None,
-                deletes: Some(seq),
-                at_ms,
-            };
+            let event = deletion_event(last + 1, seq, at_ms);
             insert_event(&tx, &key, &event)?;
             tx.execute(
                 "UPDATE events SET deleted = 1 WHERE site = ?1 AND room = ?2 AND seq = ?3",
                 params![key.site(), key.room(), seq_to_i64(seq)],
             )
-            .map_err(unavailable)?;
-            tx.commit().map_err(unavailable)?;
-            Ok(Appended {
-                event,
-                version: RoomVersion::new(epoch, new_seq),
-                created: true,
-            })
+            .map_err(failed)?;
+            tx.commit().map_err(failed)?;
+            Ok(Appended::written(event, epoch))
         })
         .await
     }
@@ -549,24 +511,18 @@ impl Store for SqliteStore {
     ) -> Result<(Vec<Event>, RoomVersion), StoreError> {
         let key = key.clone();
         self.read(move |c| {
-            let tx = c.transaction().map_err(unavailable)?;
-            let version = version_of(&tx, &key)?;
-            let events = if version.seq > after && limit > 0 {
-                events_where(
-                    &tx,
-                    "site = ?1 AND room = ?2 AND seq > ?3 ORDER BY seq LIMIT ?4",
-                    params![
-                        key.site(),
-                        key.room(),
-                        seq_to_i64(after),
-                        limit_to_i64(limit)
-                    ],
-                )?
-            } else {
-                Vec::new()
-            };
-            tx.finish().map_err(unavailable)?;
-            Ok((events, version))
+            snapshot(
+                c,
+                &key,
+                |v| v.seq > after && limit > 0,
+                "site = ?1 AND room = ?2 AND seq > ?3 ORDER BY seq LIMIT ?4",
+                params![
+                    key.site(),
+                    key.room(),
+                    seq_to_i64(after),
+                    limit_to_i64(limit)
+                ],
+            )
         })
         .await
     }
@@ -578,23 +534,18 @@ impl Store for SqliteStore {
     ) -> Result<(Vec<Event>, RoomVersion), StoreError> {
         let key = key.clone();
         self.read(move |c| {
-            let tx = c.transaction().map_err(unavailable)?;
-            let version = version_of(&tx, &key)?;
-            let mut events = if version.seq > 0 && limit > 0 {
-                events_where(
-                    &tx,
-                    "site = ?1 AND room = ?2 AND kind = ?3 AND deleted = 0 ORDER BY seq DESC LIMIT ?4",
-                    params![
-                        key.site(),
-                        key.room(),
-                        kind_code(EventKind::Message),
-                        limit_to_i64(limit)
-                    ],
-                )?
-            } else {
-                Vec::new()
-            };
-            tx.finish().map_err(unavailable)?;
+            let (mut events, version) = snapshot(
+                c,
+                &key,
+                |v| v.seq > 0 && limit > 0,
+                "site = ?1 AND room = ?2 AND kind = ?3 AND deleted = 0 ORDER BY seq DESC LIMIT ?4",
+                params![
+                    key.site(),
+                    key.room(),
+                    kind_code(EventKind::Message),
+                    limit_to_i64(limit)
+                ],
+            )?;
             events.reverse();
             Ok((events, version))
         })
@@ -655,7 +606,7 @@ mod tests {
         drop(c);
         assert!(matches!(
             SqliteStore::open(&path),
-            Err(StoreError::Unavailable(_))
+            Err(StoreError::Server(_))
         ));
     }
 }

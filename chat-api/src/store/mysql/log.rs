@@ -1,0 +1,338 @@
+//! The MySQL event log: appending messages and deletions under the room's
+//! row lock, and reading events with the room's version in one statement.
+
+use chatty_shared::etag::RoomVersion;
+use chatty_shared::room::RoomKey;
+use chatty_shared::wire::{Event, EventKind};
+use mysql_async::prelude::{FromRow, Queryable};
+use mysql_async::{IsolationLevel, Params, Pool, Row, Transaction, TxOpts};
+
+use super::{db_error, decode, MysqlStore};
+use crate::store::rows::{
+    deleted_before, deletion_event, deletion_target, kind_code, limit_to_i64, message_event,
+    new_epoch, StoredEvent, Target,
+};
+use crate::store::{Appended, NewMessage, StoreError};
+
+/// The event columns, prefixed with `e.`, in [`RawEvent`] order.
+const EVENT_COLUMNS: &str =
+    "e.seq, e.kind, e.member_id, e.nick, e.text, e.client_id, e.deletes, e.at_ms";
+
+/// An event row: seq, kind, member_id, nick, text, client_id, deletes, at_ms.
+type RawEvent = (
+    u64,
+    u8,
+    String,
+    String,
+    String,
+    Option<String>,
+    Option<u64>,
+    i64,
+);
+
+fn stored(raw: RawEvent) -> StoredEvent {
+    let (seq, kind, member_id, nick, text, client_id, deletes, at_ms) = raw;
+    StoredEvent {
+        seq,
+        kind,
+        member_id,
+        nick,
+        text,
+        client_id,
+        deletes,
+        at_ms,
+    }
+}
+
+impl FromRow for StoredEvent {
+    fn from_row_opt(row: Row) -> Result<Self, mysql_async::FromRowError> {
+        RawEvent::from_row_opt(row).map(stored)
+    }
+}
+
+/// The event matching `filter`, read inside the write transaction.
+async fn find_event(
+    tx: &mut Transaction<'_>,
+    filter: &str,
+    params: impl Into<Params> + Send,
+) -> Result<Option<Event>, StoreError> {
+    let row: Option<Row> = tx
+        .exec_first(
+            format!("SELECT {EVENT_COLUMNS} FROM events e WHERE {filter}"),
+            params,
+        )
+        .await
+        .map_err(db_error)?;
+    row.map(|r| decode::<StoredEvent>(r)?.decode()).transpose()
+}
+
+/// A room's version from its row; a row whose first write never committed
+/// has nothing to show yet.
+fn version(epoch: u32, seq: u64) -> RoomVersion {
+    if seq == 0 {
+        RoomVersion::default()
+    } else {
+        RoomVersion::new(epoch, seq)
+    }
+}
+
+/// A row of the version-and-events joins: the room's epoch and seq, then the
+/// event's columns (all `NULL` when the room has no matching event).
+type JoinedRow = (
+    u32,
+    u64,
+    Option<u64>,
+    Option<u8>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<u64>,
+    Option<i64>,
+);
+
+/// Runs a version-and-events join, `SELECT r.epoch, r.seq, {EVENT_COLUMNS}
+/// FROM rooms r` then `tail`: the events, and the room's version from the
+/// same statement.
+async fn joined(
+    s: &MysqlStore,
+    tail: &str,
+    params: impl Into<Params> + Send,
+) -> Result<(Vec<Event>, RoomVersion), StoreError> {
+    let sql = format!("SELECT r.epoch, r.seq, {EVENT_COLUMNS} FROM rooms r {tail}");
+    let rows: Vec<Row> = s.conn().await?.exec(sql, params).await.map_err(db_error)?;
+    let mut v = RoomVersion::default();
+    let mut events = Vec::with_capacity(rows.len());
+    for row in rows {
+        let (epoch, seq, e_seq, kind, member_id, nick, text, client_id, deletes, at_ms): JoinedRow =
+            decode(row)?;
+        v = version(epoch, seq);
+        if let (Some(e_seq), Some(kind), Some(member_id), Some(nick), Some(text), Some(at_ms)) =
+            (e_seq, kind, member_id, nick, text, at_ms)
+        {
+            let raw = (
+                e_seq, kind, member_id, nick, text, client_id, deletes, at_ms,
+            );
+            events.push(stored(raw).decode()?);
+        }
+    }
+    Ok((events, v))
+}
+
+async fn insert_event(
+    tx: &mut Transaction<'_>,
+    key: &RoomKey,
+    e: &Event,
+) -> Result<(), StoreError> {
+    tx.exec_drop(
+        "INSERT INTO events (site, room, seq, kind, member_id, nick, text, client_id, deletes, at_ms)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            key.site(),
+            key.room(),
+            e.seq,
+            kind_code(e.kind),
+            &e.member_id,
+            &e.nick,
+            &e.text,
+            &e.client_id,
+            e.deletes,
+            e.at_ms,
+        ),
+    )
+    .await
+    .map_err(db_error)?;
+    tx.exec_drop(
+        "UPDATE rooms SET seq = ? WHERE site = ? AND room = ?",
+        (e.seq, key.site(), key.room()),
+    )
+    .await
+    .map_err(db_error)
+}
+
+fn write_tx() -> TxOpts {
+    let mut opts = TxOpts::default();
+    opts.with_isolation_level(IsolationLevel::ReadCommitted);
+    opts
+}
+
+/// What a locked room row says.
+enum Locked {
+    /// The room exists; its row is locked until the transaction ends.
+    Room(Transaction<'static>, u32, u64),
+    /// The room has no row yet.
+    Missing,
+}
+
+/// Starts a write transaction and locks the room's row.
+async fn lock_room(pool: &Pool, key: &RoomKey) -> Result<Locked, StoreError> {
+    let mut tx = pool.start_transaction(write_tx()).await.map_err(db_error)?;
+    let row: Option<Row> = tx
+        .exec_first(
+            "SELECT epoch, seq FROM rooms WHERE site = ? AND room = ? FOR UPDATE",
+            (key.site(), key.room()),
+        )
+        .await
+        .map_err(db_error)?;
+    match row {
+        Some(row) => {
+            let (epoch, seq): (u32, u64) = decode(row)?;
+            Ok(Locked::Room(tx, epoch, seq))
+        }
+        None => {
+            tx.rollback().await.map_err(db_error)?;
+            Ok(Locked::Missing)
+        }
+    }
+}
+
+/// Appends a message, or finds the original of a retry.
+pub(super) async fn append(
+    s: &MysqlStore,
+    key: &RoomKey,
+    msg: &NewMessage,
+) -> Result<Appended, StoreError> {
+    for _ in 0..2 {
+        let (mut tx, epoch, seq) = match lock_room(&s.pool, key).await? {
+            Locked::Room(tx, epoch, seq) => (tx, epoch, seq),
+            Locked::Missing => {
+                // Created outside the write transaction, so concurrent
+                // first writers never deadlock; the loser's insert is
+                // ignored and both then queue on the row lock.
+                s.conn()
+                    .await?
+                    .exec_drop(
+                        "INSERT IGNORE INTO rooms (site, room, epoch, seq) VALUES (?, ?, ?, 0)",
+                        (key.site(), key.room(), new_epoch()),
+                    )
+                    .await
+                    .map_err(db_error)?;
+                continue;
+            }
+        };
+        let existing = find_event(
+            &mut tx,
+            "e.site = ? AND e.room = ? AND e.member_id = ? AND e.client_id = ?",
+            (key.site(), key.room(), &msg.member_id, &msg.client_id),
+        )
+        .await?;
+        if let Some(event) = existing {
+            tx.rollback().await.map_err(db_error)?;
+            return Ok(Appended::existing(event, version(epoch, seq)));
+        }
+        let event = message_event(seq + 1, msg);
+        insert_event(&mut tx, key, &event).await?;
+        tx.commit().await.map_err(db_error)?;
+        return Ok(Appended::written(event, epoch));
+    }
+    Err(StoreError::Server(
+        "the room row vanished while writing".into(),
+    ))
+}
+
+/// Appends the deletion of message `seq`, or finds the earlier one.
+pub(super) async fn delete(
+    s: &MysqlStore,
+    key: &RoomKey,
+    seq: u64,
+    at_ms: i64,
+) -> Result<Appended, StoreError> {
+    let (mut tx, epoch, last) = match lock_room(&s.pool, key).await? {
+        Locked::Room(tx, epoch, last) => (tx, epoch, last),
+        Locked::Missing => return Err(StoreError::NotFound),
+    };
+    let found: Option<Row> = tx
+        .exec_first(
+            "SELECT kind, deleted FROM events WHERE site = ? AND room = ? AND seq = ?",
+            (key.site(), key.room(), seq),
+        )
+        .await
+        .map_err(db_error)?;
+    let found = found
+        .map(decode::<(u8, u8)>)
+        .transpose()?
+        .map(|(kind, deleted)| (kind, deleted != 0));
+    if deletion_target(found)? == Target::DeletedBefore {
+        let existing = find_event(
+            &mut tx,
+            "e.site = ? AND e.room = ? AND e.deletes = ?",
+            (key.site(), key.room(), seq),
+        )
+        .await?;
+        tx.rollback().await.map_err(db_error)?;
+        return deleted_before(existing, version(epoch, last));
+    }
+    let event = deletion_event(last + 1, seq, at_ms);
+    insert_event(&mut tx, key, &event).await?;
+    tx.exec_drop(
+        "UPDATE events SET deleted = 1 WHERE site = ? AND room = ? AND seq = ?",
+        (key.site(), key.room(), seq),
+    )
+    .await
+    .map_err(db_error)?;
+    tx.commit().await.map_err(db_error)?;
+    Ok(Appended::written(event, epoch))
+}
+
+/// Up to `limit` (at least 1) events after `after`, and the room's
+/// version, from one statement.
+pub(super) async fn events_after(
+    s: &MysqlStore,
+    key: &RoomKey,
+    after: u64,
+    limit: usize,
+) -> Result<(Vec<Event>, RoomVersion), StoreError> {
+    joined(
+        s,
+        "LEFT JOIN events e ON e.site = r.site AND e.room = r.room AND e.seq > ?
+         WHERE r.site = ? AND r.room = ?
+         ORDER BY e.seq LIMIT ?",
+        (after, key.site(), key.room(), limit_to_i64(limit)),
+    )
+    .await
+}
+
+/// The last `limit` (at least 1) live messages, oldest first, and the
+/// room's version, from one statement.
+pub(super) async fn recent_messages(
+    s: &MysqlStore,
+    key: &RoomKey,
+    limit: usize,
+) -> Result<(Vec<Event>, RoomVersion), StoreError> {
+    let (mut events, v) = joined(
+        s,
+        "LEFT JOIN events e ON e.site = r.site AND e.room = r.room
+             AND e.kind = ? AND e.deleted = 0
+         WHERE r.site = ? AND r.room = ?
+         ORDER BY e.seq DESC LIMIT ?",
+        (
+            kind_code(EventKind::Message),
+            key.site(),
+            key.room(),
+            limit_to_i64(limit),
+        ),
+    )
+    .await?;
+    events.reverse();
+    Ok((events, v))
+}
+
+/// The room's version; `(0, 0)` for a room never written.
+pub(super) async fn room_version(s: &MysqlStore, key: &RoomKey) -> Result<RoomVersion, StoreError> {
+    let row: Option<Row> = s
+        .conn()
+        .await?
+        .exec_first(
+            "SELECT epoch, seq FROM rooms WHERE site = ? AND room = ?",
+            (key.site(), key.room()),
+        )
+        .await
+        .map_err(db_error)?;
+    match row {
+        Some(row) => {
+            let (epoch, seq): (u32, u64) = decode(row)?;
+            Ok(version(epoch, seq))
+        }
+        None => Ok(RoomVersion::default()),
+    }
+}
