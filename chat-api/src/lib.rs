@@ -7,12 +7,12 @@
 
 pub mod body;
 pub mod cache;
+pub mod chat;
 pub mod config;
 pub mod error;
 pub mod limits;
 pub mod metrics;
 pub mod presence;
-pub mod rooms;
 pub mod routes;
 pub mod secrets;
 pub mod startup;

@@ -17,11 +17,11 @@ use actix_web::{web, HttpServer};
 use anyhow::Context;
 use chatty_shared::bus::{Bus, InProcessBus, RedisBus, RedisBusConfig, HEARTBEAT_EVERY};
 
+use crate::chat::{Chat, Settings};
 use crate::config::Config;
 use crate::limits::Limiter;
 use crate::metrics::{route_label, status_class, METRICS};
 use crate::presence::Presence;
-use crate::rooms::{Chat, Settings};
 use crate::store::{MysqlStore, SqliteStore, Store};
 use crate::token::TokenKeys;
 

@@ -79,7 +79,7 @@ pub fn main(args: SiteArgs) -> i32 {
 
 /// Where the sites live.
 enum Admin {
-    Embedded(actix_web::web::Data<chat_api::rooms::Chat>, String),
+    Embedded(actix_web::web::Data<chat_api::chat::Chat>, String),
     Remote(reqwest::Client, String, String),
 }
 
