@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use chat_api::token::{Claims, TokenKeys};
 use chat_api::{App, Config};
+use chat_api::{Claims, TokenKeys};
 use chatty_shared::config::{parse_rate, Rate};
 use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
@@ -1003,7 +1003,7 @@ async fn assets_health_metrics_and_openapi() {
 #[tokio::test]
 async fn rate_limits_answer_429_with_retry_after() {
     let node = Node::start(|c| {
-        c.guest_rate = chat_api::config::RateSetting(parse_rate("2/1m").unwrap());
+        c.guest_rate = chat_api::RateSetting(parse_rate("2/1m").unwrap());
     })
     .await;
     let ann = node.join("rl", "Ann").await;
@@ -1047,8 +1047,8 @@ async fn rate_limits_answer_429_with_retry_after() {
     node.stop().await;
 }
 
-fn chatty_api_rate(rate: Rate) -> chat_api::config::RateSetting {
-    chat_api::config::RateSetting(Some(rate))
+fn chatty_api_rate(rate: Rate) -> chat_api::RateSetting {
+    chat_api::RateSetting(Some(rate))
 }
 
 /// The OpenAPI document and the routes agree: every documented operation
