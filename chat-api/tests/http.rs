@@ -6,7 +6,7 @@ use std::time::Duration;
 use chat_api::{App, Config};
 use chat_api::{Claims, TokenKeys};
 use chatty_shared::config::{parse_rate, Rate};
-use reqwest::{Client, StatusCode};
+use reqwest::{Client, RequestBuilder, StatusCode};
 use serde_json::{json, Value};
 
 struct Node {
@@ -282,443 +282,212 @@ async fn a_retried_send_returns_the_original() {
     node.stop().await;
 }
 
-/// One bad request and what must come back.
-struct Case {
-    name: &'static str,
-    method: &'static str,
-    path: String,
-    token: Option<String>,
-    content_type: Option<&'static str>,
-    body: Vec<u8>,
-    status: u16,
-    code: &'static str,
+/// How a request must be refused: its status and the code of its JSON
+/// error body.
+#[derive(Debug, Clone, Copy)]
+struct Refused(u16, &'static str);
+
+const INVALID_JSON: Refused = Refused(400, "invalid_json");
+const INVALID_FIELD: Refused = Refused(400, "invalid_field");
+const BAD_REQUEST: Refused = Refused(400, "bad_request");
+const UNAUTHORIZED: Refused = Refused(401, "unauthorized");
+const NOT_FOUND: Refused = Refused(404, "not_found");
+const METHOD_NOT_ALLOWED: Refused = Refused(405, "method_not_allowed");
+const TOO_LARGE: Refused = Refused(413, "too_large");
+
+/// Sends `request` and asserts it is refused as `expect` says; `case`
+/// names it in a failure.
+async fn check(case: &str, request: RequestBuilder, expect: Refused) {
+    let Refused(status, code) = expect;
+    let res = request.send().await.unwrap();
+    assert_eq!(res.status().as_u16(), status, "{case}");
+    assert_eq!(error_code(res).await, code, "{case}");
+}
+
+/// A node with a guest in room [`BAD`], where the refused requests are
+/// sent, and the tokens they carry.
+struct Refusals {
+    node: Node,
+    /// The guest's token.
+    token: String,
+    /// A token of another room.
+    other: String,
+    /// The guest's token, expired.
+    expired: String,
+    /// The guest's token with its signature altered.
+    forged: String,
+}
+
+/// The room the refused requests are sent to.
+const BAD: &str = "bad";
+const MSGS: &str = "/v1/sites/demo/rooms/bad/messages";
+const JOIN: &str = "/v1/sites/demo/rooms/bad/join";
+
+impl Refusals {
+    async fn start() -> Refusals {
+        let node = Node::start(|_| {}).await;
+        let ann = node.join(BAD, "Ann").await;
+        let token = ann["token"].as_str().unwrap().to_owned();
+        let member_id = ann["member"]["id"].as_str().unwrap().to_owned();
+        let other = node.join("elsewhere", "Ann").await["token"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let expired = node.keys().sign(&Claims {
+            site: "demo".into(),
+            room: BAD.into(),
+            member_id,
+            nick: "Ann".into(),
+            exp: 1,
+        });
+        let forged = {
+            let (payload, sig) = token.split_once('.').unwrap();
+            let mut sig = sig.to_owned();
+            let last = if sig.ends_with('A') { "B" } else { "A" };
+            sig.replace_range(sig.len() - 1.., last);
+            format!("{payload}.{sig}")
+        };
+        Refusals {
+            node,
+            token,
+            other,
+            expired,
+            forged,
+        }
+    }
+
+    /// `method path` with an empty body, and the token when given.
+    fn bare(&self, method: &str, path: &str, token: Option<&str>) -> RequestBuilder {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let req = self.node.client.request(method, self.node.url(path));
+        let req = req.body(Vec::new());
+        match token {
+            Some(t) => req.bearer_auth(t),
+            None => req,
+        }
+    }
+
+    /// A POST of `body` as `application/json`, whatever it holds.
+    fn post(&self, path: &str, token: Option<&str>, body: impl AsRef<[u8]>) -> RequestBuilder {
+        self.bare("POST", path, token)
+            .header("content-type", "application/json")
+            .body(body.as_ref().to_vec())
+    }
+
+    /// A POST of `body` to the room's messages with the guest's token.
+    fn send(&self, body: impl AsRef<[u8]>) -> RequestBuilder {
+        self.post(MSGS, Some(&self.token), body)
+    }
+
+    /// A POST of `{"nick": …}` to the room's join, without a token.
+    fn join(&self, nick: &str) -> RequestBuilder {
+        self.post(JOIN, None, json!({ "nick": nick }).to_string())
+    }
+
+    /// Asserts that none of the refused requests stored anything, and stops.
+    async fn stop(self) {
+        assert_eq!(
+            self.node.version(BAD).await,
+            ("\"r0.0\"".to_owned(), 0),
+            "nothing was stored"
+        );
+        self.node.stop().await;
+    }
+}
+
+/// The body of a send of `text`.
+fn text(text: &str) -> Vec<u8> {
+    serde_json::to_vec(&json!({"text": text, "client_id": "k1"})).unwrap()
 }
 
 #[tokio::test]
-async fn bad_input_is_refused_and_stores_nothing() {
-    let node = Node::start(|_| {}).await;
-    let room = "bad";
-    let msgs = format!("/v1/sites/demo/rooms/{room}/messages");
-    let join = format!("/v1/sites/demo/rooms/{room}/join");
-    let ann = node.join(room, "Ann").await;
-    let token = ann["token"].as_str().unwrap().to_owned();
-    let member_id = ann["member"]["id"].as_str().unwrap().to_owned();
-    let other = node.join("elsewhere", "Ann").await["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let expired = node.keys().sign(&Claims {
-        site: "demo".into(),
-        room: room.into(),
-        member_id: member_id.clone(),
-        nick: "Ann".into(),
-        exp: 1,
-    });
-    let forged = {
-        let (payload, sig) = token.split_once('.').unwrap();
-        let mut sig = sig.to_owned();
-        let last = if sig.ends_with('A') { "B" } else { "A" };
-        sig.replace_range(sig.len() - 1.., last);
-        format!("{payload}.{sig}")
-    };
-    let send = |text: &str| serde_json::to_vec(&json!({"text": text, "client_id": "k1"})).unwrap();
-    let c = |name, method, path: &str, token: Option<&str>, ct, body: Vec<u8>, status, code| Case {
-        name,
-        method,
-        path: path.to_owned(),
-        token: token.map(str::to_owned),
-        content_type: ct,
-        body,
-        status,
-        code,
-    };
-    let json_ct = Some("application/json");
-    let t = Some(token.as_str());
-    let cases = vec![
-        c(
-            "malformed json",
-            "POST",
-            &msgs,
-            t,
-            json_ct,
-            b"{\"text\":".to_vec(),
-            400,
-            "invalid_json",
-        ),
-        c(
-            "not json",
-            "POST",
-            &msgs,
-            t,
-            json_ct,
-            b"hello".to_vec(),
-            400,
-            "invalid_json",
-        ),
-        c(
-            "empty body",
-            "POST",
-            &msgs,
-            t,
-            json_ct,
-            vec![],
-            400,
-            "invalid_json",
-        ),
-        c(
-            "wrong type",
-            "POST",
-            &msgs,
-            t,
-            json_ct,
-            br#"{"text":5,"client_id":"k"}"#.to_vec(),
-            400,
-            "invalid_field",
-        ),
-        c(
-            "missing field",
-            "POST",
-            &msgs,
-            t,
-            json_ct,
-            br#"{"text":"x"}"#.to_vec(),
-            400,
-            "invalid_field",
-        ),
-        c(
-            "unknown field",
-            "POST",
-            &msgs,
-            t,
-            json_ct,
-            br#"{"text":"x","client_id":"k","y":1}"#.to_vec(),
-            400,
-            "invalid_field",
-        ),
-        c(
-            "empty text",
-            "POST",
-            &msgs,
-            t,
-            json_ct,
-            send(""),
-            400,
-            "invalid_field",
-        ),
-        c(
-            "blank text",
-            "POST",
-            &msgs,
-            t,
-            json_ct,
-            send("  \n "),
-            400,
-            "invalid_field",
-        ),
-        c(
-            "oversized text",
-            "POST",
-            &msgs,
-            t,
-            json_ct,
-            send(&"a".repeat(2001)),
-            413,
-            "too_large",
-        ),
-        c(
-            "oversized body",
-            "POST",
-            &msgs,
-            t,
-            json_ct,
-            send(&"a".repeat(17 * 1024)),
-            413,
-            "too_large",
-        ),
-        c(
-            "invalid utf-8",
-            "POST",
-            &msgs,
-            t,
-            json_ct,
-            b"{\"text\":\"\xff\xfe\",\"client_id\":\"k\"}".to_vec(),
-            400,
-            "invalid_json",
-        ),
-        c(
-            "wrong content type",
-            "POST",
-            &msgs,
-            t,
-            Some("text/plain"),
-            send("hi"),
-            400,
-            "bad_request",
-        ),
-        c(
-            "bad client id",
-            "POST",
-            &msgs,
-            t,
-            json_ct,
-            br#"{"text":"x","client_id":"a b"}"#.to_vec(),
-            400,
-            "invalid_field",
-        ),
-        c(
-            "too-long nick",
-            "POST",
-            &join,
-            None,
-            json_ct,
-            serde_json::to_vec(&json!({"nick": "n".repeat(33)})).unwrap(),
-            400,
-            "invalid_field",
-        ),
-        c(
-            "bidi nick",
-            "POST",
-            &join,
-            None,
-            json_ct,
-            serde_json::to_vec(&json!({"nick": "a\u{202E}b"})).unwrap(),
-            400,
-            "invalid_field",
-        ),
-        c(
-            "control nick",
-            "POST",
-            &join,
-            None,
-            json_ct,
-            serde_json::to_vec(&json!({"nick": "a\u{7}b"})).unwrap(),
-            400,
-            "invalid_field",
-        ),
-        c(
-            "empty nick",
-            "POST",
-            &join,
-            None,
-            json_ct,
-            br#"{"nick":""}"#.to_vec(),
-            400,
-            "invalid_field",
-        ),
-        c(
-            "unknown site",
-            "POST",
-            "/v1/sites/nosuch/rooms/bad/messages",
-            t,
-            json_ct,
-            send("hi"),
-            404,
-            "not_found",
-        ),
-        c(
-            "invalid site id",
-            "GET",
-            "/v1/sites/No_Such/rooms/bad/messages",
-            None,
-            None,
-            vec![],
-            404,
-            "not_found",
-        ),
-        c(
-            "bad room name",
-            "POST",
-            "/v1/sites/demo/rooms/b%20ad/messages",
-            t,
-            json_ct,
-            send("hi"),
-            400,
-            "bad_request",
-        ),
-        c(
-            "bad room name on join",
-            "POST",
-            "/v1/sites/demo/rooms/caf%C3%A9/join",
-            None,
-            json_ct,
-            br#"{"nick":"x"}"#.to_vec(),
-            400,
-            "bad_request",
-        ),
-        c(
-            "missing token",
-            "POST",
-            &msgs,
-            None,
-            json_ct,
-            send("hi"),
-            401,
-            "unauthorized",
-        ),
-        c(
-            "forged token",
-            "POST",
-            &msgs,
-            Some(&forged),
-            json_ct,
-            send("hi"),
-            401,
-            "unauthorized",
-        ),
-        c(
-            "garbage token",
-            "POST",
-            &msgs,
-            Some("x.y"),
-            json_ct,
-            send("hi"),
-            401,
-            "unauthorized",
-        ),
-        c(
-            "expired token",
-            "POST",
-            &msgs,
-            Some(&expired),
-            json_ct,
-            send("hi"),
-            401,
-            "unauthorized",
-        ),
-        c(
-            "token of another room",
-            "POST",
-            &msgs,
-            Some(&other),
-            json_ct,
-            send("hi"),
-            401,
-            "unauthorized",
-        ),
-        c(
-            "join with a forged token",
-            "POST",
-            &join,
-            Some(&forged),
-            json_ct,
-            br#"{"nick":"x"}"#.to_vec(),
-            401,
-            "unauthorized",
-        ),
-        c(
-            "heartbeat without token",
-            "POST",
-            &format!("/v1/sites/demo/rooms/{room}/heartbeat"),
-            None,
-            None,
-            vec![],
-            401,
-            "unauthorized",
-        ),
-        c(
-            "negative after",
-            "GET",
-            &format!("{msgs}?after=-1"),
-            None,
-            None,
-            vec![],
-            400,
-            "bad_request",
-        ),
-        c(
-            "non-numeric after",
-            "GET",
-            &format!("{msgs}?after=abc"),
-            None,
-            None,
-            vec![],
-            400,
-            "bad_request",
-        ),
-        c(
-            "huge after",
-            "GET",
-            &format!("{msgs}?after=99999999999999999999999"),
-            None,
-            None,
-            vec![],
-            400,
-            "bad_request",
-        ),
-        c(
-            "unknown path",
-            "GET",
-            "/v1/nothing",
-            None,
-            None,
-            vec![],
-            404,
-            "not_found",
-        ),
-        c(
-            "wrong method",
-            "PUT",
-            &msgs,
-            None,
-            None,
-            vec![],
-            405,
-            "method_not_allowed",
-        ),
-        c(
-            "delete without secret",
-            "DELETE",
-            &format!("{msgs}/1"),
-            None,
-            None,
-            vec![],
-            401,
-            "unauthorized",
-        ),
-        c(
-            "admin without token",
-            "GET",
-            "/v1/admin/sites",
-            None,
-            None,
-            vec![],
-            401,
-            "unauthorized",
-        ),
-        c(
-            "admin with a wrong token",
-            "GET",
-            "/v1/admin/sites",
-            Some("nope"),
-            None,
-            vec![],
-            401,
-            "unauthorized",
-        ),
+async fn bad_bodies_are_refused() {
+    let r = Refusals::start().await;
+    let plain = r
+        .bare("POST", MSGS, Some(&r.token))
+        .header("content-type", "text/plain");
+    #[rustfmt::skip]
+    let cases = [
+        ("malformed json", r.send(b"{\"text\":"), INVALID_JSON),
+        ("not json", r.send(b"hello"), INVALID_JSON),
+        ("empty body", r.send(b""), INVALID_JSON),
+        ("wrong type", r.send(br#"{"text":5,"client_id":"k"}"#), INVALID_FIELD),
+        ("missing field", r.send(br#"{"text":"x"}"#), INVALID_FIELD),
+        ("unknown field", r.send(br#"{"text":"x","client_id":"k","y":1}"#), INVALID_FIELD),
+        ("empty text", r.send(text("")), INVALID_FIELD),
+        ("blank text", r.send(text("  \n ")), INVALID_FIELD),
+        ("oversized text", r.send(text(&"a".repeat(2001))), TOO_LARGE),
+        ("oversized body", r.send(text(&"a".repeat(17 * 1024))), TOO_LARGE),
+        ("invalid utf-8", r.send(b"{\"text\":\"\xff\xfe\",\"client_id\":\"k\"}"), INVALID_JSON),
+        ("wrong content type", plain.body(text("hi")), BAD_REQUEST),
+        ("bad client id", r.send(br#"{"text":"x","client_id":"a b"}"#), INVALID_FIELD),
     ];
-    for case in &cases {
-        let method = reqwest::Method::from_bytes(case.method.as_bytes()).unwrap();
-        let mut req = node
-            .client
-            .request(method, node.url(&case.path))
-            .body(case.body.clone());
-        if let Some(ct) = case.content_type {
-            req = req.header("content-type", ct);
-        }
-        if let Some(t) = &case.token {
-            req = req.bearer_auth(t);
-        }
-        let res = req.send().await.unwrap();
-        assert_eq!(res.status().as_u16(), case.status, "{}", case.name);
-        assert_eq!(error_code(res).await, case.code, "{}", case.name);
+    for (case, request, expect) in cases {
+        check(case, request, expect).await;
     }
-    assert_eq!(
-        node.version(room).await,
-        ("\"r0.0\"".to_owned(), 0),
-        "nothing was stored"
-    );
+    r.stop().await;
+}
 
-    node.stop().await;
+#[tokio::test]
+async fn bad_nicks_are_refused() {
+    let r = Refusals::start().await;
+    #[rustfmt::skip]
+    let cases = [
+        ("too-long nick", r.join(&"n".repeat(33)), INVALID_FIELD),
+        ("bidi nick", r.join("a\u{202E}b"), INVALID_FIELD),
+        ("control nick", r.join("a\u{7}b"), INVALID_FIELD),
+        ("empty nick", r.post(JOIN, None, br#"{"nick":""}"#), INVALID_FIELD),
+    ];
+    for (case, request, expect) in cases {
+        check(case, request, expect).await;
+    }
+    r.stop().await;
+}
+
+#[tokio::test]
+async fn bad_sites_rooms_paths_and_queries_are_refused() {
+    let r = Refusals::start().await;
+    let t = Some(r.token.as_str());
+    let poll = |after: &str| r.bare("GET", &format!("{MSGS}?after={after}"), None);
+    #[rustfmt::skip]
+    let cases = [
+        ("unknown site", r.post("/v1/sites/nosuch/rooms/bad/messages", t, text("hi")), NOT_FOUND),
+        ("invalid site id", r.bare("GET", "/v1/sites/No_Such/rooms/bad/messages", None), NOT_FOUND),
+        ("bad room name", r.post("/v1/sites/demo/rooms/b%20ad/messages", t, text("hi")), BAD_REQUEST),
+        ("bad room name on join", r.post("/v1/sites/demo/rooms/caf%C3%A9/join", None, br#"{"nick":"x"}"#), BAD_REQUEST),
+        ("negative after", poll("-1"), BAD_REQUEST),
+        ("non-numeric after", poll("abc"), BAD_REQUEST),
+        ("huge after", poll("99999999999999999999999"), BAD_REQUEST),
+        ("unknown path", r.bare("GET", "/v1/nothing", None), NOT_FOUND),
+        ("wrong method", r.bare("PUT", MSGS, None), METHOD_NOT_ALLOWED),
+    ];
+    for (case, request, expect) in cases {
+        check(case, request, expect).await;
+    }
+    r.stop().await;
+}
+
+#[tokio::test]
+async fn bad_tokens_and_secrets_are_refused() {
+    let r = Refusals::start().await;
+    let hi = text("hi");
+    #[rustfmt::skip]
+    let cases = [
+        ("missing token", r.post(MSGS, None, &hi), UNAUTHORIZED),
+        ("forged token", r.post(MSGS, Some(&r.forged), &hi), UNAUTHORIZED),
+        ("garbage token", r.post(MSGS, Some("x.y"), &hi), UNAUTHORIZED),
+        ("expired token", r.post(MSGS, Some(&r.expired), &hi), UNAUTHORIZED),
+        ("token of another room", r.post(MSGS, Some(&r.other), &hi), UNAUTHORIZED),
+        ("join with a forged token", r.post(JOIN, Some(&r.forged), br#"{"nick":"x"}"#), UNAUTHORIZED),
+        ("heartbeat without token", r.bare("POST", "/v1/sites/demo/rooms/bad/heartbeat", None), UNAUTHORIZED),
+        ("delete without secret", r.bare("DELETE", &format!("{MSGS}/1"), None), UNAUTHORIZED),
+        ("admin without token", r.bare("GET", "/v1/admin/sites", None), UNAUTHORIZED),
+        ("admin with a wrong token", r.bare("GET", "/v1/admin/sites", Some("nope")), UNAUTHORIZED),
+    ];
+    for (case, request, expect) in cases {
+        check(case, request, expect).await;
+    }
+    r.stop().await;
 }
 
 #[tokio::test]
