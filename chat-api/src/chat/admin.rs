@@ -137,28 +137,34 @@ impl Chat {
             None => format!("s{}", secrets::random_id(11)),
         };
         let origins = validate::origin_patterns(&req.origins).map_err(ApiError::InvalidField)?;
-        let (secret, secret_hash) = secrets::new_secret();
-        let site = NewSite {
-            id: id.clone(),
-            origins: origins.clone(),
-            secret_hash,
-            limits: self.default_limits(),
-        };
-        self.store_call(StoreOp::CreateSite, self.store.create_site(&site))
-            .await
-            .map_err(|e| match e {
-                StoreError::Conflict => ApiError::Conflict(format!("site {id:?} already exists")),
-                e => e.into(),
-            })?;
+        let secret = self.add_site(&id, &origins).await.map_err(|e| match e {
+            StoreError::Conflict => ApiError::Conflict(format!("site {id:?} already exists")),
+            e => e.into(),
+        })?;
         self.sites.forget(&id);
         Ok(CreatedSite {
             site: SiteInfo {
                 id,
                 origins,
-                limits: site.limits,
+                limits: self.default_limits(),
             },
             secret,
         })
+    }
+
+    /// Stores a new site with a new secret and the default limits; returns
+    /// the secret, which is shown only now.
+    async fn add_site(&self, id: &str, origins: &[String]) -> Result<String, StoreError> {
+        let (secret, secret_hash) = secrets::new_secret();
+        let site = NewSite {
+            id: id.to_owned(),
+            origins: origins.to_vec(),
+            secret_hash,
+            limits: self.default_limits(),
+        };
+        self.store_call(StoreOp::CreateSite, self.store.create_site(&site))
+            .await?;
+        Ok(secret)
     }
 
     /// `GET /v1/admin/sites` (operator token).
@@ -187,18 +193,9 @@ impl Chat {
         {
             return Ok(None);
         }
-        let (secret, secret_hash) = secrets::new_secret();
-        let site = NewSite {
-            id: DEMO_SITE.into(),
-            origins: DEMO_ORIGINS.iter().map(|s| (*s).to_owned()).collect(),
-            secret_hash,
-            limits: self.default_limits(),
-        };
-        match self
-            .store_call(StoreOp::CreateSite, self.store.create_site(&site))
-            .await
-        {
-            Ok(()) => Ok(Some(secret)),
+        let origins: Vec<String> = DEMO_ORIGINS.iter().map(|s| (*s).to_owned()).collect();
+        match self.add_site(DEMO_SITE, &origins).await {
+            Ok(secret) => Ok(Some(secret)),
             Err(StoreError::Conflict) => Ok(None),
             Err(e) => Err(e),
         }

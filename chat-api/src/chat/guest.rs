@@ -130,8 +130,7 @@ impl Chat {
             .await
         {
             Ok(v) => {
-                METRICS.presence_changes.with_label_values(&["join"]).inc();
-                self.members_moved(key, v).await;
+                self.members_moved(key, "join", v).await;
             }
             Err(e) => tracing::warn!(error = %e, "presence join failed; joining without presence"),
         }
@@ -319,8 +318,7 @@ impl Chat {
             .await
             .map_err(presence_down)?;
         if let Some(v) = changed {
-            METRICS.presence_changes.with_label_values(&["join"]).inc();
-            self.members_moved(&key, v).await;
+            self.members_moved(&key, "join", v).await;
         }
         Ok(())
     }
@@ -340,8 +338,7 @@ impl Chat {
             .await
             .map_err(presence_down)?;
         if let Some(v) = changed {
-            METRICS.presence_changes.with_label_values(&["leave"]).inc();
-            self.members_moved(&key, v).await;
+            self.members_moved(&key, "leave", v).await;
         }
         Ok(())
     }

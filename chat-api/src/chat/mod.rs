@@ -200,7 +200,10 @@ impl Chat {
         .await;
     }
 
-    async fn members_moved(&self, key: &RoomKey, version: u64) {
+    /// The room's members changed (`change`: join, leave or expire): the
+    /// change is counted, the version cached and published.
+    async fn members_moved(&self, key: &RoomKey, change: &'static str, version: u64) {
+        METRICS.presence_changes.with_label_values(&[change]).inc();
         self.caches.members.update(key.clone(), version);
         self.publish(BusMessage::Members {
             key: key.clone(),

@@ -71,11 +71,7 @@ impl Chat {
         match self.presence.sweep(1000).await {
             Ok(changed) => {
                 for (key, version) in changed {
-                    METRICS
-                        .presence_changes
-                        .with_label_values(&["expire"])
-                        .inc();
-                    self.members_moved(&key, version).await;
+                    self.members_moved(&key, "expire", version).await;
                 }
             }
             Err(e) => tracing::debug!(error = %e, "presence sweep failed"),
