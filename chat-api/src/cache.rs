@@ -157,10 +157,6 @@ impl<K: Eq + Hash + Clone, V: Version> VersionCache<K, V> {
             self.clear();
         }
     }
-
-    pub fn is_live(&self) -> bool {
-        self.bus.is_up()
-    }
 }
 
 /// A cached site lookup: when it was made, and the record or "no such site".

@@ -7,7 +7,8 @@ use std::time::Duration;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
-use chatty_shared::wire::{ErrorBody, ErrorDetail};
+use chatty_shared::ratelimit::retry_after_secs;
+use chatty_shared::wire::ErrorBody;
 
 /// How long a client is told to wait when a backend is down.
 pub const UNAVAILABLE_RETRY_AFTER: Duration = Duration::from_secs(1);
@@ -86,8 +87,6 @@ impl ApiError {
     }
 }
 
-pub use chatty_shared::ratelimit::retry_after_secs;
-
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
@@ -106,12 +105,7 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        let body = ErrorBody {
-            error: ErrorDetail {
-                code: self.code().to_owned(),
-                message: self.to_string(),
-            },
-        };
+        let body = ErrorBody::new(self.code(), &self.to_string());
         let mut res = HttpResponse::build(self.status_code());
         res.insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-store")));
         if let Some(after) = self.retry_after() {

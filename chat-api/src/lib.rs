@@ -3,23 +3,28 @@
 //! (Redis or in-process).
 //!
 //! Entry points: [`Config`] (the command line, also buildable in tests),
-//! [`App::build`], [`App::bus`] and [`App::run`].
+//! [`App::build`], [`App::bus`] and [`App::run`]. The modules are private;
+//! what other crates use is re-exported here.
 
-pub mod body;
-pub mod cache;
-pub mod config;
-pub mod error;
-pub mod limits;
-pub mod metrics;
-pub mod presence;
-pub mod rooms;
-pub mod routes;
-pub mod secrets;
-pub mod startup;
-pub mod store;
-pub mod token;
-pub mod validate;
+mod body;
+mod cache;
+mod chat;
+mod config;
+mod error;
+mod limits;
+mod metrics;
+mod presence;
+mod redis;
+mod routes;
+mod secrets;
+mod startup;
+mod store;
+mod token;
+mod validate;
 
-pub use config::Config;
+pub use chat::Chat;
+pub use config::{Config, RateSetting};
 pub use error::ApiError;
+pub use secrets::new_token_key;
 pub use startup::App;
+pub use token::{Claims, TokenKeys};

@@ -39,7 +39,6 @@ pub enum StoreOp {
     Delete,
     EventsAfter,
     Recent,
-    Version,
 }
 
 impl StoreOp {
@@ -56,7 +55,6 @@ impl StoreOp {
             StoreOp::Delete => "delete_message",
             StoreOp::EventsAfter => "events_after",
             StoreOp::Recent => "recent_messages",
-            StoreOp::Version => "room_version",
         }
     }
 }

@@ -4,7 +4,8 @@
 //! resolves, then reports not ready for --drain-delay while still serving,
 //! then drains in-flight requests for at most --drain-timeout.
 //! Beside the HTTP server run the bus follower (version caches), the
-//! heartbeat publisher (every 250 ms) and the presence sweeper (every 1 s).
+//! heartbeat publisher (every 250 ms), the presence sweeper (every 1 s) and
+//! the backend check (every 2 s).
 
 use std::future::Future;
 use std::net::TcpListener;
@@ -16,12 +17,14 @@ use actix_web::dev::{Service, ServiceResponse};
 use actix_web::{web, HttpServer};
 use anyhow::Context;
 use chatty_shared::bus::{Bus, InProcessBus, RedisBus, RedisBusConfig, HEARTBEAT_EVERY};
+use tokio::task::JoinHandle;
+use tokio::time::MissedTickBehavior;
 
+use crate::chat::{Chat, Settings};
 use crate::config::Config;
 use crate::limits::Limiter;
 use crate::metrics::{route_label, status_class, METRICS};
 use crate::presence::Presence;
-use crate::rooms::{Chat, Settings};
 use crate::store::{MysqlStore, SqliteStore, Store};
 use crate::token::TokenKeys;
 
@@ -31,6 +34,13 @@ pub const SWEEP_EVERY: Duration = Duration::from_secs(1);
 pub const CHECK_EVERY: Duration = Duration::from_secs(2);
 /// How long start-up waits for MySQL before giving up.
 pub const CONNECT_PATIENCE: Duration = Duration::from_secs(20);
+
+/// The bus, presence and rate limits of a node.
+struct SideBackends {
+    bus: Arc<dyn Bus>,
+    presence: Arc<dyn Presence>,
+    limiter: Arc<dyn Limiter>,
+}
 
 /// A built API node, ready to [`run`](App::run).
 pub struct App {
@@ -100,51 +110,13 @@ impl App {
                 .with_context(|| format!("creating {}", config.data_dir.display()))?;
         }
 
-        let store: Arc<dyn Store> = match &config.mysql_url {
-            Some(url) => connect_mysql(url, config.store_timeout).await?,
-            None => {
-                let path = config.data_dir.join("chatty.sqlite3");
-                SqliteStore::open(&path).with_context(|| format!("opening {}", path.display()))?
-            }
-        };
-
-        let keys = if config.token_key.is_empty() {
-            vec![embedded_token_key(&config.data_dir)?.into_bytes()]
-        } else {
-            config
-                .token_key
-                .iter()
-                .map(|k| k.as_bytes().to_vec())
-                .collect()
-        };
-        let keys = TokenKeys::new(keys)?;
-
-        let (bus, presence, limiter): (Arc<dyn Bus>, Arc<dyn Presence>, Arc<dyn Limiter>) =
-            match &config.redis_url {
-                Some(url) => {
-                    let bus = RedisBus::connect(RedisBusConfig {
-                        url: url.clone(),
-                        prefix: config.redis_prefix.clone(),
-                    })
-                    .context("connecting the Redis bus")?;
-                    let presence =
-                        crate::presence::RedisPresence::connect(url, &config.redis_prefix)
-                            .context("connecting Redis presence")?;
-                    let limiter = crate::limits::RedisLimiter::connect(url, &config.redis_prefix)
-                        .context("connecting Redis rate limits")?;
-                    (bus, presence, limiter)
-                }
-                None => (
-                    Arc::new(InProcessBus::default()),
-                    Arc::new(crate::presence::InProcessPresence::new(
-                        crate::presence::DEFAULT_MAX_MEMBERS,
-                    )),
-                    Arc::new(crate::limits::InProcessLimiter::new(
-                        crate::limits::DEFAULT_MAX_KEYS,
-                    )),
-                ),
-            };
-
+        let store = open_store(&config).await?;
+        let keys = token_keys(&config)?;
+        let SideBackends {
+            bus,
+            presence,
+            limiter,
+        } = side_backends(&config)?;
         let settings = Settings {
             store_timeout: config.store_timeout,
             presence_ttl: config.presence_ttl,
@@ -194,45 +166,7 @@ impl App {
     ) -> anyhow::Result<()> {
         let chat = self.chat.clone();
         let local = listener.local_addr().ok();
-        let tasks = vec![
-            tokio::spawn({
-                let chat = chat.clone();
-                async move { chat.follow_bus().await }
-            }),
-            tokio::spawn({
-                let chat = chat.clone();
-                async move {
-                    let mut tick = tokio::time::interval(HEARTBEAT_EVERY);
-                    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                    loop {
-                        tick.tick().await;
-                        chat.publish_heartbeat().await;
-                    }
-                }
-            }),
-            tokio::spawn({
-                let chat = chat.clone();
-                async move {
-                    let mut tick = tokio::time::interval(SWEEP_EVERY);
-                    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                    loop {
-                        tick.tick().await;
-                        chat.sweep_presence().await;
-                    }
-                }
-            }),
-            tokio::spawn({
-                let chat = chat.clone();
-                async move {
-                    let mut tick = tokio::time::interval(CHECK_EVERY);
-                    loop {
-                        tick.tick().await;
-                        chat.ready().await;
-                    }
-                }
-            }),
-        ];
-
+        let tasks = SideTasks::start(&chat);
         let server = serve(self.chat.clone(), listener, &self.config)?;
         let handle = server.handle();
         let drain_delay = self.config.drain_delay;
@@ -247,12 +181,122 @@ impl App {
         });
         tracing::info!(addr = ?local, node = %chat.settings.node, "chat-api listening");
         let res = server.await;
-        for t in tasks {
-            t.abort();
-        }
+        tasks.stop();
         tracing::info!("chat-api stopped");
         res.context("serving")
     }
+}
+
+/// The store the config names: MySQL, or the embedded SQLite file.
+async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    Ok(match &config.mysql_url {
+        Some(url) => connect_mysql(url, config.store_timeout).await?,
+        None => {
+            let path = config.data_dir.join("chatty.sqlite3");
+            SqliteStore::open(&path).with_context(|| format!("opening {}", path.display()))?
+        }
+    })
+}
+
+/// The guest-token keys: those of the config, else the embedded one.
+fn token_keys(config: &Config) -> anyhow::Result<TokenKeys> {
+    let keys = if config.token_key.is_empty() {
+        vec![embedded_token_key(&config.data_dir)?.into_bytes()]
+    } else {
+        config
+            .token_key
+            .iter()
+            .map(|k| k.as_bytes().to_vec())
+            .collect()
+    };
+    Ok(TokenKeys::new(keys)?)
+}
+
+/// The bus, presence and rate limits: on Redis when the config names one,
+/// else in this process.
+fn side_backends(config: &Config) -> anyhow::Result<SideBackends> {
+    let Some(url) = &config.redis_url else {
+        return Ok(SideBackends {
+            bus: Arc::new(InProcessBus::default()),
+            presence: Arc::new(crate::presence::InProcessPresence::new(
+                crate::presence::DEFAULT_MAX_MEMBERS,
+            )),
+            limiter: Arc::new(crate::limits::InProcessLimiter::new(
+                crate::limits::DEFAULT_MAX_KEYS,
+            )),
+        });
+    };
+    let bus = RedisBus::connect(RedisBusConfig {
+        url: url.clone(),
+        prefix: config.redis_prefix.clone(),
+    })
+    .context("connecting the Redis bus")?;
+    let presence = crate::presence::RedisPresence::connect(url, &config.redis_prefix)
+        .context("connecting Redis presence")?;
+    let limiter = crate::limits::RedisLimiter::connect(url, &config.redis_prefix)
+        .context("connecting Redis rate limits")?;
+    Ok(SideBackends {
+        bus,
+        presence,
+        limiter,
+    })
+}
+
+/// The node's work beside the HTTP server, stopped when the server has
+/// stopped.
+struct SideTasks(Vec<JoinHandle<()>>);
+
+impl SideTasks {
+    /// The bus follower, and the periodic heartbeat, presence sweep and
+    /// backend check.
+    fn start(chat: &web::Data<Chat>) -> SideTasks {
+        let follower = tokio::spawn({
+            let chat = chat.clone();
+            async move { chat.follow_bus().await }
+        });
+        SideTasks(vec![
+            follower,
+            every("heartbeat", HEARTBEAT_EVERY, chat, |c| async move {
+                c.publish_heartbeat().await
+            }),
+            every("presence sweep", SWEEP_EVERY, chat, |c| async move {
+                c.sweep_presence().await
+            }),
+            every("backend check", CHECK_EVERY, chat, |c| async move {
+                c.ready().await;
+            }),
+        ])
+    }
+
+    fn stop(self) {
+        for task in self.0 {
+            task.abort();
+        }
+    }
+}
+
+/// Runs `work` every `period` (the first time at once; a late round delays
+/// the next ones rather than bunching them), until the task is aborted.
+fn every<F, Fut>(
+    name: &'static str,
+    period: Duration,
+    chat: &web::Data<Chat>,
+    work: F,
+) -> JoinHandle<()>
+where
+    F: Fn(web::Data<Chat>) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send,
+{
+    let chat = chat.clone();
+    tokio::spawn(async move {
+        tracing::debug!(task = name, ?period, "periodic task started");
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            work(chat.clone()).await;
+        }
+    })
 }
 
 /// Builds the HTTP server on `listener` (a plain function, so that the

@@ -6,6 +6,8 @@
 pub const MAX_NICK_CHARS: usize = 32;
 /// Longest client id, in bytes.
 pub const MAX_CLIENT_ID: usize = 64;
+/// Longest member id, in bytes.
+pub const MAX_MEMBER_ID: usize = 64;
 /// Most origins a site may list.
 pub const MAX_ORIGINS: usize = 32;
 /// Longest origin pattern.
@@ -71,7 +73,7 @@ pub fn client_id(raw: &str) -> Result<(), &'static str> {
 /// Checks a member id as the ban endpoint receives it.
 pub fn member_id(raw: &str) -> Result<(), &'static str> {
     if raw.is_empty()
-        || raw.len() > 64
+        || raw.len() > MAX_MEMBER_ID
         || !raw
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')

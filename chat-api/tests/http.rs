@@ -3,10 +3,10 @@
 
 use std::time::Duration;
 
-use chat_api::token::{Claims, TokenKeys};
 use chat_api::{App, Config};
+use chat_api::{Claims, TokenKeys};
 use chatty_shared::config::{parse_rate, Rate};
-use reqwest::{Client, StatusCode};
+use reqwest::{Client, RequestBuilder, StatusCode};
 use serde_json::{json, Value};
 
 struct Node {
@@ -21,7 +21,7 @@ impl Node {
     async fn start(tweak: impl FnOnce(&mut Config)) -> Node {
         let dir = tempfile::tempdir().unwrap();
         let mut config = Config::embedded(dir.path());
-        config.admin_token = Some("operator-token".into());
+        config.admin_token = Some(OPERATOR.into());
         config.node_name = Some("test-node".into());
         config.workers = Some(1);
         tweak(&mut config);
@@ -282,485 +282,329 @@ async fn a_retried_send_returns_the_original() {
     node.stop().await;
 }
 
-/// One bad request and what must come back.
-struct Case {
-    name: &'static str,
-    method: &'static str,
-    path: String,
-    token: Option<String>,
-    content_type: Option<&'static str>,
-    body: Vec<u8>,
-    status: u16,
-    code: &'static str,
+/// How a request must be refused: its status and the code of its JSON
+/// error body.
+#[derive(Debug, Clone, Copy)]
+struct Refused(u16, &'static str);
+
+const INVALID_JSON: Refused = Refused(400, "invalid_json");
+const INVALID_FIELD: Refused = Refused(400, "invalid_field");
+const BAD_REQUEST: Refused = Refused(400, "bad_request");
+const UNAUTHORIZED: Refused = Refused(401, "unauthorized");
+const NOT_FOUND: Refused = Refused(404, "not_found");
+const METHOD_NOT_ALLOWED: Refused = Refused(405, "method_not_allowed");
+const TOO_LARGE: Refused = Refused(413, "too_large");
+
+/// Sends `request` and asserts it is refused as `expect` says; `case`
+/// names it in a failure.
+async fn check(case: &str, request: RequestBuilder, expect: Refused) {
+    let Refused(status, code) = expect;
+    let res = request.send().await.unwrap();
+    assert_eq!(res.status().as_u16(), status, "{case}");
+    assert_eq!(error_code(res).await, code, "{case}");
 }
 
-#[tokio::test]
-async fn bad_input_is_refused_and_stores_nothing() {
-    let node = Node::start(|_| {}).await;
-    let room = "bad";
-    let msgs = format!("/v1/sites/demo/rooms/{room}/messages");
-    let join = format!("/v1/sites/demo/rooms/{room}/join");
-    let ann = node.join(room, "Ann").await;
-    let token = ann["token"].as_str().unwrap().to_owned();
-    let member_id = ann["member"]["id"].as_str().unwrap().to_owned();
-    let other = node.join("elsewhere", "Ann").await["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let expired = node.keys().sign(&Claims {
-        site: "demo".into(),
-        room: room.into(),
-        member_id: member_id.clone(),
-        nick: "Ann".into(),
-        exp: 1,
-    });
-    let forged = {
-        let (payload, sig) = token.split_once('.').unwrap();
-        let mut sig = sig.to_owned();
-        let last = if sig.ends_with('A') { "B" } else { "A" };
-        sig.replace_range(sig.len() - 1.., last);
-        format!("{payload}.{sig}")
-    };
-    let send = |text: &str| serde_json::to_vec(&json!({"text": text, "client_id": "k1"})).unwrap();
-    let c = |name, method, path: &str, token: Option<&str>, ct, body: Vec<u8>, status, code| Case {
-        name,
-        method,
-        path: path.to_owned(),
-        token: token.map(str::to_owned),
-        content_type: ct,
-        body,
-        status,
-        code,
-    };
-    let json_ct = Some("application/json");
-    let t = Some(token.as_str());
-    let cases = vec![
-        c(
-            "malformed json",
-            "POST",
-            &msgs,
-            t,
-            json_ct,
-            b"{\"text\":".to_vec(),
-            400,
-            "invalid_json",
-        ),
-        c(
-            "not json",
-            "POST",
-            &msgs,
-            t,
-            json_ct,
-            b"hello".to_vec(),
-            400,
-            "invalid_json",
-        ),
-        c(
-            "empty body",
-            "POST",
-            &msgs,
-            t,
-            json_ct,
-            vec![],
-            400,
-            "invalid_json",
-        ),
-        c(
-            "wrong type",
-            "POST",
-            &msgs,
-            t,
-            json_ct,
-            br#"{"text":5,"client_id":"k"}"#.to_vec(),
-            400,
-            "invalid_field",
-        ),
-        c(
-            "missing field",
-            "POST",
-            &msgs,
-            t,
-            json_ct,
-            br#"{"text":"x"}"#.to_vec(),
-            400,
-            "invalid_field",
-        ),
-        c(
-            "unknown field",
-            "POST",
-            &msgs,
-            t,
-            json_ct,
-            br#"{"text":"x","client_id":"k","y":1}"#.to_vec(),
-            400,
-            "invalid_field",
-        ),
-        c(
-            "empty text",
-            "POST",
-            &msgs,
-            t,
-            json_ct,
-            send(""),
-            400,
-            "invalid_field",
-        ),
-        c(
-            "blank text",
-            "POST",
-            &msgs,
-            t,
-            json_ct,
-            send("  \n "),
-            400,
-            "invalid_field",
-        ),
-        c(
-            "oversized text",
-            "POST",
-            &msgs,
-            t,
-            json_ct,
-            send(&"a".repeat(2001)),
-            413,
-            "too_large",
-        ),
-        c(
-            "oversized body",
-            "POST",
-            &msgs,
-            t,
-            json_ct,
-            send(&"a".repeat(17 * 1024)),
-            413,
-            "too_large",
-        ),
-        c(
-            "invalid utf-8",
-            "POST",
-            &msgs,
-            t,
-            json_ct,
-            b"{\"text\":\"\xff\xfe\",\"client_id\":\"k\"}".to_vec(),
-            400,
-            "invalid_json",
-        ),
-        c(
-            "wrong content type",
-            "POST",
-            &msgs,
-            t,
-            Some("text/plain"),
-            send("hi"),
-            400,
-            "bad_request",
-        ),
-        c(
-            "bad client id",
-            "POST",
-            &msgs,
-            t,
-            json_ct,
-            br#"{"text":"x","client_id":"a b"}"#.to_vec(),
-            400,
-            "invalid_field",
-        ),
-        c(
-            "too-long nick",
-            "POST",
-            &join,
-            None,
-            json_ct,
-            serde_json::to_vec(&json!({"nick": "n".repeat(33)})).unwrap(),
-            400,
-            "invalid_field",
-        ),
-        c(
-            "bidi nick",
-            "POST",
-            &join,
-            None,
-            json_ct,
-            serde_json::to_vec(&json!({"nick": "a\u{202E}b"})).unwrap(),
-            400,
-            "invalid_field",
-        ),
-        c(
-            "control nick",
-            "POST",
-            &join,
-            None,
-            json_ct,
-            serde_json::to_vec(&json!({"nick": "a\u{7}b"})).unwrap(),
-            400,
-            "invalid_field",
-        ),
-        c(
-            "empty nick",
-            "POST",
-            &join,
-            None,
-            json_ct,
-            br#"{"nick":""}"#.to_vec(),
-            400,
-            "invalid_field",
-        ),
-        c(
-            "unknown site",
-            "POST",
-            "/v1/sites/nosuch/rooms/bad/messages",
-            t,
-            json_ct,
-            send("hi"),
-            404,
-            "not_found",
-        ),
-        c(
-            "invalid site id",
-            "GET",
-            "/v1/sites/No_Such/rooms/bad/messages",
-            None,
-            None,
-            vec![],
-            404,
-            "not_found",
-        ),
-        c(
-            "bad room name",
-            "POST",
-            "/v1/sites/demo/rooms/b%20ad/messages",
-            t,
-            json_ct,
-            send("hi"),
-            400,
-            "bad_request",
-        ),
-        c(
-            "bad room name on join",
-            "POST",
-            "/v1/sites/demo/rooms/caf%C3%A9/join",
-            None,
-            json_ct,
-            br#"{"nick":"x"}"#.to_vec(),
-            400,
-            "bad_request",
-        ),
-        c(
-            "missing token",
-            "POST",
-            &msgs,
-            None,
-            json_ct,
-            send("hi"),
-            401,
-            "unauthorized",
-        ),
-        c(
-            "forged token",
-            "POST",
-            &msgs,
-            Some(&forged),
-            json_ct,
-            send("hi"),
-            401,
-            "unauthorized",
-        ),
-        c(
-            "garbage token",
-            "POST",
-            &msgs,
-            Some("x.y"),
-            json_ct,
-            send("hi"),
-            401,
-            "unauthorized",
-        ),
-        c(
-            "expired token",
-            "POST",
-            &msgs,
-            Some(&expired),
-            json_ct,
-            send("hi"),
-            401,
-            "unauthorized",
-        ),
-        c(
-            "token of another room",
-            "POST",
-            &msgs,
-            Some(&other),
-            json_ct,
-            send("hi"),
-            401,
-            "unauthorized",
-        ),
-        c(
-            "join with a forged token",
-            "POST",
-            &join,
-            Some(&forged),
-            json_ct,
-            br#"{"nick":"x"}"#.to_vec(),
-            401,
-            "unauthorized",
-        ),
-        c(
-            "heartbeat without token",
-            "POST",
-            &format!("/v1/sites/demo/rooms/{room}/heartbeat"),
-            None,
-            None,
-            vec![],
-            401,
-            "unauthorized",
-        ),
-        c(
-            "negative after",
-            "GET",
-            &format!("{msgs}?after=-1"),
-            None,
-            None,
-            vec![],
-            400,
-            "bad_request",
-        ),
-        c(
-            "non-numeric after",
-            "GET",
-            &format!("{msgs}?after=abc"),
-            None,
-            None,
-            vec![],
-            400,
-            "bad_request",
-        ),
-        c(
-            "huge after",
-            "GET",
-            &format!("{msgs}?after=99999999999999999999999"),
-            None,
-            None,
-            vec![],
-            400,
-            "bad_request",
-        ),
-        c(
-            "unknown path",
-            "GET",
-            "/v1/nothing",
-            None,
-            None,
-            vec![],
-            404,
-            "not_found",
-        ),
-        c(
-            "wrong method",
-            "PUT",
-            &msgs,
-            None,
-            None,
-            vec![],
-            405,
-            "method_not_allowed",
-        ),
-        c(
-            "delete without secret",
-            "DELETE",
-            &format!("{msgs}/1"),
-            None,
-            None,
-            vec![],
-            401,
-            "unauthorized",
-        ),
-        c(
-            "admin without token",
-            "GET",
-            "/v1/admin/sites",
-            None,
-            None,
-            vec![],
-            401,
-            "unauthorized",
-        ),
-        c(
-            "admin with a wrong token",
-            "GET",
-            "/v1/admin/sites",
-            Some("nope"),
-            None,
-            vec![],
-            401,
-            "unauthorized",
-        ),
-    ];
-    for case in &cases {
-        let method = reqwest::Method::from_bytes(case.method.as_bytes()).unwrap();
-        let mut req = node
-            .client
-            .request(method, node.url(&case.path))
-            .body(case.body.clone());
-        if let Some(ct) = case.content_type {
-            req = req.header("content-type", ct);
+/// A node with a guest in room [`BAD`], where the refused requests are
+/// sent, and the tokens they carry.
+struct Refusals {
+    node: Node,
+    /// The guest's token.
+    token: String,
+    /// A token of another room.
+    other: String,
+    /// The guest's token, expired.
+    expired: String,
+    /// The guest's token with its signature altered.
+    forged: String,
+}
+
+/// The room the refused requests are sent to.
+const BAD: &str = "bad";
+const MSGS: &str = "/v1/sites/demo/rooms/bad/messages";
+const JOIN: &str = "/v1/sites/demo/rooms/bad/join";
+
+impl Refusals {
+    async fn start() -> Refusals {
+        let node = Node::start(|_| {}).await;
+        let ann = node.join(BAD, "Ann").await;
+        let token = ann["token"].as_str().unwrap().to_owned();
+        let member_id = ann["member"]["id"].as_str().unwrap().to_owned();
+        let other = node.join("elsewhere", "Ann").await["token"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let expired = node.keys().sign(&Claims {
+            site: "demo".into(),
+            room: BAD.into(),
+            member_id,
+            nick: "Ann".into(),
+            exp: 1,
+        });
+        let forged = {
+            let (payload, sig) = token.split_once('.').unwrap();
+            let mut sig = sig.to_owned();
+            let last = if sig.ends_with('A') { "B" } else { "A" };
+            sig.replace_range(sig.len() - 1.., last);
+            format!("{payload}.{sig}")
+        };
+        Refusals {
+            node,
+            token,
+            other,
+            expired,
+            forged,
         }
-        if let Some(t) = &case.token {
-            req = req.bearer_auth(t);
-        }
-        let res = req.send().await.unwrap();
-        assert_eq!(res.status().as_u16(), case.status, "{}", case.name);
-        assert_eq!(error_code(res).await, case.code, "{}", case.name);
     }
-    assert_eq!(
-        node.version(room).await,
-        ("\"r0.0\"".to_owned(), 0),
-        "nothing was stored"
-    );
 
-    node.stop().await;
+    /// `method path` with an empty body, and the token when given.
+    fn bare(&self, method: &str, path: &str, token: Option<&str>) -> RequestBuilder {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let req = self.node.client.request(method, self.node.url(path));
+        let req = req.body(Vec::new());
+        match token {
+            Some(t) => req.bearer_auth(t),
+            None => req,
+        }
+    }
+
+    /// A POST of `body` as `application/json`, whatever it holds.
+    fn post(&self, path: &str, token: Option<&str>, body: impl AsRef<[u8]>) -> RequestBuilder {
+        self.bare("POST", path, token)
+            .header("content-type", "application/json")
+            .body(body.as_ref().to_vec())
+    }
+
+    /// A POST of `body` to the room's messages with the guest's token.
+    fn send(&self, body: impl AsRef<[u8]>) -> RequestBuilder {
+        self.post(MSGS, Some(&self.token), body)
+    }
+
+    /// A POST of `{"nick": …}` to the room's join, without a token.
+    fn join(&self, nick: &str) -> RequestBuilder {
+        self.post(JOIN, None, json!({ "nick": nick }).to_string())
+    }
+
+    /// Asserts that none of the refused requests stored anything, and stops.
+    async fn stop(self) {
+        assert_eq!(
+            self.node.version(BAD).await,
+            ("\"r0.0\"".to_owned(), 0),
+            "nothing was stored"
+        );
+        self.node.stop().await;
+    }
+}
+
+/// The body of a send of `text`.
+fn text(text: &str) -> Vec<u8> {
+    serde_json::to_vec(&json!({"text": text, "client_id": "k1"})).unwrap()
 }
 
 #[tokio::test]
-async fn moderation_and_site_admin() {
-    let node = Node::start(|_| {}).await;
+async fn bad_bodies_are_refused() {
+    let r = Refusals::start().await;
+    let plain = r
+        .bare("POST", MSGS, Some(&r.token))
+        .header("content-type", "text/plain");
+    #[rustfmt::skip]
+    let cases = [
+        ("malformed json", r.send(b"{\"text\":"), INVALID_JSON),
+        ("not json", r.send(b"hello"), INVALID_JSON),
+        ("empty body", r.send(b""), INVALID_JSON),
+        ("wrong type", r.send(br#"{"text":5,"client_id":"k"}"#), INVALID_FIELD),
+        ("missing field", r.send(br#"{"text":"x"}"#), INVALID_FIELD),
+        ("unknown field", r.send(br#"{"text":"x","client_id":"k","y":1}"#), INVALID_FIELD),
+        ("empty text", r.send(text("")), INVALID_FIELD),
+        ("blank text", r.send(text("  \n ")), INVALID_FIELD),
+        ("oversized text", r.send(text(&"a".repeat(2001))), TOO_LARGE),
+        ("oversized body", r.send(text(&"a".repeat(17 * 1024))), TOO_LARGE),
+        ("invalid utf-8", r.send(b"{\"text\":\"\xff\xfe\",\"client_id\":\"k\"}"), INVALID_JSON),
+        ("wrong content type", plain.body(text("hi")), BAD_REQUEST),
+        ("bad client id", r.send(br#"{"text":"x","client_id":"a b"}"#), INVALID_FIELD),
+    ];
+    for (case, request, expect) in cases {
+        check(case, request, expect).await;
+    }
+    r.stop().await;
+}
+
+#[tokio::test]
+async fn bad_nicks_are_refused() {
+    let r = Refusals::start().await;
+    #[rustfmt::skip]
+    let cases = [
+        ("too-long nick", r.join(&"n".repeat(33)), INVALID_FIELD),
+        ("bidi nick", r.join("a\u{202E}b"), INVALID_FIELD),
+        ("control nick", r.join("a\u{7}b"), INVALID_FIELD),
+        ("empty nick", r.post(JOIN, None, br#"{"nick":""}"#), INVALID_FIELD),
+    ];
+    for (case, request, expect) in cases {
+        check(case, request, expect).await;
+    }
+    r.stop().await;
+}
+
+#[tokio::test]
+async fn bad_sites_rooms_paths_and_queries_are_refused() {
+    let r = Refusals::start().await;
+    let t = Some(r.token.as_str());
+    let poll = |after: &str| r.bare("GET", &format!("{MSGS}?after={after}"), None);
+    #[rustfmt::skip]
+    let cases = [
+        ("unknown site", r.post("/v1/sites/nosuch/rooms/bad/messages", t, text("hi")), NOT_FOUND),
+        ("invalid site id", r.bare("GET", "/v1/sites/No_Such/rooms/bad/messages", None), NOT_FOUND),
+        ("bad room name", r.post("/v1/sites/demo/rooms/b%20ad/messages", t, text("hi")), BAD_REQUEST),
+        ("bad room name on join", r.post("/v1/sites/demo/rooms/caf%C3%A9/join", None, br#"{"nick":"x"}"#), BAD_REQUEST),
+        ("negative after", poll("-1"), BAD_REQUEST),
+        ("non-numeric after", poll("abc"), BAD_REQUEST),
+        ("huge after", poll("99999999999999999999999"), BAD_REQUEST),
+        ("unknown path", r.bare("GET", "/v1/nothing", None), NOT_FOUND),
+        ("wrong method", r.bare("PUT", MSGS, None), METHOD_NOT_ALLOWED),
+    ];
+    for (case, request, expect) in cases {
+        check(case, request, expect).await;
+    }
+    r.stop().await;
+}
+
+#[tokio::test]
+async fn bad_tokens_and_secrets_are_refused() {
+    let r = Refusals::start().await;
+    let hi = text("hi");
+    #[rustfmt::skip]
+    let cases = [
+        ("missing token", r.post(MSGS, None, &hi), UNAUTHORIZED),
+        ("forged token", r.post(MSGS, Some(&r.forged), &hi), UNAUTHORIZED),
+        ("garbage token", r.post(MSGS, Some("x.y"), &hi), UNAUTHORIZED),
+        ("expired token", r.post(MSGS, Some(&r.expired), &hi), UNAUTHORIZED),
+        ("token of another room", r.post(MSGS, Some(&r.other), &hi), UNAUTHORIZED),
+        ("join with a forged token", r.post(JOIN, Some(&r.forged), br#"{"nick":"x"}"#), UNAUTHORIZED),
+        ("heartbeat without token", r.bare("POST", "/v1/sites/demo/rooms/bad/heartbeat", None), UNAUTHORIZED),
+        ("delete without secret", r.bare("DELETE", &format!("{MSGS}/1"), None), UNAUTHORIZED),
+        ("admin without token", r.bare("GET", "/v1/admin/sites", None), UNAUTHORIZED),
+        ("admin with a wrong token", r.bare("GET", "/v1/admin/sites", Some("nope")), UNAUTHORIZED),
+    ];
+    for (case, request, expect) in cases {
+        check(case, request, expect).await;
+    }
+    r.stop().await;
+}
+
+/// The operator token of every test node.
+const OPERATOR: &str = "operator-token";
+/// The room of the site `shop`.
+const SHOP_ROOM: &str = "/v1/sites/shop/rooms/main";
+
+/// A node with the site `shop`, created by the operator, and Ann in its
+/// room `main`.
+struct Shop {
+    node: Node,
+    /// The site owner's secret.
+    secret: String,
+    /// Ann's token and member id.
+    token: String,
+    member_id: String,
+}
+
+impl Shop {
+    async fn start() -> Shop {
+        let node = Node::start(|_| {}).await;
+        let res = node
+            .client
+            .post(node.url("/v1/admin/sites"))
+            .bearer_auth(OPERATOR)
+            .json(
+                &json!({"id": "shop", "origins": ["https://Shop.example/", "http://localhost:*"]}),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::CREATED);
+        let created: Value = res.json().await.unwrap();
+        assert_eq!(
+            created["site"]["origins"],
+            json!(["https://shop.example", "http://localhost:*"])
+        );
+        let ann = shop_join(&node, "Ann").await;
+        Shop {
+            secret: created["secret"].as_str().unwrap().to_owned(),
+            token: ann["token"].as_str().unwrap().to_owned(),
+            member_id: ann["member"]["id"].as_str().unwrap().to_owned(),
+            node,
+        }
+    }
+
+    /// `method path`.
+    fn request(&self, method: reqwest::Method, path: &str) -> RequestBuilder {
+        self.node.client.request(method, self.node.url(path))
+    }
+
+    /// `method` on the room's `part` (`join`, `messages`, …).
+    fn room(&self, method: reqwest::Method, part: &str) -> RequestBuilder {
+        self.request(method, &format!("{SHOP_ROOM}/{part}"))
+    }
+
+    /// A join of the room, without a token.
+    async fn join(&self, nick: &str) -> Value {
+        shop_join(&self.node, nick).await
+    }
+
+    /// A send by Ann.
+    async fn send(&self, text: &str, client_id: &str) -> reqwest::Response {
+        self.room(reqwest::Method::POST, "messages")
+            .bearer_auth(&self.token)
+            .json(&json!({"text": text, "client_id": client_id}))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// A request of the site's owner, with the site's secret.
+    fn owner(&self, method: reqwest::Method, path: &str) -> RequestBuilder {
+        self.request(method, path).bearer_auth(&self.secret)
+    }
+
+    /// The seq of the room's last event.
+    async fn seq(&self) -> u64 {
+        let page: Value = self
+            .node
+            .get(&format!("{SHOP_ROOM}/messages"))
+            .await
+            .json()
+            .await
+            .unwrap();
+        page["seq"].as_u64().unwrap()
+    }
+}
+
+/// A join of the shop's room, without a token.
+async fn shop_join(node: &Node, nick: &str) -> Value {
     let res = node
-        .client
-        .post(node.url("/v1/admin/sites"))
-        .bearer_auth("operator-token")
-        .json(&json!({"id": "shop", "origins": ["https://Shop.example/", "http://localhost:*"]}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::CREATED);
-    let created: Value = res.json().await.unwrap();
-    assert_eq!(
-        created["site"]["origins"],
-        json!(["https://shop.example", "http://localhost:*"])
-    );
-    let secret = created["secret"].as_str().unwrap().to_owned();
-    let res = node
-        .client
-        .post(node.url("/v1/admin/sites"))
-        .bearer_auth("operator-token")
-        .json(&json!({"id": "shop", "origins": ["https://x.example"]}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::CONFLICT);
-    let res = node
-        .client
-        .post(node.url("/v1/admin/sites"))
-        .bearer_auth("operator-token")
-        .json(&json!({"origins": ["javascript:alert(1)"]}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
-    let sites: Value = node
-        .client
-        .get(node.url("/v1/admin/sites"))
-        .bearer_auth("operator-token")
+        .post_json(&format!("{SHOP_ROOM}/join"), None, &json!({"nick": nick}))
+        .await;
+    res.json().await.unwrap()
+}
+
+/// The status of the answer to `request`.
+async fn status_of(request: RequestBuilder) -> StatusCode {
+    request.send().await.unwrap().status()
+}
+
+#[tokio::test]
+async fn the_operator_creates_and_lists_sites() {
+    let shop = Shop::start().await;
+    let create = |body: Value| {
+        shop.request(reqwest::Method::POST, "/v1/admin/sites")
+            .bearer_auth(OPERATOR)
+            .json(&body)
+    };
+    let again = create(json!({"id": "shop", "origins": ["https://x.example"]}));
+    assert_eq!(status_of(again).await, StatusCode::CONFLICT);
+    let bad_origin = create(json!({"origins": ["javascript:alert(1)"]}));
+    assert_eq!(status_of(bad_origin).await, StatusCode::BAD_REQUEST);
+    let sites: Value = shop
+        .request(reqwest::Method::GET, "/v1/admin/sites")
+        .bearer_auth(OPERATOR)
         .send()
         .await
         .unwrap()
@@ -776,7 +620,7 @@ async fn moderation_and_site_admin() {
     assert!(ids.contains(&"demo") && ids.contains(&"shop"), "{ids:?}");
 
     // The frame's CSP names the site's origins.
-    let res = node.get("/v1/sites/shop/rooms/main/frame").await;
+    let res = shop.node.get(&format!("{SHOP_ROOM}/frame")).await;
     assert_eq!(res.status(), StatusCode::OK);
     let csp = res.headers()["content-security-policy"]
         .to_str()
@@ -787,68 +631,35 @@ async fn moderation_and_site_admin() {
         "{csp}"
     );
     assert!(csp.contains("default-src 'self'"));
+    shop.node.stop().await;
+}
 
-    let join = |nick: &str| {
-        let body = json!({"nick": nick});
-        let url = node.url("/v1/sites/shop/rooms/main/join");
-        let client = node.client.clone();
-        async move {
-            client
-                .post(url)
-                .json(&body)
-                .send()
-                .await
-                .unwrap()
-                .json::<Value>()
-                .await
-                .unwrap()
-        }
-    };
-    let ann = join("Ann").await;
-    let token = ann["token"].as_str().unwrap().to_owned();
-    let member_id = ann["member"]["id"].as_str().unwrap().to_owned();
-    let send = |text: &str, cid: &str| {
-        node.client
-            .post(node.url("/v1/sites/shop/rooms/main/messages"))
-            .bearer_auth(&token)
-            .json(&json!({"text": text, "client_id": cid}))
-            .send()
-    };
-    assert_eq!(
-        send("spam", "a").await.unwrap().status(),
-        StatusCode::CREATED
-    );
-    assert_eq!(
-        send("fine", "b").await.unwrap().status(),
-        StatusCode::CREATED
-    );
+#[tokio::test]
+async fn the_site_owner_deletes_messages() {
+    let shop = Shop::start().await;
+    assert_eq!(shop.send("spam", "a").await.status(), StatusCode::CREATED);
+    assert_eq!(shop.send("fine", "b").await.status(), StatusCode::CREATED);
 
-    // Delete: wrong secret 401, unknown message 404, then the deletion event.
-    let del = |seq: &str, secret: &str| {
-        node.client
-            .delete(node.url(&format!("/v1/sites/shop/rooms/main/messages/{seq}")))
-            .bearer_auth(secret)
-            .send()
+    // Wrong secret 401, unknown message 404, then the deletion event.
+    let delete = |seq: &str| {
+        shop.owner(
+            reqwest::Method::DELETE,
+            &format!("{SHOP_ROOM}/messages/{seq}"),
+        )
     };
-    assert_eq!(
-        del("1", "wrong").await.unwrap().status(),
-        StatusCode::UNAUTHORIZED
-    );
-    assert_eq!(
-        del("99", &secret).await.unwrap().status(),
-        StatusCode::NOT_FOUND
-    );
-    assert_eq!(
-        del("x", &secret).await.unwrap().status(),
-        StatusCode::NOT_FOUND
-    );
-    let res = del("1", &secret).await.unwrap();
+    let wrong = shop
+        .room(reqwest::Method::DELETE, "messages/1")
+        .bearer_auth("wrong");
+    assert_eq!(status_of(wrong).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(status_of(delete("99")).await, StatusCode::NOT_FOUND);
+    assert_eq!(status_of(delete("x")).await, StatusCode::NOT_FOUND);
+    let res = delete("1").send().await.unwrap();
     assert_eq!(res.status(), StatusCode::OK);
     assert!(res.headers()["etag"].to_str().unwrap().ends_with(".3\""));
     let deletion: Value = res.json().await.unwrap();
     assert_eq!(deletion["kind"], "deletion");
     assert_eq!(deletion["deletes"], 1);
-    let bob = join("Bob").await;
+    let bob = shop.join("Bob").await;
     let texts: Vec<&str> = bob["messages"]
         .as_array()
         .unwrap()
@@ -857,88 +668,65 @@ async fn moderation_and_site_admin() {
         .collect();
     assert_eq!(texts, ["fine"], "a join leaves deleted messages out");
     assert_eq!(bob["seq"], 3);
+    shop.node.stop().await;
+}
 
-    // Limits: a lower text limit applies at once.
-    let res = node
-        .client
-        .put(node.url("/v1/sites/shop/limits"))
-        .bearer_auth(&secret)
-        .json(&json!({"max_text_bytes": 5, "guest_messages": 0, "guest_window_secs": 0}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::OK);
-    let res = send("too long", "c").await.unwrap();
+#[tokio::test]
+async fn the_site_owner_sets_limits() {
+    let shop = Shop::start().await;
+    let limits = |max_text_bytes: u32| {
+        shop.owner(reqwest::Method::PUT, "/v1/sites/shop/limits")
+            .json(&json!({"max_text_bytes": max_text_bytes, "guest_messages": 0, "guest_window_secs": 0}))
+    };
+    // A lower text limit applies at once.
+    assert_eq!(status_of(limits(5)).await, StatusCode::OK);
+    let res = shop.send("too long", "c").await;
     assert_eq!(res.status(), StatusCode::PAYLOAD_TOO_LARGE);
-    let res = node
-        .client
-        .put(node.url("/v1/sites/shop/limits"))
-        .bearer_auth(&secret)
-        .json(&json!({"max_text_bytes": 0, "guest_messages": 0, "guest_window_secs": 0}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(status_of(limits(0)).await, StatusCode::BAD_REQUEST);
+    shop.node.stop().await;
+}
 
-    // Ban: 403 on send, heartbeat and join with the token; nothing stored.
-    let res = node
-        .client
-        .post(node.url("/v1/sites/shop/bans"))
-        .bearer_auth(&secret)
-        .json(&json!({"member_id": member_id}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::NO_CONTENT);
-    let res = send("hi", "d").await.unwrap();
+#[tokio::test]
+async fn a_banned_guest_is_refused() {
+    let shop = Shop::start().await;
+    assert_eq!(shop.send("spam", "a").await.status(), StatusCode::CREATED);
+    let seq = shop.seq().await;
+    let ban = shop
+        .owner(reqwest::Method::POST, "/v1/sites/shop/bans")
+        .json(&json!({"member_id": shop.member_id}));
+    assert_eq!(status_of(ban).await, StatusCode::NO_CONTENT);
+
+    // 403 on send, heartbeat and join with the token; nothing stored.
+    let res = shop.send("hi", "d").await;
     assert_eq!(res.status(), StatusCode::FORBIDDEN);
     assert_eq!(error_code(res).await, "banned");
-    let res = node
-        .client
-        .post(node.url("/v1/sites/shop/rooms/main/heartbeat"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::FORBIDDEN);
-    let res = node
-        .client
-        .post(node.url("/v1/sites/shop/rooms/main/join"))
-        .bearer_auth(&token)
-        .json(&json!({"nick": "Ann"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::FORBIDDEN);
-    let page: Value = node
-        .get("/v1/sites/shop/rooms/main/messages")
-        .await
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(page["seq"], 3, "nothing stored after the ban");
+    let heartbeat = shop
+        .room(reqwest::Method::POST, "heartbeat")
+        .bearer_auth(&shop.token);
+    assert_eq!(status_of(heartbeat).await, StatusCode::FORBIDDEN);
+    let join = shop
+        .room(reqwest::Method::POST, "join")
+        .bearer_auth(&shop.token)
+        .json(&json!({"nick": "Ann"}));
+    assert_eq!(status_of(join).await, StatusCode::FORBIDDEN);
+    assert_eq!(shop.seq().await, seq, "nothing stored after the ban");
+    shop.node.stop().await;
+}
 
-    // A page from an origin the site does not list is refused.
-    let res = node
-        .client
-        .post(node.url("/v1/sites/shop/rooms/main/join"))
-        .header("origin", "https://evil.example")
-        .json(&json!({"nick": "Eve"}))
-        .send()
-        .await
-        .unwrap();
+#[tokio::test]
+async fn a_page_from_an_origin_the_site_does_not_list_is_refused() {
+    let shop = Shop::start().await;
+    let join = |origin: &str, nick: &str| {
+        shop.room(reqwest::Method::POST, "join")
+            .header("origin", origin)
+            .json(&json!({"nick": nick}))
+    };
+    let res = join("https://evil.example", "Eve").send().await.unwrap();
     assert_eq!(res.status(), StatusCode::FORBIDDEN);
     assert_eq!(error_code(res).await, "forbidden");
-    let res = node
-        .client
-        .post(node.url("/v1/sites/shop/rooms/main/join"))
-        .header("origin", "http://localhost:5173")
-        .json(&json!({"nick": "Lou"}))
-        .send()
-        .await
-        .unwrap();
+    let res = join("http://localhost:5173", "Lou").send().await.unwrap();
     assert_eq!(res.status(), StatusCode::OK);
-    node.stop().await;
+    shop.node.stop().await;
 }
 
 #[tokio::test]
@@ -1003,7 +791,7 @@ async fn assets_health_metrics_and_openapi() {
 #[tokio::test]
 async fn rate_limits_answer_429_with_retry_after() {
     let node = Node::start(|c| {
-        c.guest_rate = chat_api::config::RateSetting(parse_rate("2/1m").unwrap());
+        c.guest_rate = chat_api::RateSetting(parse_rate("2/1m").unwrap());
     })
     .await;
     let ann = node.join("rl", "Ann").await;
@@ -1047,8 +835,8 @@ async fn rate_limits_answer_429_with_retry_after() {
     node.stop().await;
 }
 
-fn chatty_api_rate(rate: Rate) -> chat_api::config::RateSetting {
-    chat_api::config::RateSetting(Some(rate))
+fn chatty_api_rate(rate: Rate) -> chat_api::RateSetting {
+    chat_api::RateSetting(Some(rate))
 }
 
 /// The OpenAPI document and the routes agree: every documented operation

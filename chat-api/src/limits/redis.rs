@@ -12,7 +12,7 @@ use chatty_shared::config::Rate;
 use chatty_shared::ratelimit::per_ms;
 
 use super::{Decision, InProcessLimiter, Limiter};
-use crate::presence::{BoundedClient, CallError, Script};
+use crate::redis::{BoundedClient, CallError, Script};
 
 /// Upper bound on one Redis round trip before falling back.
 const CALL_TIMEOUT: Duration = Duration::from_millis(300);
@@ -117,7 +117,7 @@ impl Limiter for RedisLimiter {
 mod tests {
     use super::*;
     use crate::limits::conformance;
-    use crate::presence::testing::{must_connect, test_prefix, LOCAL};
+    use crate::redis::testing::{must_connect, test_prefix, LOCAL};
 
     async fn limiter() -> Arc<RedisLimiter> {
         let l = RedisLimiter::connect(LOCAL, &test_prefix()).unwrap();

@@ -29,7 +29,6 @@ fn member(id: &str, nick: &str) -> Member {
 
 /// Runs every check in turn.
 pub(crate) async fn run_all(p: Arc<dyn Presence>) {
-    p.ping().await.expect("ping");
     join_leave_heartbeat(&*p).await;
     rooms_are_independent(&*p).await;
     expiry(&*p).await;

@@ -25,14 +25,8 @@ use tokio::time::Instant;
 #[cfg(test)]
 mod conformance;
 mod redis;
-mod redis_call;
-mod script;
 
 pub use redis::RedisPresence;
-#[cfg(test)]
-pub(crate) use redis_call::testing;
-pub(crate) use redis_call::{BoundedClient, CallError};
-pub(crate) use script::Script;
 
 /// Why a presence call failed.
 #[derive(Debug, thiserror::Error)]
@@ -45,8 +39,6 @@ pub enum PresenceError {
 /// The members of every room.
 #[async_trait]
 pub trait Presence: Send + Sync + 'static {
-    /// Reachability, for `/readyz`.
-    async fn ping(&self) -> Result<(), PresenceError>;
     /// Adds or refreshes a member; returns the room's members version,
     /// bumped if the member was absent or their nick changed.
     async fn join(
@@ -198,10 +190,6 @@ impl InProcessPresence {
 
 #[async_trait]
 impl Presence for InProcessPresence {
-    async fn ping(&self) -> Result<(), PresenceError> {
-        Ok(())
-    }
-
     async fn join(
         &self,
         key: &RoomKey,

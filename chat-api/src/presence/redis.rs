@@ -22,9 +22,8 @@ use chatty_shared::room::RoomKey;
 use chatty_shared::wire::Member;
 use fred::types::Value;
 
-use super::redis_call::BoundedClient;
-use super::script::Script;
 use super::{sort_members, Presence, PresenceError};
+use crate::redis::{BoundedClient, Script};
 
 /// Upper bound on one presence call, whatever fred does.
 const CALL_TIMEOUT: Duration = Duration::from_millis(800);
@@ -214,10 +213,6 @@ impl RedisPresence {
 
 #[async_trait]
 impl Presence for RedisPresence {
-    async fn ping(&self) -> Result<(), PresenceError> {
-        self.redis.ping().await.map_err(down)
-    }
-
     async fn join(
         &self,
         key: &RoomKey,
@@ -295,7 +290,7 @@ impl Presence for RedisPresence {
 mod tests {
     use super::*;
     use crate::presence::conformance;
-    use crate::presence::testing::{must_connect, test_prefix, LOCAL};
+    use crate::redis::testing::{must_connect, test_prefix, LOCAL};
     use fred::interfaces::KeysInterface;
 
     async fn presence() -> Arc<RedisPresence> {
@@ -343,7 +338,6 @@ mod tests {
             nick: "A".into(),
         };
         let t = std::time::Instant::now();
-        assert!(p.ping().await.is_err());
         assert!(p.join(&key, &m, Duration::from_secs(1)).await.is_err());
         assert!(p.list(&key).await.is_err());
         assert!(p.sweep(10).await.is_err());

@@ -7,8 +7,8 @@ use chatty_shared::wire::{BanRequest, CreateSiteRequest, SiteLimits};
 
 use super::{bearer, etag_header, json};
 use crate::body::JsonBody;
+use crate::chat::Chat;
 use crate::error::ApiError;
-use crate::rooms::Chat;
 
 pub async fn create_site(
     chat: web::Data<Chat>,
@@ -32,9 +32,9 @@ pub async fn delete_message(
     path: web::Path<(String, String, String)>,
 ) -> Result<HttpResponse, ApiError> {
     let (site, room, seq) = path.into_inner();
-    let (event, version) = chat.delete(&site, &room, &seq, bearer(&req)).await?;
-    let mut res = json(StatusCode::OK, &event);
-    let (name, value) = etag_header(version.etag().as_str());
+    let deleted = chat.delete(&site, &room, &seq, bearer(&req)).await?;
+    let mut res = json(StatusCode::OK, &deleted.event);
+    let (name, value) = etag_header(deleted.version.etag().as_str());
     res.headers_mut().insert(name, value);
     Ok(res)
 }

@@ -5,8 +5,8 @@
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{web, HttpResponse};
 
+use crate::chat::Chat;
 use crate::error::ApiError;
-use crate::rooms::Chat;
 
 const WIDGET_JS: &str = include_str!("../../assets/widget.js");
 const FRAME_HTML: &str = include_str!("../../assets/frame.html");

@@ -4,21 +4,21 @@
 use actix_web::http::header::ContentType;
 use actix_web::{web, HttpResponse};
 
-use crate::rooms::Chat;
+use crate::chat::Chat;
 
 pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
 }
 
 pub async fn readyz(chat: web::Data<Chat>) -> HttpResponse {
-    let (store, bus) = chat.ready().await;
+    let ready = chat.ready().await;
     let draining = chat.is_draining();
     let body = serde_json::json!({
-        "store": if store { "ok" } else { "down" },
-        "bus": if bus { "ok" } else { "down" },
+        "store": if ready.store { "ok" } else { "down" },
+        "bus": if ready.bus { "ok" } else { "down" },
         "draining": draining,
     });
-    if store && !draining {
+    if ready.store && !draining {
         HttpResponse::Ok().json(body)
     } else {
         HttpResponse::ServiceUnavailable()

@@ -3,16 +3,15 @@
 
 use std::collections::HashMap;
 
-use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
+use chatty_shared::decimal::parse_decimal;
 use chatty_shared::wire::SendRequest;
 
-use super::{bearer, check_origin, client_ip, etag_header, if_none_match, json};
+use super::{bearer, check_origin, client_ip, conditional, etag_header, if_none_match, json};
 use crate::body::JsonBody;
+use crate::chat::{Chat, Poll};
 use crate::error::ApiError;
-use crate::rooms::{Chat, Poll};
-use chatty_shared::decimal::parse_decimal;
 
 /// The `after` query parameter: absent is 0; anything but a non-negative
 /// integer is a 400.
@@ -34,24 +33,15 @@ pub async fn poll(
     let (site, room) = path.into_inner();
     let after = after(&req)?;
     let inm = if_none_match(&req);
-    let (poll, version) = chat.poll(&site, &room, after, &inm).await?;
+    let polled = chat.poll(&site, &room, after, &inm).await?;
     // A partial page (`more`) carries no ETag: the room's version is ahead
     // of what the page holds, and a client (or an edge) holding it would be
     // told "nothing new" for the events it has not read yet.
-    let (mut res, complete) = match poll {
-        Poll::NotModified => (HttpResponse::NotModified().finish(), true),
-        Poll::Fresh(page) => {
-            let complete = !page.more;
-            (HttpResponse::Ok().json(page), complete)
-        }
+    let etag = match &polled.poll {
+        Poll::Fresh(page) if page.more => None,
+        _ => Some(polled.version.etag()),
     };
-    let h = res.headers_mut();
-    if complete {
-        let (name, value) = etag_header(version.etag().as_str());
-        h.insert(name, value);
-    }
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    Ok(res)
+    Ok(conditional(polled.poll, etag))
 }
 
 pub async fn send(
@@ -64,7 +54,7 @@ pub async fn send(
     let rec = chat.site(&site).await?;
     check_origin(&req, &rec.origins)?;
     let SendRequest { text, client_id } = body.0;
-    let (event, version, created) = chat
+    let sent = chat
         .send(
             &site,
             &room,
@@ -74,13 +64,13 @@ pub async fn send(
             &client_ip(&req),
         )
         .await?;
-    let status = if created {
+    let status = if sent.created {
         StatusCode::CREATED
     } else {
         StatusCode::OK
     };
-    let mut res = json(status, &event);
-    let (name, value) = etag_header(version.etag().as_str());
+    let mut res = json(status, &sent.event);
+    let (name, value) = etag_header(sent.version.etag().as_str());
     res.headers_mut().insert(name, value);
     Ok(res)
 }

@@ -1,10 +1,12 @@
 //! The HTTP routes, one file per resource, and the helpers they share:
-//! the client IP, the bearer token, `If-None-Match` values and the JSON
-//! answers for unknown paths and methods.
+//! the client IP, the bearer token, `If-None-Match` values, the answer to a
+//! conditional GET and the JSON answers for unknown paths and methods.
 
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
+use chatty_shared::etag::EtagBuf;
 
+use crate::chat::Poll;
 use crate::error::ApiError;
 
 pub mod admin;
@@ -172,6 +174,26 @@ pub fn json<T: serde::Serialize>(status: actix_web::http::StatusCode, body: &T) 
     HttpResponse::build(status)
         .insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-store")))
         .json(body)
+}
+
+/// The answer to a conditional GET of a room resource: 304, or 200 with the
+/// JSON body; `Cache-Control: no-cache` either way, and the ETag when
+/// there is one.
+pub(crate) fn conditional<T: serde::Serialize>(
+    poll: Poll<T>,
+    etag: Option<EtagBuf>,
+) -> HttpResponse {
+    let mut res = match poll {
+        Poll::NotModified => HttpResponse::NotModified().finish(),
+        Poll::Fresh(body) => HttpResponse::Ok().json(body),
+    };
+    let h = res.headers_mut();
+    if let Some(etag) = etag {
+        let (name, value) = etag_header(etag.as_str());
+        h.insert(name, value);
+    }
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    res
 }
 
 /// Sets an ETag header from an ASCII tag.

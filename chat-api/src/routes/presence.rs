@@ -4,8 +4,8 @@
 use actix_web::{web, HttpRequest, HttpResponse};
 
 use super::bearer;
+use crate::chat::Chat;
 use crate::error::ApiError;
-use crate::rooms::Chat;
 
 pub async fn heartbeat(
     chat: web::Data<Chat>,

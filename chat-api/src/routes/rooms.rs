@@ -7,8 +7,8 @@ use chatty_shared::wire::JoinRequest;
 
 use super::{bearer, check_origin, client_ip, etag_header, json};
 use crate::body::JsonBody;
+use crate::chat::Chat;
 use crate::error::ApiError;
-use crate::rooms::Chat;
 
 pub async fn join(
     chat: web::Data<Chat>,

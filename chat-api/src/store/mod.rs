@@ -50,6 +50,7 @@ pub const MAX_TEXT_BYTES: usize = 16 * 1024 * 1024 - 1;
 // What the API accepts fits the columns.
 const _: () = {
     assert!(crate::validate::MAX_CLIENT_ID <= MAX_CLIENT_ID_BYTES);
+    assert!(crate::validate::MAX_MEMBER_ID <= MAX_MEMBER_ID_BYTES);
     assert!(crate::validate::MAX_NICK_CHARS <= MAX_NICK_CHARS);
     assert!(crate::config::MAX_TEXT_BYTES_LIMIT as usize <= MAX_TEXT_BYTES);
 };

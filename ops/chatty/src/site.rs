@@ -79,7 +79,7 @@ pub fn main(args: SiteArgs) -> i32 {
 
 /// Where the sites live.
 enum Admin {
-    Embedded(actix_web::web::Data<chat_api::rooms::Chat>, String),
+    Embedded(actix_web::web::Data<chat_api::Chat>, String),
     Remote(reqwest::Client, String, String),
 }
 
@@ -93,7 +93,7 @@ async fn admin(args: &SiteArgs) -> anyhow::Result<Admin> {
     }
     // The embedded store, opened beside a possibly running `chatty up`, with
     // a one-off operator token of this process's own.
-    let token = chat_api::secrets::new_token_key();
+    let token = chat_api::new_token_key();
     let mut config = chat_api::Config::embedded(&args.data_dir);
     config.admin_token = Some(token.clone());
     config.demo_site = Some(false);

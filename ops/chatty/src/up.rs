@@ -194,7 +194,7 @@ fn cluster_token_key(args: &UpArgs) -> anyhow::Result<String> {
     if let Ok(k) = std::fs::read_to_string(&path) {
         return Ok(k.trim().to_owned());
     }
-    let key = chat_api::secrets::new_token_key();
+    let key = chat_api::new_token_key();
     std::fs::write(&path, &key).with_context(|| format!("writing {}", path.display()))?;
     Ok(key)
 }

@@ -10,7 +10,9 @@ use fred::clients::Client;
 use fred::interfaces::ClientLike;
 use fred::types::FromValue;
 
-use super::script::Script;
+mod script;
+
+pub(crate) use script::Script;
 
 /// Why a bounded Redis call failed.
 #[derive(Debug, thiserror::Error)]
@@ -76,11 +78,6 @@ impl BoundedClient {
         args: Vec<String>,
     ) -> Result<R, CallError> {
         self.bounded(script.run(&self.client, keys, args)).await
-    }
-
-    /// `PING`.
-    pub(crate) async fn ping(&self) -> Result<(), CallError> {
-        self.bounded(self.client.ping::<()>(None)).await
     }
 
     async fn bounded<R>(

@@ -1,0 +1,297 @@
+//! A node's chat service, [`Chat`]: the store, the bus, presence, rate
+//! limits and the version caches put together, and the helpers its use
+//! cases share (timed store calls, publishing, site and room lookups,
+//! token checks). The use cases are in the files beside: `guest.rs` (what a
+//! guest does in a room), `admin.rs` (site owners and the operator) and
+//! `node.rs` (the node's own life). Handlers in `routes/` only translate
+//! HTTP to and from these calls.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chatty_shared::bus::{Bus, BusMessage};
+use chatty_shared::config::Rate;
+use chatty_shared::etag::RoomVersion;
+use chatty_shared::room::{is_valid_site, RoomKey};
+use chatty_shared::wire::Event;
+
+use crate::cache::{RoomCaches, SiteCache, SITE_MAX_AGE};
+use crate::error::ApiError;
+use crate::limits::{Decision, Limiter};
+use crate::metrics::{StoreOp, METRICS};
+use crate::presence::Presence;
+use crate::store::{Appended, SiteRecord, Store, StoreError};
+use crate::token::{now_secs, Claims, TokenError, TokenKeys};
+
+mod admin;
+mod guest;
+mod node;
+
+/// Events per page of `GET …/messages`.
+pub(crate) const PAGE_SIZE: usize = 100;
+/// Messages in a join's initial sync.
+pub(crate) const JOIN_MESSAGES: usize = 50;
+/// The demo site's id.
+pub(crate) const DEMO_SITE: &str = "demo";
+/// The demo site's origins: localhost and 127.0.0.1 on any port.
+pub(crate) const DEMO_ORIGINS: &[&str] = &["http://localhost:*", "http://127.0.0.1:*"];
+
+/// The settings the use cases need, taken from the config.
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    pub store_timeout: Duration,
+    pub presence_ttl: Duration,
+    pub max_text_bytes: u32,
+    pub guest_rate: Option<Rate>,
+    pub ip_rate: Option<Rate>,
+    /// SHA-256 of the operator token; admin is off without one.
+    pub admin_token_hash: Option<[u8; 32]>,
+    pub demo_site: bool,
+    pub node: String,
+}
+
+/// What a conditional read of a room resource answers.
+#[derive(Debug)]
+pub(crate) enum Poll<T> {
+    /// The client's ETag is current.
+    NotModified,
+    Fresh(T),
+}
+
+impl<T> Poll<T> {
+    pub(crate) fn map<U>(self, f: impl FnOnce(T) -> U) -> Poll<U> {
+        match self {
+            Poll::NotModified => Poll::NotModified,
+            Poll::Fresh(t) => Poll::Fresh(f(t)),
+        }
+    }
+}
+
+/// A conditional read of a room resource and the version it answered for.
+#[derive(Debug)]
+pub(crate) struct Polled<T, V> {
+    pub poll: Poll<T>,
+    pub version: V,
+}
+
+/// An event written to a room's log, or found there when nothing was
+/// written (a retried send, a message deleted before).
+#[derive(Debug)]
+pub(crate) struct Written {
+    pub event: Event,
+    /// The room's version right after the write (its current version when
+    /// nothing was written).
+    pub version: RoomVersion,
+    /// Whether this call wrote it.
+    pub created: bool,
+}
+
+impl From<Appended> for Written {
+    fn from(a: Appended) -> Self {
+        Self {
+            event: a.event,
+            version: a.version,
+            created: a.created,
+        }
+    }
+}
+
+/// One node's chat service.
+pub struct Chat {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) bus: Arc<dyn Bus>,
+    pub(crate) presence: Arc<dyn Presence>,
+    pub(crate) limiter: Arc<dyn Limiter>,
+    pub(crate) keys: TokenKeys,
+    pub(crate) settings: Settings,
+    pub(crate) caches: RoomCaches,
+    sites: SiteCache,
+    bus_up: AtomicBool,
+    draining: AtomicBool,
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            // No 500 in the contract: corrupt data answers 503 like an
+            // outage, but is logged as what it is (see `store_call`).
+            StoreError::Connection(_)
+            | StoreError::Timeout(_)
+            | StoreError::Server(_)
+            | StoreError::Corrupt(_) => ApiError::Unavailable,
+            StoreError::NotFound => ApiError::not_found(),
+            StoreError::Conflict => ApiError::Conflict("already exists".into()),
+        }
+    }
+}
+
+fn presence_down(e: impl std::fmt::Display) -> ApiError {
+    tracing::warn!(error = %e, "presence unavailable");
+    ApiError::Unavailable
+}
+
+impl Chat {
+    pub(crate) fn new(
+        store: Arc<dyn Store>,
+        bus: Arc<dyn Bus>,
+        presence: Arc<dyn Presence>,
+        limiter: Arc<dyn Limiter>,
+        keys: TokenKeys,
+        settings: Settings,
+    ) -> Self {
+        Self {
+            store,
+            bus,
+            presence,
+            limiter,
+            keys,
+            settings,
+            caches: RoomCaches::default(),
+            sites: SiteCache::new(SITE_MAX_AGE),
+            bus_up: AtomicBool::new(true),
+            draining: AtomicBool::new(false),
+        }
+    }
+
+    /// Runs a store call with the store timeout, timing it; a timeout is
+    /// [`StoreError::Timeout`].
+    pub(crate) async fn store_call<T>(
+        &self,
+        op: StoreOp,
+        fut: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        let start = Instant::now();
+        let res = match tokio::time::timeout(self.settings.store_timeout, fut).await {
+            Ok(r) => r,
+            Err(_) => Err(StoreError::Timeout(self.settings.store_timeout)),
+        };
+        METRICS
+            .store_duration
+            .with_label_values(&[op.label()])
+            .observe(start.elapsed().as_secs_f64());
+        match &res {
+            Err(e) if e.is_outage() => {
+                METRICS.store_errors.inc();
+                tracing::warn!(op = op.label(), error = %e, "store call failed");
+            }
+            Err(e @ StoreError::Corrupt(_)) => {
+                METRICS.store_errors.inc();
+                tracing::error!(op = op.label(), error = %e, "store holds data it cannot read");
+            }
+            _ => {}
+        }
+        res
+    }
+
+    /// Publishes a bus message; a failure is counted and logged, never
+    /// returned (Redis is an accelerator).
+    pub(crate) async fn publish(&self, msg: BusMessage) {
+        match self.bus.publish(&msg).await {
+            Ok(()) => {
+                if !self.bus_up.swap(true, Ordering::Relaxed) {
+                    tracing::info!("bus publish works again");
+                }
+            }
+            Err(e) => {
+                METRICS.publish_failures.inc();
+                if self.bus_up.swap(false, Ordering::Relaxed) {
+                    tracing::warn!(error = %e, "bus publish failed");
+                }
+            }
+        }
+    }
+
+    async fn room_moved(&self, key: &RoomKey, version: RoomVersion) {
+        self.caches.messages.update(key.clone(), version);
+        self.publish(BusMessage::Room {
+            key: key.clone(),
+            version,
+        })
+        .await;
+    }
+
+    /// The room's members changed (`change`: join, leave or expire): the
+    /// change is counted, the version cached and published.
+    async fn members_moved(&self, key: &RoomKey, change: &'static str, version: u64) {
+        METRICS.presence_changes.with_label_values(&[change]).inc();
+        self.caches.members.update(key.clone(), version);
+        self.publish(BusMessage::Members {
+            key: key.clone(),
+            version,
+        })
+        .await;
+    }
+
+    /// The site record, from the cache or the store; 404 when unknown.
+    pub(crate) async fn site(&self, id: &str) -> Result<Arc<SiteRecord>, ApiError> {
+        if !is_valid_site(id.as_bytes()) {
+            return Err(ApiError::NotFound("no such site".into()));
+        }
+        let rec = match self.sites.get(id) {
+            Some(rec) => rec,
+            None => {
+                let rec = self
+                    .store_call(StoreOp::Site, self.store.site(id))
+                    .await?
+                    .map(Arc::new);
+                self.sites.put(id, rec.clone());
+                rec
+            }
+        };
+        rec.ok_or_else(|| ApiError::NotFound("no such site".into()))
+    }
+
+    /// Validates the path parts and looks up the site.
+    pub(crate) async fn room(
+        &self,
+        site: &str,
+        room: &str,
+    ) -> Result<(RoomKey, Arc<SiteRecord>), ApiError> {
+        let rec = self.site(site).await?;
+        let key = RoomKey::new(site, room).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        Ok((key, rec))
+    }
+
+    async fn limit(
+        &self,
+        scope: &'static str,
+        key: String,
+        rate: Option<Rate>,
+    ) -> Result<(), ApiError> {
+        let Some(rate) = rate else { return Ok(()) };
+        match self.limiter.hit(&key, rate).await {
+            Decision::Allowed => Ok(()),
+            Decision::Limited { retry_after } => {
+                METRICS.rate_limited.with_label_values(&[scope]).inc();
+                Err(ApiError::RateLimited { retry_after })
+            }
+        }
+    }
+
+    async fn check_banned(&self, site: &str, member_id: &str) -> Result<(), ApiError> {
+        if self
+            .store_call(StoreOp::IsBanned, self.store.is_banned(site, member_id))
+            .await?
+        {
+            return Err(ApiError::Banned);
+        }
+        Ok(())
+    }
+
+    /// Verifies a guest token for this room.
+    pub(crate) fn verify(&self, token: Option<&str>, key: &RoomKey) -> Result<Claims, ApiError> {
+        let token = token.ok_or_else(ApiError::unauthorized)?;
+        self.keys.verify(token, key, now_secs()).map_err(|e| {
+            ApiError::Unauthorized(
+                match e {
+                    TokenError::Expired => "token expired, join again",
+                    TokenError::WrongRoom => "token is for another room",
+                    _ => "invalid token",
+                }
+                .into(),
+            )
+        })
+    }
+}
