@@ -4,6 +4,7 @@
 
 pub mod cli;
 pub mod client;
+pub mod fresh;
 pub mod load;
 pub mod site;
 pub mod up;
