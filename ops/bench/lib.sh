@@ -121,8 +121,6 @@ MYSQL_HOST="${BENCH_MYSQL_HOST:-127.0.0.1}"
 MYSQL_PORT="${BENCH_MYSQL_PORT:-3306}"
 REDIS_URL="${BENCH_REDIS_URL:-redis://127.0.0.1:6379}"
 
-# json_write FILE: stdin (a JSON document) into FILE, checked by Python.
-json_write() { python3 -c 'import json,sys; d=json.load(sys.stdin); json.dump(d, open(sys.argv[1],"w"), indent=2)' "$1"; log "wrote $1"; }
 
 # tree_cpu_secs PID: CPU seconds of PID and its direct children (nginx workers).
 tree_cpu_secs() {
