@@ -168,6 +168,9 @@ chatty_up() {
       . "$ready"
       read -r -a API_URLS <<<"$CHATTY_API_URLS"
       read -r -a API_PIDS <<<"$CHATTY_API_PIDS"
+      # Should `chatty up` die without its own clean-up (a signal it did not
+      # catch), its nodes and fresh database go anyway.
+      on_exit "kill ${API_PIDS[*]} 2>/dev/null; ${CHATTY_DATABASE:+mariadb -uroot -h'$MYSQL_HOST' -P'$MYSQL_PORT' -e 'DROP DATABASE IF EXISTS $CHATTY_DATABASE'}"
       log "$name: edge $CHATTY_URL (pid $CHATTY_PID), API ${API_URLS[*]}${CHATTY_DATABASE:+, database $CHATTY_DATABASE, prefix $CHATTY_REDIS_PREFIX}"
       return 0
     fi
