@@ -7,6 +7,7 @@
 
 pub(crate) mod admin;
 pub(crate) mod config;
+pub(crate) mod listen;
 pub(crate) mod metrics;
 pub(crate) mod pages;
 pub(crate) mod protect;
@@ -19,5 +20,6 @@ pub(crate) mod upstreams;
 pub(crate) mod versions;
 
 pub use config::{ConfigError, EdgeConfig};
+pub use listen::{check_addresses, ListenError};
 pub use server::{run, run_until, BusSource, EdgeError};
 pub use versions::{Tick, VersionMap};

@@ -15,6 +15,7 @@ use pingora::services::listening::Service;
 
 use crate::admin::Admin;
 use crate::config::{ConfigError, EdgeConfig};
+use crate::listen::{self, ListenError};
 use crate::protect::{Limits, Protected};
 use crate::proxy::EdgeProxy;
 use crate::shortcut::Shortcut;
@@ -58,6 +59,8 @@ pub enum EdgeError {
     Config(#[from] ConfigError),
     #[error("pingora configuration: {0}")]
     Pingora(String),
+    #[error("{0}")]
+    Listen(#[from] ListenError),
 }
 
 /// The pingora server configuration implied by `config`: threads, and a
@@ -78,10 +81,15 @@ fn server_conf(config: &EdgeConfig, opt: &Opt) -> Result<ServerConf, EdgeError> 
     Ok(conf)
 }
 
-/// Builds the server; nothing is bound until it runs.
+/// Builds the server; nothing is bound until it runs, but outside a
+/// graceful upgrade both addresses are checked free first, so a taken port
+/// fails the start at once.
 pub fn build(mut config: EdgeConfig, bus: BusSource) -> Result<Server, EdgeError> {
     config.validate()?;
     let opt = std::mem::take(&mut config.pingora);
+    if !opt.upgrade {
+        listen::check_addresses(&config)?;
+    }
     let conf = server_conf(&config, &opt)?;
     let opt = Opt { conf: None, ..opt };
     let mut server = Server::new_with_opt_and_conf(opt, conf);

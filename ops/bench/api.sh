@@ -9,15 +9,11 @@
 DURATION="${DURATION:-10s}"; CONNS="${CONNS:-100}"; SEND_CONNS="${SEND_CONNS:-32}"
 SEND_ROOMS="${SEND_ROOMS:-16}"; ROUNDS="${ROUNDS:-2}"
 build_release
-need_bin chat-api
-stack_init
-A=$(free_port)
-start_bg api-alone taskset -c 0 "$REL/chat-api" --listen "127.0.0.1:$A" --data-dir "$TMPROOT/api" \
-  --mysql-url "$MYSQL_URL" --redis-url "$REDIS_URL" --redis-prefix "$REDIS_PREFIX" \
-  --token-key "$TOKEN_KEY" --demo-site true --ip-rate off --guest-rate off
-P=$BG_PID
-wait_http "http://127.0.0.1:$A/readyz" 60
-B="http://127.0.0.1:$A/v1/sites/demo/rooms"
+need_bin chat-api chatty
+# One node (its edge, idle, shares core 0 with it; wrk talks to the node).
+chatty_up --pin 0 api-alone "${CLUSTER[@]}" --api-nodes 1
+P=${API_PIDS[0]}
+B="${API_URLS[0]}/v1/sites/demo/rooms"
 
 join() { # room -> token
   curl -fsS -X POST -H 'content-type: application/json' -d '{"nick":"bench"}' "$B/$1/join" |
@@ -72,8 +68,8 @@ for r in $(seq 1 "$ROUNDS"); do
     printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$r" "$kind" "$(wrk_rps "$f")" "$p99" "$(wrk_non2xx "$f")" "$(python3 -c "print(round($c1-$c0,2))")" "$(python3 -c "print(round($m1-$m0,2))")" "$la" >> "$RESULTS"
   done
 done
-STORED=$(mariadb -uroot -h"$MYSQL_HOST" -P"$MYSQL_PORT" -N -e "SELECT table_name, table_rows FROM information_schema.tables WHERE table_schema='$DB_NAME'" 2>/dev/null | tr '\n' ' ')
-log "tables in $DB_NAME (approximate rows): $STORED"
+STORED=$(mariadb -uroot -h"$MYSQL_HOST" -P"$MYSQL_PORT" -N -e "SELECT table_name, table_rows FROM information_schema.tables WHERE table_schema='$CHATTY_DATABASE'" 2>/dev/null | tr '\n' ' ')
+log "tables in $CHATTY_DATABASE (approximate rows): $STORED"
 python3 - "$RESULTS" "$OUT/api.json" "$DURATION" <<'PY'
 import json, statistics, sys
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]

@@ -8,8 +8,10 @@
 
 ROOMS="${ROOMS:-1000000}"
 build_release
-need_bin edge-proxy
-fresh_prefix
+need_bin edge-proxy chatty
+# The edge binary alone (no API node, so no `chatty up`), on a fresh prefix.
+REDIS_PREFIX="bench$(python3 -c 'import secrets; print(secrets.token_hex(4))'):"
+on_exit "redis-cli -u '$REDIS_URL' --scan --pattern '${REDIS_PREFIX}*' | head -2000000 | xargs -r -n 1000 redis-cli -u '$REDIS_URL' DEL >/dev/null"
 RHOST=$(python3 -c "import urllib.parse,sys; u=urllib.parse.urlparse(sys.argv[1]); print(u.hostname or '127.0.0.1', u.port or 6379)" "$REDIS_URL")
 read -r RH RP <<<"$RHOST"
 EP=$(free_port); EM=$(free_port); UP=$(free_port)
@@ -19,9 +21,9 @@ start_bg edge-memory "$REL/edge-proxy" --threads 1 --listen "127.0.0.1:$EP" --up
   --max-rooms "$ROOMS" --max-age 600s
 P=$BG_PID
 wait_port "$EP" 30; wait_port "$EM" 30
-entries() { metric_sum "http://127.0.0.1:$EM/metrics" '^chatty_edge_map_entries'; }
+entries() { metric "http://127.0.0.1:$EM/metrics" chatty_edge_map_entries; }
 for i in $(seq 1 50); do
-  [[ "$(metric_sum "http://127.0.0.1:$EM/metrics" '^chatty_edge_bus_up')" == 1 ]] && break; sleep 0.2
+  [[ "$(metric "http://127.0.0.1:$EM/metrics" chatty_edge_bus_up)" == 1 ]] && break; sleep 0.2
 done
 sleep 1
 # With no API node, nobody sends heartbeats and the edge forgets its map
@@ -43,8 +45,8 @@ R1=$(rss_kb "$P"); E1=$(entries)
 stop_pid "$SAMPLER"
 read -r PEAK_E PEAK_R <<<"$(sort -n "$TMPROOT/samples.txt" | tail -1)"
 log "peak while publishing: map entries $PEAK_E at RSS $PEAK_R kB"
-RESETS=$(metric_sum "http://127.0.0.1:$EM/metrics" '^chatty_edge_map_resets_total')
-EVICT=$(metric_sum "http://127.0.0.1:$EM/metrics" '^chatty_edge_map_evictions_total')
+RESETS=$(metric "http://127.0.0.1:$EM/metrics" chatty_edge_map_resets_total)
+EVICT=$(metric "http://127.0.0.1:$EM/metrics" chatty_edge_map_evictions_total)
 log "after: RSS ${R1} kB, map entries $E1, resets $RESETS, evictions $EVICT"
 # A room taught only by the bus: is it answered from memory? (No API node runs:
 # anything forwarded gets 502/503.)

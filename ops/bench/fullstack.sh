@@ -17,16 +17,11 @@ MODES="${MODES:-edge direct1 direct2}"
 export WINDOW="${WINDOW:-30}" SEND_RATE="${SEND_RATE:-2}"
 
 build_release
-need_bin chat-api edge-proxy chatty
-stack_init
-A1=$(free_port); A2=$(free_port); EP=$(free_port); EM=$(free_port)
-start_api api1 "$A1"; P_API1=$API_PID
-start_api api2 "$A2"; P_API2=$API_PID
-start_edge edge "$EP" "$EM" "$A1" "$A2"; P_EDGE=$EDGE_PID
-API_PORTS=("$A1" "$A2")
-CPU_PROCS=("api1=$P_API1" "api2=$P_API2" "edge=$P_EDGE" "mariadb=$(mariadb_pid)" "redis=$(redis_pid)")
+need_bin chat-api chatty
+chatty_up stack "${CLUSTER[@]}" --api-nodes 2
+A1=${API_URLS[0]}; A2=${API_URLS[1]}
+CPU_PROCS=("api1=${API_PIDS[0]}" "api2=${API_PIDS[1]}" "edge=$CHATTY_PID" "mariadb=$(mariadb_pid)" "redis=$(redis_pid)")
 RUNS_JSONL="$OUT/${RUNS_NAME:-fullstack}.jsonl"; : > "$RUNS_JSONL"
-log "database $DB_NAME, redis prefix $REDIS_PREFIX, api nodes :$A1 :$A2, edge :$EP (metrics :$EM)"
 
 too_bad() { # last line of RUNS_JSONL
   tail -1 "$RUNS_JSONL" | python3 -c 'import json,sys
@@ -40,16 +35,16 @@ for mode in $MODES; do
   for g in $GUESTS; do
     log "mode $mode, $g guests"
     case $mode in
-      edge) load_run edge "$g" "http://127.0.0.1:$EP" ;;
-      direct1) load_run direct1 "$g" "http://127.0.0.1:$A1" ;;
-      direct2) load_run direct2 "$g" "http://127.0.0.1:$A1" "http://127.0.0.1:$A2" ;;
+      edge) load_run edge "$g" "$CHATTY_URL" ;;
+      direct1) load_run direct1 "$g" "$A1" ;;
+      direct2) load_run direct2 "$g" "$A1" "$A2" ;;
     esac
     if too_bad; then log "mode $mode stops at $g guests (errors or p99)"; break; fi
     sleep 2
   done
 done
-show curl -s "http://127.0.0.1:$EM/metrics"
-curl -s "http://127.0.0.1:$EM/metrics" | grep -E '^chatty_edge_(requests_total|map_entries|upstreams_healthy|bus_up)' || true
+show "$REL/chatty" metrics "$CHATTY_EDGE_METRICS"
+metric "$CHATTY_EDGE_METRICS" | grep -E '^chatty_edge_(requests_total|map_entries|upstreams_healthy|bus_up)' || true
 
 python3 "$BENCH_DIR/benchlib.py" table "$RUNS_JSONL" | tee "$OUT/${RUNS_NAME:-fullstack}.txt"
 python3 - "$RUNS_JSONL" "$OUT/${RUNS_NAME:-fullstack}.json" <<'PY'

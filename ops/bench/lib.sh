@@ -1,6 +1,7 @@
 # Common helpers for the benchmark scripts: logging of every command line,
-# background processes with a cleanup trap, health waits, free ports, core
-# pinning, CPU accounting from /proc, wrk parsing, metric scraping.
+# background processes with a cleanup trap, free ports, CPU accounting from
+# /proc, wrk parsing. Chatty itself is started by `chatty up` (chatty_up) and
+# its metrics read by `chatty metrics` (metric).
 # Source it from a script in ops/bench/: `. "$(dirname "$0")/lib.sh"`.
 
 set -euo pipefail
@@ -8,7 +9,7 @@ set -euo pipefail
 BENCH_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$BENCH_DIR/../.." && pwd)"
 OUT="${BENCH_OUT:-$BENCH_DIR/out}"
-REL="$ROOT/target/release"
+REL="${BENCH_BIN_DIR:-$ROOT/target/release}"
 mkdir -p "$OUT/logs"
 TMPROOT="$(mktemp -d "${TMPDIR:-/tmp}/chatty-bench.XXXXXX")"
 CLK_TCK="$(getconf CLK_TCK)"
@@ -31,12 +32,14 @@ start_bg() {
   BG_PIDS+=("$BG_PID")
 }
 
-# stop_pid PID: SIGINT, then SIGTERM, then SIGKILL after a bounded wait.
+# stop_pid PID: SIGINT, then SIGTERM, then SIGKILL after bounded waits
+# (`chatty up` drains for up to ~10 s, then stops its nodes and removes its
+# fresh database and keys).
 stop_pid() {
   local pid="$1" i
   kill -0 "$pid" 2>/dev/null || return 0
   kill -INT "$pid" 2>/dev/null || true
-  for i in $(seq 1 30); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  for i in $(seq 1 200); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
   kill -TERM "$pid" 2>/dev/null || true
   for i in $(seq 1 30); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
   kill -KILL "$pid" 2>/dev/null || true
@@ -67,16 +70,6 @@ free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
 }
 
-# wait_http URL [SECONDS]: until URL answers 2xx, at most SECONDS (default 30).
-wait_http() {
-  local url="$1" limit="${2:-30}" i
-  for i in $(seq 1 $((limit * 10))); do
-    if curl -fsS -o /dev/null --max-time 1 "$url" 2>/dev/null; then return 0; fi
-    sleep 0.1
-  done
-  log "timeout waiting for $url"; return 1
-}
-
 # wait_port PORT [SECONDS]
 wait_port() {
   local port="$1" limit="${2:-30}" i
@@ -96,10 +89,9 @@ cpu_secs() {
 # rss_kb PID
 rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 
-# metric_sum URL REGEX: sum of the values of the metric lines matching REGEX.
-metric_sum() {
-  curl -fsS --max-time 5 "$1" 2>/dev/null | awk -v re="$2" '$0 !~ /^#/ && $1 ~ re { s += $NF } END { printf "%.0f\n", s }'
-}
+# metric URL NAME [--label KEY=VALUE|KEY!=VALUE]...: the sum of a metric on a
+# Prometheus page (`chatty metrics`).
+metric() { "$REL/chatty" metrics "$@"; }
 
 # wrk_rps FILE: Requests/sec from a wrk output file.
 wrk_rps() { awk '/^Requests\/sec:/ {print $2}' "$1"; }
@@ -124,29 +116,11 @@ need_bin() {
   done
 }
 
-rand_hex() { python3 -c 'import secrets; print(secrets.token_hex(4))'; }
-
 # Shared services (never started or stopped here).
 MYSQL_HOST="${BENCH_MYSQL_HOST:-127.0.0.1}"
 MYSQL_PORT="${BENCH_MYSQL_PORT:-3306}"
 REDIS_URL="${BENCH_REDIS_URL:-redis://127.0.0.1:6379}"
 
-# fresh_db: creates chatty_bench_<random>, sets DB_NAME and MYSQL_URL, drops it on exit.
-fresh_db() {
-  DB_NAME="chatty_bench_$(rand_hex)"
-  run mariadb -uroot -h"$MYSQL_HOST" -P"$MYSQL_PORT" -e "CREATE DATABASE $DB_NAME"
-  MYSQL_URL="mysql://root@$MYSQL_HOST:$MYSQL_PORT/$DB_NAME"
-  on_exit "mariadb -uroot -h'$MYSQL_HOST' -P'$MYSQL_PORT' -e 'DROP DATABASE IF EXISTS $DB_NAME'"
-}
-
-# fresh_prefix: sets REDIS_PREFIX=bench<random>: and deletes its keys on exit.
-fresh_prefix() {
-  REDIS_PREFIX="bench$(rand_hex):"
-  on_exit "redis-cli -u '$REDIS_URL' --scan --pattern '${REDIS_PREFIX}*' | head -2000000 | xargs -r -n 1000 redis-cli -u '$REDIS_URL' DEL >/dev/null"
-}
-
-# json_write FILE: stdin (a JSON document) into FILE, checked by Python.
-json_write() { python3 -c 'import json,sys; d=json.load(sys.stdin); json.dump(d, open(sys.argv[1],"w"), indent=2)' "$1"; log "wrote $1"; }
 
 # tree_cpu_secs PID: CPU seconds of PID and its direct children (nginx workers).
 tree_cpu_secs() {
@@ -161,53 +135,56 @@ tree_cpu_secs() {
 # loadavg1: the 1-minute load average (other work on the machine skews figures).
 loadavg1() { cut -d' ' -f1 /proc/loadavg; }
 
-# ---- the Chatty stack (cluster mode: MariaDB + Redis) -------------------------
+# ---- the Chatty stack, through `chatty up` -------------------------------------
 
-# stack_init: fresh database, fresh Redis prefix, one token key for all nodes.
-stack_init() {
-  fresh_db
-  fresh_prefix
-  TOKEN_KEY="$(python3 -c 'import secrets; print(secrets.token_hex(32))')"
+# The flags of a local cluster on the shared MariaDB and Redis: a fresh
+# database (chatty_bench_<random>) and key prefix (bench<random>:), removed
+# when `chatty up` stops; no rate limits (every guest comes from one address).
+CLUSTER=(--mysql-url "mysql://root@$MYSQL_HOST:$MYSQL_PORT/" --redis-url "$REDIS_URL" --fresh bench
+  --ip-rate off --guest-rate off)
+
+# chatty_up [--pin CORE] NAME FLAGS...: `chatty up FLAGS` in the background
+# (pinned to CORE with its nodes), output to $OUT/logs/NAME.log, until its
+# ready file is written; then sets what the file says: CHATTY_URL (the
+# edge), CHATTY_PID (the edge's process), CHATTY_EDGE_METRICS, API_URLS and
+# API_PIDS (arrays), CHATTY_DATABASE and CHATTY_REDIS_PREFIX (with --fresh).
+chatty_up() {
+  local pin=() name attempt i ready
+  if [[ "$1" == --pin ]]; then pin=(taskset -c "$2"); shift 2; fi
+  name="$1"; shift
   ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" || true
-}
-
-# start_api NAME PORT [extra flags...]: a chat-api node in cluster mode; sets API_PID.
-start_api() {
-  local name="$1" port="$2"; shift 2
-  start_bg "$name" "$REL/chat-api" --listen "127.0.0.1:$port" --data-dir "$TMPROOT/$name" \
-    --mysql-url "$MYSQL_URL" --redis-url "$REDIS_URL" --redis-prefix "$REDIS_PREFIX" \
-    --token-key "$TOKEN_KEY" --demo-site true --ip-rate off --guest-rate off --node-name "$name" "$@"
-  API_PID=$BG_PID
-  wait_http "http://127.0.0.1:$port/readyz" 60
-}
-
-# start_edge NAME PORT METRICS_PORT UPSTREAM_PORT... : sets EDGE_PID.
-start_edge() {
-  local name="$1" port="$2" mport="$3"; shift 3
-  local ups=() p
-  for p in "$@"; do ups+=(--upstream "127.0.0.1:$p"); done
-  start_bg "$name" "$REL/edge-proxy" --listen "127.0.0.1:$port" "${ups[@]}" \
-    --redis-url "$REDIS_URL" --redis-prefix "$REDIS_PREFIX" --metrics-listen "127.0.0.1:$mport" \
-    --max-conns-per-ip 100000 --ip-rate off
-  EDGE_PID=$BG_PID
-  wait_http "http://127.0.0.1:$port/healthz" 60
-}
-
-# api_requests PORT...: chatty_api_requests_total summed over nodes, /metrics scrapes left out.
-api_requests() {
-  local p s=0 v
-  for p in "$@"; do
-    v=$(curl -fsS --max-time 5 "http://127.0.0.1:$p/metrics" 2>/dev/null | awk '$0 ~ /^chatty_api_requests_total\{/ && $0 !~ /route="metrics"/ {s += $NF} END {printf "%.0f", s}')
-    s=$((s + ${v:-0}))
+  ready="$TMPROOT/$name.ready"; mkdir -p "$TMPROOT/$name"
+  # The nodes take the ports after the edge's, which may be taken: retried.
+  for attempt in 1 2 3; do
+    start_bg "$name" ${pin[@]+"${pin[@]}"} "$REL/chatty" up --listen "127.0.0.1:$(free_port)" \
+      --data-dir "$TMPROOT/$name" --ready-file "$ready" "$@"
+    for i in $(seq 1 900); do
+      [[ -f "$ready" ]] && break
+      kill -0 "$BG_PID" 2>/dev/null || break
+      sleep 0.1
+    done
+    if [[ -f "$ready" ]]; then
+      # shellcheck disable=SC1090
+      . "$ready"
+      read -r -a API_URLS <<<"$CHATTY_API_URLS"
+      read -r -a API_PIDS <<<"$CHATTY_API_PIDS"
+      # Should `chatty up` die without its own clean-up (a signal it did not
+      # catch), its nodes and fresh database go anyway.
+      on_exit "kill ${API_PIDS[*]} 2>/dev/null; ${CHATTY_DATABASE:+mariadb -uroot -h'$MYSQL_HOST' -P'$MYSQL_PORT' -e 'DROP DATABASE IF EXISTS $CHATTY_DATABASE'}"
+      log "$name: edge $CHATTY_URL (pid $CHATTY_PID), API ${API_URLS[*]}${CHATTY_DATABASE:+, database $CHATTY_DATABASE, prefix $CHATTY_REDIS_PREFIX}"
+      return 0
+    fi
+    stop_pid "$BG_PID"
+    log "$name: chatty up did not get ready (attempt $attempt, see $OUT/logs/$name.log)"
   done
-  echo "$s"
+  return 1
 }
-api_polls_total() {
-  local p s=0 v
-  for p in "$@"; do
-    v=$(curl -fsS --max-time 5 "http://127.0.0.1:$p/metrics" 2>/dev/null | awk '$0 ~ /^chatty_api_requests_total\{/ && $0 ~ /route="messages_get"/ {s += $NF} END {printf "%.0f", s}')
-    s=$((s + ${v:-0}))
-  done
+
+# api_sum FILTER URL...: chatty_api_requests_total summed over API nodes, on
+# the samples FILTER keeps (route!=metrics: all but the scrapes).
+api_sum() {
+  local f="$1" u s=0; shift
+  for u in "$@"; do s=$((s + $(metric "$u/metrics" chatty_api_requests_total --label "$f"))); done
   echo "$s"
 }
 
@@ -243,7 +220,7 @@ sys.exit(rc)' "$json" timeout --signal=INT --kill-after=10 "${LOAD_TIMEOUT:-240}
 # the targets, one generator each, in parallel) with G/50 rooms and
 # SEND_RATE messages/s in total (default 2); appends one JSON line to
 # $RUNS_JSONL with the load report figures, the rise of the API request
-# counters over API_PORTS, and the CPU seconds of every CPU_PROCS entry
+# counters over API_URLS, and the CPU seconds of every CPU_PROCS entry
 # (NAME=PID). Extra `chatty load` flags: LOAD_FLAGS (array).
 load_run() {
   local label="$1" g="$2"; shift 2
@@ -252,7 +229,7 @@ load_run() {
   ramp=$(( g / 1000 < 5 ? 5 : g / 1000 )); ramp="${RAMP_OVERRIDE:-$ramp}"
   local rate; rate=$(python3 -c "print(${SEND_RATE:-2} / $n)")
   mkdir -p "$OUT/runs"
-  a0=$(api_requests "${API_PORTS[@]}"); p0=$(api_polls_total "${API_PORTS[@]}")
+  a0=$(api_sum route!=metrics "${API_URLS[@]}"); p0=$(api_sum route=messages_get "${API_URLS[@]}")
   c0=$(cpu_snapshot "${CPU_PROCS[@]}"); t0=$(date +%s.%N)
   for t in "$@"; do
     local f="$OUT/runs/$label-g$g-$i.json"; rm -f "$f"; files+=("$f")
@@ -263,7 +240,7 @@ load_run() {
   done
   for t in "${pids[@]}"; do wait "$t" || true; done
   t1=$(date +%s.%N)
-  a1=$(api_requests "${API_PORTS[@]}"); p1=$(api_polls_total "${API_PORTS[@]}")
+  a1=$(api_sum route!=metrics "${API_URLS[@]}"); p1=$(api_sum route=messages_get "${API_URLS[@]}")
   c1=$(cpu_snapshot "${CPU_PROCS[@]}")
   python3 "$BENCH_DIR/benchlib.py" merge --label "$label" --guests "$g" --rooms "$rooms" \
     --api "$a0" "$a1" --api-polls "$p0" "$p1" --cpu0 "$c0" --cpu1 "$c1" --wall "$t0" "$t1" \

@@ -11,12 +11,11 @@ MODES="${MODES:-microcache edge}"
 export WINDOW="${WINDOW:-30}" SEND_RATE="${SEND_RATE:-2}"
 
 build_release
-need_bin chat-api edge-proxy chatty
-stack_init
-A1=$(free_port); A2=$(free_port); EP=$(free_port); EM=$(free_port); NP=$(free_port)
-start_api api1 "$A1"; P_API1=$API_PID
-start_api api2 "$A2"; P_API2=$API_PID
-start_edge edge "$EP" "$EM" "$A1" "$A2"; P_EDGE=$EDGE_PID
+need_bin chat-api chatty
+chatty_up stack "${CLUSTER[@]}" --api-nodes 2
+P_API1=${API_PIDS[0]}; P_API2=${API_PIDS[1]}; P_EDGE=$CHATTY_PID
+A1=${API_URLS[0]#http://}; A2=${API_URLS[1]#http://}
+NP=$(free_port)
 
 d="$TMPROOT/nginx"; mkdir -p "$d/cache"
 cat > "$d/nginx.conf" <<CONF
@@ -31,7 +30,7 @@ http {
   access_log off;
   client_body_temp_path $d/cb; proxy_temp_path $d/pt; fastcgi_temp_path $d/ft;
   uwsgi_temp_path $d/ut; scgi_temp_path $d/st;
-  upstream api { server 127.0.0.1:$A1; server 127.0.0.1:$A2; keepalive 64; }
+  upstream api { server $A1; server $A2; keepalive 64; }
   proxy_cache_path $d/cache levels=1:2 keys_zone=micro:32m max_size=256m inactive=30s use_temp_path=off;
   server {
     listen 127.0.0.1:$NP;
@@ -64,7 +63,6 @@ log "microcache: first $(grep -i x-cache "$TMPROOT/h1" | tr -d '\r'), second $(g
 show curl -s -o /dev/null -w '%{http_code}' -H "If-None-Match: $ET" "$U"
 log "microcache with If-None-Match answers $(curl -s -o /dev/null -w '%{http_code}' -H "If-None-Match: $ET" "$U")"
 
-API_PORTS=("$A1" "$A2")
 RUNS_JSONL="$OUT/microcache.jsonl"; : > "$RUNS_JSONL"
 for g in $GUESTS; do
   for mode in $MODES; do
@@ -73,7 +71,7 @@ for g in $GUESTS; do
       microcache) CPU_PROCS=("api1=$P_API1" "api2=$P_API2" "nginx=$(pgrep -P "$P_NGINX" | head -1)" "mariadb=$(mariadb_pid)" "redis=$(redis_pid)")
                   load_run microcache "$g" "http://127.0.0.1:$NP" ;;
       edge) CPU_PROCS=("api1=$P_API1" "api2=$P_API2" "edge=$P_EDGE" "mariadb=$(mariadb_pid)" "redis=$(redis_pid)")
-            load_run edge "$g" "http://127.0.0.1:$EP" ;;
+            load_run edge "$g" "$CHATTY_URL" ;;
     esac
     sleep 2
   done

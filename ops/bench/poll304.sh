@@ -4,6 +4,7 @@
 #   nginx   - nginx `return 304` on a matching If-None-Match (the ceiling)
 #   nchan   - nginx + nchan interval-poll subscriber (closest existing software)
 #   edge    - the Chatty edge in front of a chat-api, answering from memory
+#             (`chatty up`: the edge and an embedded API node, one process)
 # Then a cpu-clock profile of the edge's 304 path.
 # Env: ROUNDS (3), DURATION (10s), CONNS (100), SERVERS ("nginx nchan edge"),
 #      PROFILE (1), BENCH_SKIP_BUILD (0).
@@ -21,36 +22,28 @@ CLIENT_CORE=1
 have_edge=0
 if [[ " $SERVERS " == *" edge "* ]]; then
   build_release
-  if need_bin chat-api edge-proxy; then have_edge=1; else log "edge skipped: binaries missing"; fi
+  if need_bin chatty; then have_edge=1; else log "edge skipped: binaries missing"; fi
 fi
 
 # ---- the Chatty side first: its ETag is used for every server --------------
 ETAG='"r1.1"'
 AFTER=1
 if [[ $have_edge == 1 ]]; then
-  API_PORT=$(free_port); EDGE_PORT=$(free_port); EDGE_MPORT=$(free_port)
-  mkdir -p "$TMPROOT/api-data"
-  start_bg chat-api taskset -c $SERVER_CORE "$REL/chat-api" --listen 127.0.0.1:$API_PORT \
-    --data-dir "$TMPROOT/api-data" --ip-rate off --guest-rate off
-  API_PID=$BG_PID
-  wait_http "http://127.0.0.1:$API_PORT/healthz" 30
+  # The edge and its API node (embedded store) in one process on core 0;
+  # wrk's connections all come from one address: no per-address rate.
+  chatty_up --pin $SERVER_CORE edge --edge-threads 1 --ip-rate off --guest-rate off
+  EDGE_PID=$CHATTY_PID; API="${API_URLS[0]}"
   # Give the room a version: join, send one message.
   run curl -fsS -o "$TMPROOT/join.json" -X POST -H 'content-type: application/json' \
-    -d '{"nick":"bench"}' "http://127.0.0.1:$API_PORT/v1/sites/demo/rooms/lobby/join"
+    -d '{"nick":"bench"}' "$API/v1/sites/demo/rooms/lobby/join"
   TOKEN=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["token"])' "$TMPROOT/join.json")
   run curl -fsS -o "$TMPROOT/send.json" -X POST -H 'content-type: application/json' \
     -H "authorization: Bearer $TOKEN" -d '{"text":"hello","client_id":"bench-1"}' \
-    "http://127.0.0.1:$API_PORT$ROOM_PATH"
+    "$API$ROOM_PATH"
   AFTER=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["seq"])' "$TMPROOT/send.json")
-  # wrk's connections all come from one address: lift the per-address rate.
-  start_bg edge-proxy taskset -c $SERVER_CORE "$REL/edge-proxy" --threads 1 \
-    --listen 127.0.0.1:$EDGE_PORT --upstream 127.0.0.1:$API_PORT --metrics-listen 127.0.0.1:$EDGE_MPORT \
-    --ip-rate off
-  EDGE_PID=$BG_PID
-  wait_http "http://127.0.0.1:$EDGE_PORT/healthz" 30
   # One poll through the edge: 200 and the ETag (the edge learns the version).
-  show curl -si "http://127.0.0.1:$EDGE_PORT$ROOM_PATH?after=$AFTER"
-  ETAG=$(curl -si "http://127.0.0.1:$EDGE_PORT$ROOM_PATH?after=$AFTER" | awk -F': ' 'tolower($1)=="etag" {print $2}' | tr -d '\r')
+  show curl -si "$CHATTY_URL$ROOM_PATH?after=$AFTER"
+  ETAG=$(curl -si "$CHATTY_URL$ROOM_PATH?after=$AFTER" | awk -F': ' 'tolower($1)=="etag" {print $2}' | tr -d '\r')
   log "room ETag $ETAG (after=$AFTER)"
   [[ -n "$ETAG" ]] || { log "no ETag from the edge"; exit 1; }
 fi
@@ -118,7 +111,7 @@ status_of() { curl -s -o /dev/null -w '%{http_code}' "$@"; }
 declare -A URL HDRS SPID
 if [[ -n "${NGINX_PORT:-}" ]]; then URL[nginx]="http://127.0.0.1:$NGINX_PORT$URL_PATH"; SPID[nginx]=$NGINX_PID; HDRS[nginx]="If-None-Match: $ETAG"; fi
 if [[ -n "${NCHAN_PORT:-}" ]]; then URL[nchan]="http://127.0.0.1:$NCHAN_PORT$URL_PATH"; SPID[nchan]=$NCHAN_PID; HDRS[nchan]="If-None-Match: $NCHAN_ET|If-Modified-Since: $NCHAN_LM"; fi
-if [[ $have_edge == 1 ]]; then URL[edge]="http://127.0.0.1:$EDGE_PORT$URL_PATH"; SPID[edge]=$EDGE_PID; HDRS[edge]="If-None-Match: $ETAG"; fi
+if [[ $have_edge == 1 ]]; then URL[edge]="$CHATTY_URL$URL_PATH"; SPID[edge]=$EDGE_PID; HDRS[edge]="If-None-Match: $ETAG"; fi
 
 hdr_args() { local IFS='|' h; for h in ${HDRS[$1]}; do printf '%s\0%s\0' -H "$h"; done; }
 ACTIVE=()
@@ -132,7 +125,7 @@ for s in nginx nchan edge; do
   ACTIVE+=("$s")
 done
 
-api_polls() { metric_sum "http://127.0.0.1:$API_PORT/metrics" '^chatty_api_requests_total[{].*route="messages_get"'; }
+api_polls() { api_sum route=messages_get "$API"; }
 
 # ---- alternating runs ------------------------------------------------------
 RESULTS="$TMPROOT/results.tsv"; : > "$RESULTS"

@@ -14,19 +14,17 @@ export WINDOW="${WINDOW:-20}" ROOMS_OVERRIDE="${SEND_ROOMS:-200}"
 
 build_release
 need_bin chat-api chatty
-stack_init
-A1=$(free_port); A2=$(free_port)
-start_api api1 "$A1"; P_API1=$API_PID
-start_api api2 "$A2"; P_API2=$API_PID
-API_PORTS=("$A1" "$A2")
-CPU_PROCS=("api1=$P_API1" "api2=$P_API2" "mariadb=$(mariadb_pid)" "redis=$(redis_pid)")
+# Two nodes; the generators talk to them directly (the edge stays idle).
+chatty_up stack "${CLUSTER[@]}" --api-nodes 2
+A1=${API_URLS[0]}; A2=${API_URLS[1]}
+CPU_PROCS=("api1=${API_PIDS[0]}" "api2=${API_PIDS[1]}" "mariadb=$(mariadb_pid)" "redis=$(redis_pid)")
 RUNS_JSONL="$OUT/sends.jsonl"; : > "$RUNS_JSONL"
 for n in $NODES; do
   for rate in $RATES; do
     export SEND_RATE="$rate"
     log "$n node(s), $rate sends/s, $G guests in $ROOMS_OVERRIDE rooms"
-    if [[ $n == 1 ]]; then line=$(load_run "sends-1node-r$rate" "$G" "http://127.0.0.1:$A1")
-    else line=$(load_run "sends-2nodes-r$rate" "$G" "http://127.0.0.1:$A1" "http://127.0.0.1:$A2"); fi
+    if [[ $n == 1 ]]; then line=$(load_run "sends-1node-r$rate" "$G" "$A1")
+    else line=$(load_run "sends-2nodes-r$rate" "$G" "$A1" "$A2"); fi
     if python3 -c 'import json,sys
 r = json.loads(sys.argv[1])
 bad = r.get("reports_missing") or r.get("send_p99_ms", 1e9) > 50 or r.get("errors_total", 0) > 0.01 * max(r.get("sends", 1), 1)

@@ -26,13 +26,15 @@ static INIT: Once = Once::new();
 
 /// Installs the global subscriber once (later calls do nothing); the level
 /// comes from `RUST_LOG`, default `info`. Records of the `log` crate (pingora)
-/// are bridged.
+/// are bridged. Text is coloured only when stderr is a terminal, so a log
+/// sent to a file or a pipe holds no escape codes.
 pub fn init(format: LogFormat) {
     INIT.call_once(|| {
         let filter = tracing_subscriber::EnvFilter::try_from_default_env()
             .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
         let builder = tracing_subscriber::fmt()
             .with_env_filter(filter)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .with_writer(std::io::stderr);
         let _ = match format {
             LogFormat::Text => builder.try_init(),

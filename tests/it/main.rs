@@ -11,3 +11,4 @@ mod faults;
 mod harness_selftest;
 mod observability;
 mod outages;
+mod taken_port;

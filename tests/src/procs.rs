@@ -330,9 +330,10 @@ impl Edge {
     }
 }
 
-/// One sample of a Prometheus text page; 0 when absent.
+/// One sample of a Prometheus text page, written as on the page
+/// (`name{label="value"}`); 0 when absent.
 pub async fn metric(url: &str, sample: &str) -> f64 {
-    let body = http()
+    let page = http()
         .get(url)
         .send()
         .await
@@ -340,15 +341,7 @@ pub async fn metric(url: &str, sample: &str) -> f64 {
         .text()
         .await
         .expect("metrics body");
-    body.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|l| {
-            let (name, value) = l.rsplit_once(' ')?;
-            (name == sample)
-                .then(|| value.parse::<f64>().ok())
-                .flatten()
-        })
-        .unwrap_or(0.0)
+    chatty::metrics::sample_value(&page, sample).unwrap_or(0.0)
 }
 
 /// `chatty up`: the edge and one API node in one process, embedded store.

@@ -3,7 +3,7 @@
 
 use clap::{Parser, Subcommand};
 
-use crate::{load, site, up};
+use crate::{load, metrics, site, up};
 
 /// Chatty operator's tool.
 #[derive(Debug, Parser)]
@@ -23,6 +23,9 @@ pub enum Command {
     /// Load a deployment with simulated guests and report latencies, the
     /// share of polls answered 304 and (with --check) delivery anomalies.
     Load(load::LoadArgs),
+    /// Read a Prometheus metrics page: the sum of one metric (optionally
+    /// over some labels only), or its samples.
+    Metrics(metrics::MetricsArgs),
 }
 
 /// Runs the chosen subcommand; answers the process exit status.
@@ -31,6 +34,7 @@ pub fn run(cli: Cli) -> i32 {
         Command::Up(args) => up::main(args),
         Command::Site(args) => site::main(args),
         Command::Load(args) => load::main(args),
+        Command::Metrics(args) => metrics::main(args),
     }
 }
 

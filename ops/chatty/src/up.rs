@@ -4,14 +4,18 @@
 //! and --redis-url, a local cluster: --api-nodes chat-api processes and the
 //! edge in this process, on the Redis bus.
 
-use std::net::{SocketAddr, TcpListener};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use chatty_shared::config::{parse_rate_setting, RateSetting, EXIT_BAD_CONFIG};
 use clap::Args;
 use edge_proxy::{BusSource, EdgeConfig};
+
+use crate::fresh::Fresh;
 
 /// Flags of `chatty up`.
 #[derive(Debug, Args)]
@@ -60,6 +64,26 @@ pub struct UpArgs {
     /// into --data-dir when absent.
     #[arg(long, env = "CHATTY_TOKEN_KEY")]
     pub token_key: Option<String>,
+
+    /// Redis key prefix of the cluster (default: the nodes' and edge's own).
+    #[arg(long, requires = "redis_url")]
+    pub redis_prefix: Option<String>,
+
+    /// Run the cluster on a database and key prefix of its own,
+    /// `chatty_TAG_<random>` on --mysql-url's server and `TAG<random>:`,
+    /// both removed when it stops (benchmarks use `--fresh bench`).
+    #[arg(long, value_name = "TAG", requires = "mysql_url")]
+    pub fresh: Option<String>,
+
+    /// Worker threads of the edge (default: the edge's own default).
+    #[arg(long)]
+    pub edge_threads: Option<usize>,
+
+    /// Once the stack answers, write its addresses and process ids into
+    /// FILE as shell `KEY=value` lines (for scripts: `. FILE`); removed
+    /// when it stops.
+    #[arg(long, value_name = "FILE")]
+    pub ready_file: Option<PathBuf>,
 }
 
 /// Runs the stack until SIGTERM or Ctrl-C; answers the exit status.
@@ -75,7 +99,33 @@ pub fn main(args: UpArgs) -> i32 {
 }
 
 fn up(args: UpArgs) -> anyhow::Result<()> {
-    // Bad rates are refused before anything starts.
+    let edge = edge_config(&args)?;
+    // A taken port fails the start before anything else runs.
+    edge_proxy::check_addresses(&edge)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("runtime")?;
+    let fresh = match (&args.fresh, &args.mysql_url, &args.redis_url) {
+        (Some(tag), Some(mysql), Some(redis)) => {
+            Some(rt.block_on(Fresh::create(mysql, redis, tag))?)
+        }
+        _ => None,
+    };
+    let result = run_stack(&args, edge, fresh.as_ref());
+    if let Some(fresh) = fresh {
+        if let Err(e) = rt.block_on(fresh.remove()) {
+            tracing::warn!(error = %format!("{e:#}"), database = %fresh.database, "the fresh database or keys were not removed");
+        }
+    }
+    if let Some(path) = &args.ready_file {
+        let _ = std::fs::remove_file(path);
+    }
+    result
+}
+
+/// The edge's configuration from the flags (bad rates are refused here).
+fn edge_config(args: &UpArgs) -> anyhow::Result<EdgeConfig> {
     rate(&args.guest_rate).context("--guest-rate")?;
     let per_address_limits = rate(&args.ip_rate).context("--ip-rate")?.0.is_some();
     let mut edge = EdgeConfig {
@@ -87,10 +137,27 @@ fn up(args: UpArgs) -> anyhow::Result<()> {
         edge.ip_rate = RateSetting(None);
         edge.max_conns_per_ip = u32::MAX;
     }
-    let mut children = Vec::new();
+    if let Some(threads) = args.edge_threads {
+        edge.threads = threads;
+    }
+    Ok(edge)
+}
+
+/// Starts the API nodes (and waits until they are ready), then runs the
+/// edge on this thread until a stop signal.
+fn run_stack(args: &UpArgs, mut edge: EdgeConfig, fresh: Option<&Fresh>) -> anyhow::Result<()> {
+    let mut nodes = Nodes(Vec::new());
+    let mut api_urls = Vec::new();
     let bus = match (&args.mysql_url, &args.redis_url) {
         (Some(mysql), Some(redis)) => {
-            let key = cluster_token_key(&args)?;
+            let backends = Backends {
+                mysql: fresh.map_or(mysql.as_str(), |f| f.mysql_url.as_str()),
+                redis,
+                prefix: fresh
+                    .map(|f| f.redis_prefix.as_str())
+                    .or(args.redis_prefix.as_deref()),
+                token_key: cluster_token_key(args)?,
+            };
             for n in 0..args.api_nodes {
                 let port = args
                     .listen
@@ -98,15 +165,23 @@ fn up(args: UpArgs) -> anyhow::Result<()> {
                     .checked_add(1 + n)
                     .context("--listen's port leaves no room for the API nodes")?;
                 let addr = SocketAddr::new(args.listen.ip(), port);
-                children.push(spawn_api_node(addr, mysql, redis, &key, &args)?);
+                nodes.0.push(spawn_api_node(addr, &backends, args)?);
                 edge.upstreams.push(addr.to_string());
             }
+            for (child, addr) in nodes.0.iter_mut().zip(&edge.upstreams) {
+                wait_node_ready(child, addr)?;
+                api_urls.push(format!("http://{addr}"));
+            }
             edge.redis_url = Some(redis.clone());
+            if let Some(prefix) = backends.prefix {
+                edge.redis_prefix = prefix.to_owned();
+            }
             BusSource::from_config(&edge)
         }
         _ => {
-            let (addr, bus) = start_embedded_api(&args)?;
+            let (addr, bus) = start_embedded_api(args)?;
             edge.upstreams.push(addr.to_string());
+            api_urls.push(format!("http://{addr}"));
             BusSource::Shared(bus)
         }
     };
@@ -123,12 +198,130 @@ fn up(args: UpArgs) -> anyhow::Result<()> {
     });
     println!("Chatty is up: http://{}/", args.listen);
     println!("  edge metrics: http://{}/metrics", edge.metrics_listen);
-    let result = edge_proxy::run_until(edge, bus, stop_rx);
-    for mut child in children {
-        let _ = child.kill();
-        let _ = child.wait();
+    if let Some(path) = &args.ready_file {
+        let ready = ReadyFile {
+            edge: &edge,
+            api_urls: &api_urls,
+            api_pids: nodes.0.iter().map(Child::id).collect(),
+            fresh,
+        };
+        ready.write_when_up(path.clone())?;
     }
-    result.context("edge")
+    edge_proxy::run_until(edge, bus, stop_rx).context("edge")
+}
+
+/// The cluster's API processes, killed when dropped (on every way out).
+struct Nodes(Vec<Child>);
+
+impl Drop for Nodes {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// What the nodes of a local cluster store in and share.
+struct Backends<'a> {
+    mysql: &'a str,
+    redis: &'a str,
+    prefix: Option<&'a str>,
+    token_key: String,
+}
+
+/// What `--ready-file` says about the running stack.
+struct ReadyFile<'a> {
+    edge: &'a EdgeConfig,
+    api_urls: &'a [String],
+    api_pids: Vec<u32>,
+    fresh: Option<&'a Fresh>,
+}
+
+impl ReadyFile<'_> {
+    /// The file's lines: no secret (URLs with passwords stay out).
+    fn text(&self) -> String {
+        let pids: Vec<String> = self.api_pids.iter().map(u32::to_string).collect();
+        let mut text = format!(
+            "CHATTY_URL=http://{}\nCHATTY_PID={}\nCHATTY_EDGE_METRICS=http://{}/metrics\n\
+             CHATTY_API_URLS=\"{}\"\nCHATTY_API_PIDS=\"{}\"\n",
+            self.edge.listen,
+            std::process::id(),
+            self.edge.metrics_listen,
+            self.api_urls.join(" "),
+            pids.join(" "),
+        );
+        if let Some(fresh) = self.fresh {
+            text += &format!(
+                "CHATTY_DATABASE={}\nCHATTY_REDIS_PREFIX={}\n",
+                fresh.database, fresh.redis_prefix
+            );
+        }
+        text
+    }
+
+    /// Writes the file (whole, by a rename) once the edge answers on both
+    /// of its addresses, from a thread of its own.
+    fn write_when_up(&self, path: PathBuf) -> anyhow::Result<()> {
+        let text = self.text();
+        let (listen, metrics) = (self.edge.listen, self.edge.metrics_listen);
+        std::thread::Builder::new()
+            .name("ready-file".into())
+            .spawn(move || {
+                let deadline = Instant::now() + READY_LIMIT;
+                while !(answers_ok(metrics, "/healthz") && TcpStream::connect(listen).is_ok()) {
+                    if Instant::now() > deadline {
+                        tracing::error!("the edge did not answer: no ready file");
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                let tmp = path.with_extension("tmp");
+                let written = std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, &path));
+                if let Err(e) = written {
+                    tracing::error!(error = %e, path = %path.display(), "cannot write the ready file");
+                }
+            })
+            .context("ready-file thread")?;
+        Ok(())
+    }
+}
+
+/// How long an API node or the edge may take to answer ready.
+const READY_LIMIT: Duration = Duration::from_secs(60);
+
+/// Waits until the node at `addr` answers `/readyz`; fails if it exits
+/// first (its port taken, its database unreachable: its log says).
+fn wait_node_ready(child: &mut Child, addr: &str) -> anyhow::Result<()> {
+    let sock: SocketAddr = addr.parse().context("node address")?;
+    let deadline = Instant::now() + READY_LIMIT;
+    while !answers_ok(sock, "/readyz") {
+        if let Some(status) = child.try_wait()? {
+            anyhow::bail!("the API node on {addr} exited ({status}) before it was ready");
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the API node on {addr} was not ready within {READY_LIMIT:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
+/// Whether `GET path` on `addr` answers 200 now (HTTP/1.1, one connection).
+fn answers_ok(addr: SocketAddr, path: &str) -> bool {
+    let probe = || -> std::io::Result<bool> {
+        let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(1))?;
+        stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        )?;
+        let mut head = [0u8; 12];
+        stream.read_exact(&mut head)?;
+        Ok(head.starts_with(b"HTTP/1.1 200") || head.starts_with(b"HTTP/1.0 200"))
+    };
+    probe().unwrap_or(false)
 }
 
 async fn wait_for_stop() {
@@ -199,32 +392,28 @@ fn cluster_token_key(args: &UpArgs) -> anyhow::Result<String> {
     Ok(key)
 }
 
-/// A `chat-api` process beside this binary.
-fn spawn_api_node(
-    addr: SocketAddr,
-    mysql: &str,
-    redis: &str,
-    key: &str,
-    args: &UpArgs,
-) -> anyhow::Result<Child> {
+/// A `chat-api` process beside this binary. The URLs (which may hold
+/// passwords), the token key and the operator token go through the
+/// environment: a command line is readable by every local user.
+fn spawn_api_node(addr: SocketAddr, backends: &Backends, args: &UpArgs) -> anyhow::Result<Child> {
     let exe = std::env::current_exe()?;
     let bin = exe.with_file_name("chat-api");
     let mut cmd = Command::new(&bin);
     cmd.arg("--listen")
         .arg(addr.to_string())
-        .arg("--mysql-url")
-        .arg(mysql)
-        .arg("--redis-url")
-        .arg(redis)
-        .arg("--token-key")
-        .arg(key)
         .arg("--demo-site")
         .arg("--guest-rate")
         .arg(&args.guest_rate)
         .arg("--ip-rate")
-        .arg(&args.ip_rate);
+        .arg(&args.ip_rate)
+        .env("CHATTY_MYSQL_URL", backends.mysql)
+        .env("CHATTY_REDIS_URL", backends.redis)
+        .env("CHATTY_TOKEN_KEY", &backends.token_key);
+    if let Some(prefix) = backends.prefix {
+        cmd.arg("--redis-prefix").arg(prefix);
+    }
     if let Some(t) = &args.admin_token {
-        cmd.arg("--admin-token").arg(t);
+        cmd.env("CHATTY_ADMIN_TOKEN", t);
     }
     cmd.spawn().with_context(|| {
         format!(

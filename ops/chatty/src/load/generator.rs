@@ -19,6 +19,8 @@ use tokio::time::{sleep, sleep_until, Instant};
 use super::checker::{message_text, Anomalies, Reader, RoomLog};
 use super::plan::{assign_rooms, Arrivals, PollTimer, SendTimetable};
 use super::report::{Latency, Percentiles};
+use chatty_shared::wire::JoinResponse;
+
 use crate::client::{ApiClient, ClientError, Poll};
 
 /// Poll interval jitter: each interval is the base ±20%.
@@ -130,32 +132,7 @@ pub struct RunResult {
 /// runs (the progress line does).
 pub async fn run(client: ApiClient, plan: Plan, stats: Arc<Stats>) -> RunResult {
     let t0 = Instant::now();
-    let window_start = t0 + plan.ramp;
-    let window_end = window_start + plan.duration;
-    let assignment = assign_rooms(plan.guests, plan.rooms, plan.seed);
-    let rooms = (0..plan.rooms)
-        .map(|k| Room {
-            name: format!("load-{k}"),
-            log: Mutex::new(RoomLog::new(&plan.run_tag)),
-        })
-        .collect();
-    let guests = assignment
-        .iter()
-        .map(|&room| Guest {
-            room,
-            token: Mutex::new(None),
-            sent: AtomicU32::new(0),
-        })
-        .collect();
-    let ctx = Arc::new(Ctx {
-        client,
-        plan,
-        rooms,
-        guests,
-        stats,
-        window_start,
-        window_end,
-    });
+    let ctx = Ctx::new(client, plan, stats, t0);
     let (stop_tx, stop_rx) = watch::channel(false);
 
     let mut guest_tasks = Vec::with_capacity(ctx.plan.guests);
@@ -167,26 +144,8 @@ pub async fn run(client: ApiClient, plan: Plan, stats: Arc<Stats>) -> RunResult 
             guest_task(ctx, g as u32, t0 + offset, stop).await
         }));
     }
-
-    // Sends, on their own timetable; then wait for every send to resolve.
-    let sender_ctx = ctx.clone();
-    let timetable = SendTimetable::new(ctx.plan.send_rate, ctx.plan.arrivals, ctx.plan.seed);
-    let mut pick = StdRng::seed_from_u64(ctx.plan.seed ^ 0x00c0_ffee);
-    let mut sends = JoinSet::new();
-    open_loop(window_start, window_end, timetable, |due| {
-        sender_ctx.stats.sends_due.fetch_add(1, Relaxed);
-        if let Some(g) = pick_guest(&sender_ctx, &mut pick) {
-            let ctx = sender_ctx.clone();
-            sends.spawn(async move { send_task(ctx, g, due).await });
-        } else {
-            let e = ClientError::Other("no guest has joined".into());
-            sender_ctx.stats.error("send", &e);
-        }
-        while sends.try_join_next().is_some() {}
-    })
-    .await;
-    while sends.join_next().await.is_some() {}
-    sleep_until(Instant::now().max(window_end) + ctx.plan.drain).await;
+    run_sends(&ctx).await;
+    sleep_until(Instant::now().max(ctx.window_end) + ctx.plan.drain).await;
     let _ = stop_tx.send(true);
 
     let mut readers: Vec<Vec<Reader>> = (0..ctx.plan.rooms).map(|_| Vec::new()).collect();
@@ -195,30 +154,90 @@ pub async fn run(client: ApiClient, plan: Plan, stats: Arc<Stats>) -> RunResult 
             readers[ctx.guests[g].room as usize].push(reader);
         }
     }
-    let mut anomalies = Anomalies::default();
-    let mut notes = Vec::new();
-    let mut acknowledged_in_logs = 0;
+    let mut result = RunResult {
+        window: ctx.window_end - ctx.window_start,
+        elapsed: Duration::ZERO,
+        anomalies: Anomalies::default(),
+        notes: Vec::new(),
+        acknowledged_in_logs: 0,
+    };
     for (room, readers) in ctx.rooms.iter().zip(&readers) {
+        result.add_room(room, readers);
+    }
+    result.elapsed = t0.elapsed();
+    result
+}
+
+impl Ctx {
+    /// The run's rooms and guests (each guest placed in its room), with the
+    /// measured window starting after the ramp.
+    fn new(client: ApiClient, plan: Plan, stats: Arc<Stats>, t0: Instant) -> Arc<Ctx> {
+        let window_start = t0 + plan.ramp;
+        let window_end = window_start + plan.duration;
+        let assignment = assign_rooms(plan.guests, plan.rooms, plan.seed);
+        let rooms = (0..plan.rooms)
+            .map(|k| Room {
+                name: format!("load-{k}"),
+                log: Mutex::new(RoomLog::new(&plan.run_tag)),
+            })
+            .collect();
+        let guests = assignment
+            .iter()
+            .map(|&room| Guest {
+                room,
+                token: Mutex::new(None),
+                sent: AtomicU32::new(0),
+            })
+            .collect();
+        Arc::new(Ctx {
+            client,
+            plan,
+            rooms,
+            guests,
+            stats,
+            window_start,
+            window_end,
+        })
+    }
+}
+
+/// Sends, on their own timetable through the window; then waits for every
+/// send to resolve.
+async fn run_sends(ctx: &Arc<Ctx>) {
+    let timetable = SendTimetable::new(ctx.plan.send_rate, ctx.plan.arrivals, ctx.plan.seed);
+    let mut pick = StdRng::seed_from_u64(ctx.plan.seed ^ 0x00c0_ffee);
+    let mut sends = JoinSet::new();
+    open_loop(ctx.window_start, ctx.window_end, timetable, |due| {
+        ctx.stats.sends_due.fetch_add(1, Relaxed);
+        if let Some(g) = pick_guest(ctx, &mut pick) {
+            let ctx = ctx.clone();
+            sends.spawn(async move { send_task(ctx, g, due).await });
+        } else {
+            let e = ClientError::Other("no guest has joined".into());
+            ctx.stats.error("send", &e);
+        }
+        while sends.try_join_next().is_some() {}
+    })
+    .await;
+    while sends.join_next().await.is_some() {}
+}
+
+impl RunResult {
+    /// Checks one room's log against what its readers read, and adds up.
+    fn add_room(&mut self, room: &Room, readers: &[Reader]) {
         let mut log = lock(&room.log);
         log.finish(readers);
-        acknowledged_in_logs += log.acknowledged();
+        self.acknowledged_in_logs += log.acknowledged();
         let a = &log.anomalies;
-        anomalies.missing += a.missing;
-        anomalies.duplicated += a.duplicated;
-        anomalies.out_of_order += a.out_of_order;
-        anomalies.lost_acknowledged += a.lost_acknowledged;
+        self.anomalies.missing += a.missing;
+        self.anomalies.duplicated += a.duplicated;
+        self.anomalies.out_of_order += a.out_of_order;
+        self.anomalies.lost_acknowledged += a.lost_acknowledged;
         for n in &log.notes {
-            if notes.len() < 50 {
-                notes.push(format!("{}: {n}", room.name));
+            if self.notes.len() < 50 {
+                self.notes.push(format!("{}: {n}", room.name));
             }
         }
-    }
-    RunResult {
-        window: window_end - window_start,
-        elapsed: t0.elapsed(),
-        anomalies,
-        notes,
-        acknowledged_in_logs,
     }
 }
 
@@ -323,6 +342,69 @@ async fn send_task(ctx: Arc<Ctx>, g: u32, due: Instant) {
     }
 }
 
+/// A guest's membership: its token, renewed by joining again before it
+/// expires.
+struct Membership {
+    nick: String,
+    token: Arc<str>,
+    ttl: Duration,
+    refresh_at: Instant,
+}
+
+impl Membership {
+    /// Joins (with retries); `None` when the guest could not join.
+    async fn join(ctx: &Ctx, g: u32) -> Option<(Membership, JoinResponse)> {
+        let guest = &ctx.guests[g as usize];
+        let room = &ctx.rooms[guest.room as usize].name;
+        let nick = format!("load{g}");
+        let joined = with_retries(&ctx.stats, "join", JOIN_ATTEMPTS, || {
+            ctx.client.join(room, &nick)
+        })
+        .await?;
+        ctx.stats.joined.fetch_add(1, Relaxed);
+        let token: Arc<str> = joined.token.clone().into();
+        *lock(&guest.token) = Some(token.clone());
+        let ttl = Duration::from_secs(joined.token_ttl_secs.max(1));
+        let refresh_at = Instant::now() + ttl.mul_f64(0.8);
+        let membership = Membership {
+            nick,
+            token,
+            ttl,
+            refresh_at,
+        };
+        Some((membership, joined))
+    }
+
+    /// At heartbeat time: join again when the token is about to expire
+    /// (reading on from where the guest was), else send a heartbeat
+    /// without waiting for it.
+    async fn beat(&mut self, ctx: &Arc<Ctx>, g: u32, now: Instant) {
+        let guest = &ctx.guests[g as usize];
+        let room_idx = guest.room as usize;
+        if now >= self.refresh_at {
+            let room = &ctx.rooms[room_idx].name;
+            if let Some(again) = with_retries(&ctx.stats, "join", JOIN_ATTEMPTS, || {
+                ctx.client.join(room, &self.nick)
+            })
+            .await
+            {
+                self.token = again.token.into();
+                *lock(&guest.token) = Some(self.token.clone());
+                self.refresh_at = Instant::now() + self.ttl.mul_f64(0.8);
+            }
+            return;
+        }
+        let ctx = ctx.clone();
+        let token = self.token.clone();
+        tokio::spawn(async move {
+            let room = &ctx.rooms[room_idx].name;
+            if let Err(e) = ctx.client.heartbeat(room, &token).await {
+                ctx.stats.error("heartbeat", &e);
+            }
+        });
+    }
+}
+
 /// One guest: join at `join_at`, then poll and heartbeat until told to stop;
 /// answers what it read, for the final check.
 async fn guest_task(
@@ -332,30 +414,15 @@ async fn guest_task(
     mut stop: watch::Receiver<bool>,
 ) -> Option<Reader> {
     sleep_until(join_at).await;
-    let guest = &ctx.guests[g as usize];
-    let room = &ctx.rooms[guest.room as usize];
-    let nick = format!("load{g}");
-    let joined = with_retries(&ctx.stats, "join", JOIN_ATTEMPTS, || {
-        ctx.client.join(&room.name, &nick)
-    })
-    .await?;
-    ctx.stats.joined.fetch_add(1, Relaxed);
-    let mut token: Arc<str> = joined.token.into();
-    *lock(&guest.token) = Some(token.clone());
-    let ttl = Duration::from_secs(joined.token_ttl_secs.max(1));
-    let mut refresh_at = Instant::now() + ttl.mul_f64(0.8);
-
+    let room = &ctx.rooms[ctx.guests[g as usize].room as usize];
+    let (mut membership, joined) = Membership::join(&ctx, g).await?;
     let mut reader = Reader::new(g, joined.seq);
     let mut cursor = joined.seq;
     let mut etag = joined.etag;
     let mut samples: Vec<Duration> = Vec::new();
     let now = Instant::now();
-    let mut timer = PollTimer::new(
-        now,
-        ctx.plan.poll_interval,
-        POLL_JITTER,
-        ctx.plan.seed ^ u64::from(g) << 20,
-    );
+    let seed = ctx.plan.seed ^ u64::from(g) << 20;
+    let mut timer = PollTimer::new(now, ctx.plan.poll_interval, POLL_JITTER, seed);
     let mut next_heartbeat = now + ctx.plan.heartbeat;
 
     loop {
@@ -363,54 +430,23 @@ async fn guest_task(
             break;
         }
         let due = timer.due();
-        let wake = due.min(next_heartbeat);
         tokio::select! {
-            _ = sleep_until(wake) => {}
+            _ = sleep_until(due.min(next_heartbeat)) => {}
             _ = stop.changed() => break,
         }
         let now = Instant::now();
         if now >= next_heartbeat {
             next_heartbeat += ctx.plan.heartbeat;
-            if now >= refresh_at {
-                // The token is about to expire: join again, keep reading
-                // from where this guest was.
-                if let Some(again) = with_retries(&ctx.stats, "join", JOIN_ATTEMPTS, || {
-                    ctx.client.join(&room.name, &nick)
-                })
-                .await
-                {
-                    token = again.token.into();
-                    *lock(&guest.token) = Some(token.clone());
-                    refresh_at = Instant::now() + ttl.mul_f64(0.8);
-                }
-            } else {
-                let ctx2 = ctx.clone();
-                let token = token.clone();
-                let room_idx = guest.room as usize;
-                tokio::spawn(async move {
-                    let room = &ctx2.rooms[room_idx].name;
-                    if let Err(e) = ctx2.client.heartbeat(room, &token).await {
-                        ctx2.stats.error("heartbeat", &e);
-                    }
-                });
-            }
+            membership.beat(&ctx, g, now).await;
         }
         if now >= due {
             timer.advance();
-            poll_once(
-                &ctx,
-                room,
-                &mut reader,
-                &mut cursor,
-                &mut etag,
-                &mut samples,
-                due,
-            )
-            .await;
+            let (cursor, etag, samples) = (&mut cursor, &mut etag, &mut samples);
+            poll_once(&ctx, room, &mut reader, cursor, etag, samples, due).await;
         }
     }
     if ctx.plan.leave {
-        if let Err(e) = ctx.client.leave(&room.name, &token).await {
+        if let Err(e) = ctx.client.leave(&room.name, &membership.token).await {
             ctx.stats.error("leave", &e);
         }
     }
