@@ -2,7 +2,7 @@
 //! query: the current version of each room's log and members list, fed by
 //! this node's own writes, by the bus and by store reads; and site records.
 //!
-//! Staleness bound (the rule of [`chatty_shared::freshness`], which the
+//! Staleness bound (the rule of [`chatty_shared::Freshness`], which the
 //! edge applies too): a cached version is trusted only while this node's bus
 //! subscription is up, and for at most [`VERSION_MAX_AGE`] after it was
 //! learned. With a healthy bus a version is stale for the bus latency
@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use chatty_shared::freshness::{BusTrust, Freshness, Version};
-use chatty_shared::room::RoomKey;
+use chatty_shared::RoomKey;
+use chatty_shared::{BusTrust, Freshness, Version};
 
 use crate::store::SiteRecord;
 
@@ -198,7 +198,7 @@ impl SiteCache {
 
 /// The two room version caches of a node.
 pub struct RoomCaches {
-    pub messages: VersionCache<RoomKey, chatty_shared::etag::RoomVersion>,
+    pub messages: VersionCache<RoomKey, chatty_shared::RoomVersion>,
     pub members: VersionCache<RoomKey, u64>,
 }
 

@@ -5,10 +5,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use chatty_shared::bus::MAX_NODE_LEN;
-pub use chatty_shared::config::RateSetting;
-use chatty_shared::config::{parse_duration, parse_rate, parse_rate_setting};
 use chatty_shared::telemetry::LogFormat;
+pub use chatty_shared::RateSetting;
+use chatty_shared::MAX_NODE_LEN;
+use chatty_shared::{parse_duration, parse_rate, parse_rate_setting};
 use clap::Parser;
 
 fn log_format(s: &str) -> Result<LogFormat, String> {

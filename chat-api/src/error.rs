@@ -7,7 +7,7 @@ use std::time::Duration;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
-use chatty_shared::ratelimit::retry_after_secs;
+use chatty_shared::retry_after_secs;
 use chatty_shared::wire::ErrorBody;
 
 /// How long a client is told to wait when a backend is down.

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use chat_api::{App, Config};
-use chatty_shared::config::EXIT_BAD_CONFIG;
+use chatty_shared::EXIT_BAD_CONFIG;
 use clap::Parser;
 
 /// Resolves on SIGTERM or SIGINT.

@@ -65,7 +65,7 @@ mod tests {
     fn ids() {
         let id = random_id(12);
         assert_eq!(id.len(), 12);
-        assert!(chatty_shared::room::is_valid_site(id.as_bytes()));
+        assert!(chatty_shared::is_valid_site(id.as_bytes()));
         assert!(new_token_key().len() >= crate::token::MIN_KEY_BYTES);
     }
 }

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use actix_web::dev::{Service, ServiceResponse};
 use actix_web::{web, HttpServer};
 use anyhow::Context;
-use chatty_shared::bus::{Bus, InProcessBus, RedisBus, RedisBusConfig, HEARTBEAT_EVERY};
+use chatty_shared::{Bus, InProcessBus, RedisBus, RedisBusConfig, HEARTBEAT_EVERY};
 use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 

@@ -13,7 +13,7 @@ use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
-use chatty_shared::room::RoomKey;
+use chatty_shared::RoomKey;
 
 type HmacSha256 = Hmac<Sha256>;
 

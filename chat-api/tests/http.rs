@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use chat_api::{App, Config};
 use chat_api::{Claims, TokenKeys};
-use chatty_shared::config::{parse_rate, Rate};
+use chatty_shared::{parse_rate, Rate};
 use reqwest::{Client, RequestBuilder, StatusCode};
 use serde_json::{json, Value};
 

@@ -4,7 +4,7 @@
 use std::fmt::Write;
 use std::time::Duration;
 
-use chatty_shared::etag::RoomVersion;
+use chatty_shared::RoomVersion;
 use edge_proxy::{Tick, VersionMap};
 
 /// Resident memory of this process.

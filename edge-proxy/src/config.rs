@@ -4,8 +4,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use chatty_shared::config::{parse_duration, parse_rate_setting, RateSetting};
 use chatty_shared::telemetry::LogFormat;
+use chatty_shared::{parse_duration, parse_rate_setting, RateSetting};
 use clap::Parser;
 
 /// Default `--listen`.
@@ -218,7 +218,7 @@ impl EdgeConfig {
                     "expected redis://host:port/db or rediss://…".into(),
                 ));
             }
-            chatty_shared::bus::redis_builder(url).map_err(|e| ConfigError::BadRedisUrl(e.0))?;
+            chatty_shared::redis_builder(url).map_err(|e| ConfigError::BadRedisUrl(e.0))?;
         }
         let p = &self.redis_prefix;
         if p.is_empty() || p.len() > 64 || !p.bytes().all(|b| b.is_ascii_graphic()) {
@@ -262,10 +262,10 @@ impl EdgeConfig {
     }
 
     /// The bus settings implied by `--redis-url`/`--redis-prefix`.
-    pub fn redis_bus(&self) -> Option<chatty_shared::bus::RedisBusConfig> {
+    pub fn redis_bus(&self) -> Option<chatty_shared::RedisBusConfig> {
         self.redis_url
             .as_ref()
-            .map(|url| chatty_shared::bus::RedisBusConfig {
+            .map(|url| chatty_shared::RedisBusConfig {
                 url: url.clone(),
                 prefix: self.redis_prefix.clone(),
             })

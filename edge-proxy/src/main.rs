@@ -10,7 +10,7 @@ fn main() {
             let usage = e.use_stderr();
             let _ = e.print();
             std::process::exit(if usage {
-                chatty_shared::config::EXIT_BAD_CONFIG
+                chatty_shared::EXIT_BAD_CONFIG
             } else {
                 0
             });
@@ -19,7 +19,7 @@ fn main() {
     chatty_shared::telemetry::init(config.log_format);
     if let Err(e) = config.validate() {
         eprintln!("edge-proxy: {e}");
-        std::process::exit(chatty_shared::config::EXIT_BAD_CONFIG);
+        std::process::exit(chatty_shared::EXIT_BAD_CONFIG);
     }
     let bus = BusSource::from_config(&config);
     edge_proxy::run(config, bus)

@@ -30,7 +30,7 @@ use std::hash::BuildHasherDefault;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
-use chatty_shared::etag::RoomVersion;
+use chatty_shared::RoomVersion;
 use parking_lot::Mutex;
 
 use crate::versions::{IdentityHasher, RoomHash, SHARDS};

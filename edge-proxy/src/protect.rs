@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::BytesMut;
-use chatty_shared::config::Rate;
-use chatty_shared::ratelimit::{retry_after_secs, Decision, WindowLimiter};
+use chatty_shared::Rate;
+use chatty_shared::{retry_after_secs, Decision, WindowLimiter};
 use parking_lot::Mutex;
 use pingora::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
 use pingora::protocols::http::ServerSession;

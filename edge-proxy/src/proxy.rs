@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
-use chatty_shared::decimal::parse_decimal;
-use chatty_shared::etag::{if_none_match, parse_etag, RoomVersion, Tag};
-use chatty_shared::room::{parse_room_path, Resource};
+use chatty_shared::parse_decimal;
+use chatty_shared::{if_none_match, parse_etag, RoomVersion, Tag};
+use chatty_shared::{parse_room_path, Resource};
 use http::{header, Method};
 use pingora::http::ResponseHeader;
 use pingora::prelude::{HttpPeer, ProxyHttp, Session};

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use chatty_shared::bus::{Bus, RedisBusConfig};
+use chatty_shared::{Bus, RedisBusConfig};
 use parking_lot::Mutex;
 use pingora::apps::http_app::HttpServer;
 use pingora::server::configuration::{Opt, ServerConf};
@@ -160,7 +160,7 @@ pub fn run(config: EdgeConfig, bus: BusSource) -> ! {
         Err(e) => {
             tracing::error!(error = %e, "edge cannot start");
             eprintln!("edge-proxy: {e}");
-            std::process::exit(chatty_shared::config::EXIT_BAD_CONFIG)
+            std::process::exit(chatty_shared::EXIT_BAD_CONFIG)
         }
     }
 }

@@ -12,8 +12,8 @@
 
 use std::sync::Arc;
 
-use chatty_shared::etag::{if_none_match, EtagBuf};
-use chatty_shared::room::parse_room_path;
+use chatty_shared::parse_room_path;
+use chatty_shared::{if_none_match, EtagBuf};
 
 use crate::versions::{Refresh, VersionMap};
 
@@ -146,7 +146,7 @@ impl Answer {
 mod tests {
     use std::time::Duration;
 
-    use chatty_shared::etag::RoomVersion;
+    use chatty_shared::RoomVersion;
 
     use super::*;
 

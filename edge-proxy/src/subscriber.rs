@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chatty_shared::bus::{Bus, BusEvent, BusMessage, RedisBusConfig};
-use chatty_shared::freshness::BusTrust;
+use chatty_shared::BusTrust;
+use chatty_shared::{Bus, BusEvent, BusMessage, RedisBusConfig};
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use tokio::sync::mpsc;
@@ -103,10 +103,7 @@ impl BusService {
         match &self.feed {
             Feed::Redis(config) => {
                 let (tx, rx) = mpsc::channel(65_536);
-                tokio::spawn(chatty_shared::bus::run_redis_subscription(
-                    config.clone(),
-                    tx,
-                ));
+                tokio::spawn(chatty_shared::run_redis_subscription(config.clone(), tx));
                 rx
             }
             Feed::Shared(bus) => bus.subscribe(),
@@ -146,9 +143,9 @@ impl BackgroundService for BusService {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chatty_shared::bus::InProcessBus;
-    use chatty_shared::etag::RoomVersion;
-    use chatty_shared::room::RoomKey;
+    use chatty_shared::InProcessBus;
+    use chatty_shared::RoomKey;
+    use chatty_shared::RoomVersion;
 
     fn bump(seq: u64) -> BusEvent {
         BusEvent::Message(BusMessage::Room {

@@ -21,7 +21,7 @@
 //!   LRU, O(1), in the manner of Redis. Rooms that are actually polled are re-confirmed
 //!   at least every max-age, so they survive a flood of invented room names,
 //!   and sampling at random means no client can choose which room goes.
-//! - **Trust**: the rule of [`chatty_shared::freshness`], which the API
+//! - **Trust**: the rule of [`chatty_shared::Freshness`], which the API
 //!   nodes apply too: a part is only answered from if it was confirmed less
 //!   than `max_age` ago, whatever the state of the bus. Versions only move
 //!   forward within an epoch (members: only up), except that a part that has
@@ -35,9 +35,9 @@ use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use chatty_shared::etag::{members_etag, EtagBuf, RoomVersion};
-use chatty_shared::freshness::{Freshness, Version};
-use chatty_shared::room::Resource;
+use chatty_shared::Resource;
+use chatty_shared::{members_etag, EtagBuf, RoomVersion};
+use chatty_shared::{Freshness, Version};
 use parking_lot::RwLock;
 
 /// Number of shards (a power of two).

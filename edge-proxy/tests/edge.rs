@@ -10,9 +10,9 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use chatty_shared::bus::{Bus, BusError, BusEvent, BusMessage};
-use chatty_shared::etag::RoomVersion;
-use chatty_shared::room::RoomKey;
+use chatty_shared::RoomKey;
+use chatty_shared::RoomVersion;
+use chatty_shared::{Bus, BusError, BusEvent, BusMessage};
 use edge_proxy::{BusSource, EdgeConfig};
 use parking_lot::Mutex;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -571,7 +571,7 @@ async fn one_poll_refreshes_an_entry_before_it_expires() {
     let edge = Edge::start(
         EdgeConfig {
             max_age: Duration::from_millis(500),
-            ip_rate: chatty_shared::config::RateSetting(None),
+            ip_rate: chatty_shared::RateSetting(None),
             ..config(&up)
         },
         BusSource::None,

@@ -5,7 +5,7 @@
 
 #![no_main]
 
-use chatty_shared::bus::BusMessage;
+use chatty_shared::BusMessage;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -14,7 +14,7 @@
 mod token;
 
 use token::{Claims, TokenError, TokenKeys};
-use chatty_shared::room::RoomKey;
+use chatty_shared::RoomKey;
 use libfuzzer_sys::fuzz_target;
 
 /// "Now" for every check, so that runs are reproducible.

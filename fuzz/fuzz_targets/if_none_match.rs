@@ -12,7 +12,7 @@
 
 #![no_main]
 
-use chatty_shared::etag::{if_none_match, members_etag, parse_etag, RoomVersion, Tag};
+use chatty_shared::{if_none_match, members_etag, parse_etag, RoomVersion, Tag};
 use libfuzzer_sys::fuzz_target;
 
 fn format_tag(tag: Tag) -> String {

@@ -7,7 +7,7 @@
 
 #![no_main]
 
-use chatty_shared::room::{is_valid_room, is_valid_site, parse_room_path, RoomKey};
+use chatty_shared::{is_valid_room, is_valid_site, parse_room_path, RoomKey};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -4,9 +4,9 @@
 
 use std::sync::Arc;
 
-use chatty_shared::decimal::parse_decimal;
-use chatty_shared::room::{is_valid_site, RoomKey};
+use chatty_shared::parse_decimal;
 use chatty_shared::wire::{CreateSiteRequest, CreatedSite, SiteInfo, SiteLimits};
+use chatty_shared::{is_valid_site, RoomKey};
 
 use super::{Chat, Written, DEMO_ORIGINS, DEMO_SITE};
 use crate::error::ApiError;

@@ -4,11 +4,11 @@
 use std::future::Future;
 use std::time::Duration;
 
-use chatty_shared::config::Rate;
-use chatty_shared::etag::{if_none_match, members_etag, EtagBuf, RoomVersion};
-use chatty_shared::freshness::Version;
-use chatty_shared::room::RoomKey;
 use chatty_shared::wire::{Event, EventKind, JoinResponse, Member, MessagesPage};
+use chatty_shared::Rate;
+use chatty_shared::RoomKey;
+use chatty_shared::Version;
+use chatty_shared::{if_none_match, members_etag, EtagBuf, RoomVersion};
 
 use super::{presence_down, Chat, Poll, Polled, Written, JOIN_MESSAGES, PAGE_SIZE};
 use crate::cache::VersionCache;

@@ -11,11 +11,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chatty_shared::bus::{Bus, BusMessage};
-use chatty_shared::config::Rate;
-use chatty_shared::etag::RoomVersion;
-use chatty_shared::room::{is_valid_site, RoomKey};
 use chatty_shared::wire::Event;
+use chatty_shared::Rate;
+use chatty_shared::RoomVersion;
+use chatty_shared::{is_valid_site, RoomKey};
+use chatty_shared::{Bus, BusMessage};
 
 use crate::cache::{RoomCaches, SiteCache, SITE_MAX_AGE};
 use crate::error::ApiError;

@@ -4,7 +4,7 @@
 
 use std::sync::atomic::Ordering;
 
-use chatty_shared::bus::{BusEvent, BusMessage};
+use chatty_shared::{BusEvent, BusMessage};
 
 use super::Chat;
 use crate::metrics::{StoreOp, METRICS};

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chatty_shared::config::Rate;
+use chatty_shared::Rate;
 
 use super::{Decision, Limiter};
 

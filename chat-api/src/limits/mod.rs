@@ -1,20 +1,20 @@
 //! Rate limits: sliding-window counters keyed by whatever the caller names
-//! (`guest:{member}`, `ip:{addr}` …), by the rule of
-//! [`chatty_shared::ratelimit`].
+//! (`guest:{member}`, `ip:{addr}` …), by the sliding-window rule of
+//! [`chatty_shared::WindowLimiter`].
 //!
 //! Two implementations: [`InProcessLimiter`] (embedded mode, and the
 //! fallback while Redis is down) and [`RedisLimiter`] (shared by every API
 //! node).
 
 use async_trait::async_trait;
-use chatty_shared::config::Rate;
-use chatty_shared::ratelimit::WindowLimiter;
+use chatty_shared::Rate;
+use chatty_shared::WindowLimiter;
 
 #[cfg(test)]
 mod conformance;
 mod redis;
 
-pub use chatty_shared::ratelimit::Decision;
+pub use chatty_shared::Decision;
 pub use redis::RedisLimiter;
 
 /// A rate limiter.

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chatty_shared::config::Rate;
-use chatty_shared::ratelimit::per_ms;
+use chatty_shared::per_ms;
+use chatty_shared::Rate;
 
 use super::{Decision, InProcessLimiter, Limiter};
 use crate::redis::{BoundedClient, CallError, Script};

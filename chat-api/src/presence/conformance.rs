@@ -8,8 +8,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chatty_shared::room::RoomKey;
 use chatty_shared::wire::Member;
+use chatty_shared::RoomKey;
 
 use super::Presence;
 

@@ -17,8 +17,8 @@ use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use chatty_shared::room::RoomKey;
 use chatty_shared::wire::Member;
+use chatty_shared::RoomKey;
 use parking_lot::Mutex;
 use tokio::time::Instant;
 

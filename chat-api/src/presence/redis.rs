@@ -18,8 +18,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chatty_shared::room::RoomKey;
 use chatty_shared::wire::Member;
+use chatty_shared::RoomKey;
 use fred::types::Value;
 
 use super::{sort_members, Presence, PresenceError};

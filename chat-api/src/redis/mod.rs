@@ -5,7 +5,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use chatty_shared::bus::{redis_builder, start_connecting};
+use chatty_shared::{redis_builder, start_connecting};
 use fred::clients::Client;
 use fred::interfaces::ClientLike;
 use fred::types::FromValue;

@@ -1,7 +1,7 @@
 //! `GET …/members`: who is here, with the members ETag and 304.
 
 use actix_web::{web, HttpRequest, HttpResponse};
-use chatty_shared::etag::members_etag;
+use chatty_shared::members_etag;
 use chatty_shared::wire::MembersList;
 
 use super::{conditional, if_none_match};

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
-use chatty_shared::decimal::parse_decimal;
+use chatty_shared::parse_decimal;
 use chatty_shared::wire::SendRequest;
 
 use super::{bearer, check_origin, client_ip, conditional, etag_header, if_none_match, json};

@@ -4,7 +4,7 @@
 
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
-use chatty_shared::etag::EtagBuf;
+use chatty_shared::EtagBuf;
 
 use crate::chat::Poll;
 use crate::error::ApiError;

@@ -8,9 +8,9 @@ use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use chatty_shared::etag::RoomVersion;
-use chatty_shared::room::RoomKey;
 use chatty_shared::wire::{EventKind, SiteLimits};
+use chatty_shared::RoomKey;
+use chatty_shared::RoomVersion;
 
 use super::{NewMessage, NewSite, Store, StoreError};
 

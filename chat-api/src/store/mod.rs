@@ -25,9 +25,9 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chatty_shared::etag::RoomVersion;
-use chatty_shared::room::RoomKey;
 use chatty_shared::wire::{Event, SiteLimits};
+use chatty_shared::RoomKey;
+use chatty_shared::RoomVersion;
 
 #[cfg(test)]
 mod conformance;

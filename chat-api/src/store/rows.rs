@@ -1,8 +1,8 @@
 //! What both backends share: events, kinds, seqs, origins and secret
 //! hashes in their stored form, and the events a write appends.
 
-use chatty_shared::etag::RoomVersion;
 use chatty_shared::wire::{Event, EventKind, SiteLimits};
+use chatty_shared::RoomVersion;
 
 use super::{Appended, NewMessage, SiteRecord, StoreError};
 

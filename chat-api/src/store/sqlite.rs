@@ -12,9 +12,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chatty_shared::etag::RoomVersion;
-use chatty_shared::room::RoomKey;
 use chatty_shared::wire::{Event, EventKind, SiteLimits};
+use chatty_shared::RoomKey;
+use chatty_shared::RoomVersion;
 use parking_lot::Mutex;
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 

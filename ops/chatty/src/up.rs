@@ -11,7 +11,7 @@ use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use chatty_shared::config::{parse_rate_setting, RateSetting, EXIT_BAD_CONFIG};
+use chatty_shared::{parse_rate_setting, RateSetting, EXIT_BAD_CONFIG};
 use clap::Args;
 use edge_proxy::{BusSource, EdgeConfig};
 
@@ -346,7 +346,7 @@ fn free_if_zero(addr: SocketAddr) -> anyhow::Result<SocketAddr> {
 /// of its own; answers its address and its (in-process) bus.
 fn start_embedded_api(
     args: &UpArgs,
-) -> anyhow::Result<(SocketAddr, std::sync::Arc<dyn chatty_shared::bus::Bus>)> {
+) -> anyhow::Result<(SocketAddr, std::sync::Arc<dyn chatty_shared::Bus>)> {
     let mut config = chat_api::Config::embedded(&args.data_dir);
     config.admin_token = args.admin_token.clone();
     config.guest_rate = rate(&args.guest_rate)?;

@@ -1,9 +1,9 @@
 //! The MySQL event log: appending messages and deletions under the room's
 //! row lock, and reading events with the room's version in one statement.
 
-use chatty_shared::etag::RoomVersion;
-use chatty_shared::room::RoomKey;
 use chatty_shared::wire::{Event, EventKind};
+use chatty_shared::RoomKey;
+use chatty_shared::RoomVersion;
 use mysql_async::prelude::{FromRow, Queryable};
 use mysql_async::{IsolationLevel, Params, Pool, Row, Transaction, TxOpts};
 

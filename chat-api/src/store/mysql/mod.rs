@@ -16,9 +16,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chatty_shared::etag::RoomVersion;
-use chatty_shared::room::RoomKey;
 use chatty_shared::wire::{Event, SiteLimits};
+use chatty_shared::RoomKey;
+use chatty_shared::RoomVersion;
 use mysql_async::prelude::{FromRow, Queryable};
 use mysql_async::{Conn, Opts, OptsBuilder, Pool, PoolConstraints, PoolOpts, Row};
 

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use chatty_shared::room::RoomKey;
+use chatty_shared::RoomKey;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts};
 

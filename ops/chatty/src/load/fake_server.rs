@@ -5,8 +5,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use chatty_shared::etag::RoomVersion;
 use chatty_shared::wire::{Event, EventKind, JoinResponse, Member, MessagesPage, SendRequest};
+use chatty_shared::RoomVersion;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 

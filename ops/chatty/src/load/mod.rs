@@ -19,7 +19,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chatty_shared::config::{parse_duration, EXIT_BAD_CONFIG};
+use chatty_shared::{parse_duration, EXIT_BAD_CONFIG};
 
 use crate::client::{ApiClient, ClientOptions};
 use generator::{Plan, Stats};
@@ -105,7 +105,7 @@ impl LoadArgs {
                 self.target
             ));
         }
-        if !chatty_shared::room::is_valid_site(self.site.as_bytes()) {
+        if !chatty_shared::is_valid_site(self.site.as_bytes()) {
             return Err(format!("--site {:?}: not a valid site id", self.site));
         }
         if self.guests == 0 || self.rooms == 0 {
