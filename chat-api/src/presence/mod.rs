@@ -39,6 +39,15 @@ pub enum PresenceError {
 /// The members of every room.
 #[async_trait]
 pub trait Presence: Send + Sync + 'static {
+    /// Adds or refreshes a member for `ttl`: `(changed, version)`, where
+    /// `changed` says the member was absent or their nick changed, and the
+    /// room's members version moved.
+    async fn upsert(
+        &self,
+        key: &RoomKey,
+        member: &Member,
+        ttl: Duration,
+    ) -> Result<(bool, u64), PresenceError>;
     /// Adds or refreshes a member; returns the room's members version,
     /// bumped if the member was absent or their nick changed.
     async fn join(
@@ -46,7 +55,9 @@ pub trait Presence: Send + Sync + 'static {
         key: &RoomKey,
         member: &Member,
         ttl: Duration,
-    ) -> Result<u64, PresenceError>;
+    ) -> Result<u64, PresenceError> {
+        self.upsert(key, member, ttl).await.map(|(_, v)| v)
+    }
     /// Refreshes a member; `Some(new version)` if they had to be re-added
     /// (or their nick changed).
     async fn heartbeat(
@@ -54,7 +65,11 @@ pub trait Presence: Send + Sync + 'static {
         key: &RoomKey,
         member: &Member,
         ttl: Duration,
-    ) -> Result<Option<u64>, PresenceError>;
+    ) -> Result<Option<u64>, PresenceError> {
+        self.upsert(key, member, ttl)
+            .await
+            .map(|(changed, v)| changed.then_some(v))
+    }
     /// Removes a member at once; `Some(new version)` if they were there.
     async fn leave(&self, key: &RoomKey, member_id: &str) -> Result<Option<u64>, PresenceError>;
     /// The room's members (ordered by nick, then id) and its version (0 if
@@ -124,7 +139,7 @@ impl InProcessPresence {
     }
 
     /// Adds or refreshes a member: `(changed, version)`.
-    fn upsert(
+    fn upsert_now(
         &self,
         key: &RoomKey,
         member: &Member,
@@ -190,23 +205,13 @@ impl InProcessPresence {
 
 #[async_trait]
 impl Presence for InProcessPresence {
-    async fn join(
+    async fn upsert(
         &self,
         key: &RoomKey,
         member: &Member,
         ttl: Duration,
-    ) -> Result<u64, PresenceError> {
-        self.upsert(key, member, ttl).map(|(_, v)| v)
-    }
-
-    async fn heartbeat(
-        &self,
-        key: &RoomKey,
-        member: &Member,
-        ttl: Duration,
-    ) -> Result<Option<u64>, PresenceError> {
-        self.upsert(key, member, ttl)
-            .map(|(changed, v)| changed.then_some(v))
+    ) -> Result<(bool, u64), PresenceError> {
+        self.upsert_now(key, member, ttl)
     }
 
     async fn leave(&self, key: &RoomKey, member_id: &str) -> Result<Option<u64>, PresenceError> {

@@ -184,7 +184,10 @@ impl RedisPresence {
     ) -> Result<R, PresenceError> {
         self.redis.run(script, keys, args).await.map_err(down)
     }
+}
 
+#[async_trait]
+impl Presence for RedisPresence {
     async fn upsert(
         &self,
         key: &RoomKey,
@@ -208,29 +211,6 @@ impl RedisPresence {
             [changed, version] => Ok((number(changed)? == 1, number(version)?)),
             _ => Err(down("unexpected reply from Redis")),
         }
-    }
-}
-
-#[async_trait]
-impl Presence for RedisPresence {
-    async fn join(
-        &self,
-        key: &RoomKey,
-        member: &Member,
-        ttl: Duration,
-    ) -> Result<u64, PresenceError> {
-        self.upsert(key, member, ttl).await.map(|(_, v)| v)
-    }
-
-    async fn heartbeat(
-        &self,
-        key: &RoomKey,
-        member: &Member,
-        ttl: Duration,
-    ) -> Result<Option<u64>, PresenceError> {
-        self.upsert(key, member, ttl)
-            .await
-            .map(|(changed, v)| changed.then_some(v))
     }
 
     async fn leave(&self, key: &RoomKey, member_id: &str) -> Result<Option<u64>, PresenceError> {
