@@ -222,7 +222,11 @@ pub async fn read_head<S: tokio::io::AsyncRead + Unpin>(
             buf.reserve(buf.capacity().min(room));
         }
         let read = async {
+            // Bytes already received win over a shutdown that comes at the
+            // same moment: a request written just before the stop is
+            // answered (with `Connection: close`), not cut.
             tokio::select! {
+                biased;
                 r = io.read_buf(&mut buf) => Some(r),
                 _ = shutdown.wait_for(|stopping| *stopping), if waiting_first_byte => None,
             }
