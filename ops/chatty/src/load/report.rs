@@ -88,6 +88,7 @@ pub struct CheckReport {
 ///   "guests_joined": 300,        // guests whose join succeeded
 ///   "rooms": 20,
 ///   "site": "demo",
+///   "transport": "poll",         // poll or hold (--transport)
 ///   "seed": 1,
 ///   "duration_s": 15.0,          // the measured window (after the ramp)
 ///   "elapsed_s": 24.1,           // ramp + window + drain, wall clock
@@ -123,6 +124,7 @@ pub struct Report {
     pub guests_joined: u64,
     pub rooms: usize,
     pub site: String,
+    pub transport: &'static str,
     pub seed: u64,
     pub duration_s: f64,
     pub elapsed_s: f64,
@@ -157,7 +159,12 @@ impl Report {
         );
         let _ = writeln!(
             s,
-            "polls      {} ({:.1}/s in the window), {:.1}% answered 304",
+            "{:<11}{} ({:.1}/s in the window), {:.1}% answered 304",
+            if self.transport == "hold" {
+                "held polls"
+            } else {
+                "polls"
+            },
             self.polls,
             self.polls_per_s,
             self.poll_304_share * 100.0
@@ -234,6 +241,7 @@ mod tests {
             guests_joined: 2,
             rooms: 1,
             site: "demo".into(),
+            transport: "poll",
             seed: 1,
             duration_s: 1.0,
             elapsed_s: 2.0,
@@ -257,6 +265,7 @@ mod tests {
         for key in [
             "guests",
             "rooms",
+            "transport",
             "duration_s",
             "polls",
             "polls_per_s",
