@@ -94,11 +94,23 @@ pub enum Poll {
     Page(MessagesPage),
 }
 
+/// The answer to a held poll.
+#[derive(Debug)]
+pub struct Held {
+    pub poll: Poll,
+    /// The server said `Preference-Applied: wait=…`: it honoured the wait,
+    /// so a 304 means the wait ended with nothing new. A server may ignore
+    /// the preference (RFC 7240) and answer at once.
+    pub applied: bool,
+}
+
 /// The parts of an answer the client looks at.
 struct Answer {
     status: StatusCode,
     etag: Option<HeaderValue>,
     retry_after: Option<u64>,
+    /// `Preference-Applied` names `wait`.
+    wait_applied: bool,
     body: bytes::Bytes,
 }
 
@@ -214,11 +226,19 @@ impl ApiClient {
             .get(RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse().ok());
+        let wait_applied = resp
+            .headers()
+            .get_all(PREFERENCE_APPLIED)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|p| p.trim().to_ascii_lowercase().starts_with("wait"));
         let body = resp.bytes().await.map_err(ClientError::from_reqwest)?;
         Ok(Answer {
             status,
             etag,
             retry_after,
+            wait_applied,
             body,
         })
     }
@@ -263,7 +283,7 @@ impl ApiClient {
         after: u64,
         etag: &mut String,
         wait: Duration,
-    ) -> Result<Poll, ClientError> {
+    ) -> Result<Held, ClientError> {
         let mut prefer = String::with_capacity(16);
         prefer.push_str("wait=");
         prefer.push_str(itoa_u64(wait.as_secs()).as_str());
@@ -272,7 +292,9 @@ impl ApiClient {
             .header(PREFER, prefer)
             .timeout(self.timeout + wait);
         let answer = Self::answer(req).await?;
-        read_poll(answer, etag)
+        let applied = answer.wait_applied;
+        let poll = read_poll(answer, etag)?;
+        Ok(Held { poll, applied })
     }
 
     fn poll_request(&self, room: &str, after: u64, etag: &str) -> reqwest::RequestBuilder {
@@ -346,8 +368,10 @@ fn permits(opts: &ClientOptions) -> Option<Arc<Semaphore>> {
         .map(|n| Arc::new(Semaphore::new(n.max(1))))
 }
 
-/// RFC 7240's request header.
+/// RFC 7240's request header, and the answer's header saying it was
+/// honoured.
 const PREFER: HeaderName = HeaderName::from_static("prefer");
+const PREFERENCE_APPLIED: HeaderName = HeaderName::from_static("preference-applied");
 
 /// Reads a poll's answer; copies its `ETag` into `etag` when it changed.
 fn read_poll(answer: Answer, etag: &mut String) -> Result<Poll, ClientError> {

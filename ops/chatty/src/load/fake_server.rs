@@ -39,6 +39,8 @@ struct Shared {
     peers: Mutex<BTreeSet<IpAddr>>,
     /// Polls that asked to be held.
     held: AtomicU64,
+    /// Answer polls at once whatever they prefer, as RFC 7240 allows.
+    ignore_wait: bool,
 }
 
 /// A running fake server.
@@ -54,7 +56,7 @@ impl FakeServer {
         self.shared.peers.lock().unwrap().clone()
     }
 
-    /// How many polls asked to be held (`Prefer: wait`).
+    /// How many polls asked to be held (`Prefer: wait`), held or not.
     pub fn held(&self) -> u64 {
         self.shared.held.load(Relaxed)
     }
@@ -62,9 +64,22 @@ impl FakeServer {
 
 /// Starts the server on a free port.
 pub async fn start(hide_seq: Option<u64>) -> FakeServer {
+    start_with(hide_seq, false).await
+}
+
+/// Starts a server that never holds a poll (and never says
+/// `Preference-Applied`).
+pub async fn start_ignoring_wait() -> FakeServer {
+    start_with(None, true).await
+}
+
+async fn start_with(hide_seq: Option<u64>, ignore_wait: bool) -> FakeServer {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let shared = Arc::new(Shared::default());
+    let shared = Arc::new(Shared {
+        ignore_wait,
+        ..Shared::default()
+    });
     shared.state.lock().unwrap().hide_seq = hide_seq;
     let accepting = shared.clone();
     tokio::spawn(async move {
@@ -142,8 +157,12 @@ async fn serve(stream: tokio::net::TcpStream, shared: Arc<Shared>) -> std::io::R
         let held = match (&req.wait, &req.inm) {
             (Some(wait), Some(inm)) if req.method == "GET" => {
                 shared.held.fetch_add(1, Relaxed);
-                hold(&shared, &req.target, inm, *wait).await;
-                Some(wait.as_secs())
+                if shared.ignore_wait {
+                    None
+                } else {
+                    hold(&shared, &req.target, inm, *wait).await;
+                    Some(wait.as_secs())
+                }
             }
             _ => None,
         };

@@ -16,7 +16,20 @@ use tokio::time::{sleep, sleep_until, Instant};
 use super::checker::Reader;
 use super::generator::{lock, with_retries, Ctx, Room, JOIN_ATTEMPTS, POLL_JITTER};
 use super::plan::{PollTimer, Transport};
-use crate::client::Poll;
+use crate::client::{ClientError, Held, Poll};
+
+/// How a poll ended, which decides when a held poll's next one goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    /// A page, or a 304 after the wait the server said it held: ask again
+    /// at once.
+    Answered,
+    /// A 304 the server did not hold (it may ignore the preference): wait
+    /// as a timed poll would, rather than ask again in a tight loop.
+    NotHeld,
+    /// A request failed (counted).
+    Failed,
+}
 
 /// Where a guest has read to, carried from one poll to the next.
 struct Cursor {
@@ -184,8 +197,9 @@ async fn timed_polls(
 }
 
 /// `--transport hold`: a held poll, and the next as soon as it is answered
-/// (a 304 when the wait ended, or a page); after an error, a jittered poll
-/// interval first, as a timed poll would wait.
+/// (a 304 when the wait ended, or a page); after an error, or a 304 the
+/// server did not hold, a jittered poll interval first, as a timed poll
+/// would wait.
 async fn held_polls(
     ctx: &Arc<Ctx>,
     room: &Room,
@@ -200,8 +214,8 @@ async fn held_polls(
         let poll = poll_once(ctx, room, g, cursor, Instant::now(), wait);
         match membership.beating(ctx, stop, poll).await {
             None => return,
-            Some(true) => continue,
-            Some(false) => {}
+            Some(Outcome::Answered) => continue,
+            Some(Outcome::NotHeld | Outcome::Failed) => {}
         }
         let factor = rng.gen_range(1.0 - POLL_JITTER..=1.0 + POLL_JITTER);
         let backoff = sleep(ctx.plan.poll_interval.mul_f64(factor));
@@ -214,7 +228,6 @@ async fn held_polls(
 /// One poll due at `due` by guest `g`: asks for events after the cursor with
 /// the last ETag, following `more` pages; with `hold`, its first request is
 /// held that long at most. Its latency runs from `due` to its last answer.
-/// False when a request failed (counted).
 async fn poll_once(
     ctx: &Ctx,
     room: &Room,
@@ -222,16 +235,24 @@ async fn poll_once(
     cursor: &mut Cursor,
     due: Instant,
     mut hold: Option<Duration>,
-) -> bool {
+) -> Outcome {
     let stats = &ctx.stats;
     if due >= ctx.window_start && due < ctx.window_end {
         stats.polls_due_in_window.fetch_add(1, Relaxed);
     }
     let client = ctx.client(g);
+    let mut outcome = Outcome::Answered;
     loop {
         let (after, etag) = (cursor.after, &mut cursor.etag);
-        let answer = match hold.take() {
-            Some(wait) => client.poll_held(&room.name, after, etag, wait).await,
+        let answer: Result<Poll, ClientError> = match hold.take() {
+            Some(wait) => client.poll_held(&room.name, after, etag, wait).await.map(
+                |Held { poll, applied }| {
+                    if !applied && matches!(poll, Poll::NotModified) {
+                        outcome = Outcome::NotHeld;
+                    }
+                    poll
+                },
+            ),
             None => client.poll(&room.name, after, etag).await,
         };
         let now = Instant::now();
@@ -257,13 +278,13 @@ async fn poll_once(
             }
             Err(e) => {
                 stats.error("poll", &e);
-                return false;
+                return Outcome::Failed;
             }
         };
         if !more {
             stats.polls.fetch_add(1, Relaxed);
             lock(&stats.poll_latency).record(now - due);
-            return true;
+            return outcome;
         }
     }
 }

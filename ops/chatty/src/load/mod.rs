@@ -480,6 +480,22 @@ mod tests {
         );
     }
 
+    /// A server that answers held polls at once (RFC 7240 lets it) gets
+    /// timed polls, not a tight loop.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn held_polls_the_server_does_not_hold_are_paced() {
+        let server = fake_server::start_ignoring_wait().await;
+        let json = temp_json("unheld");
+        let extra = ["--transport", "hold", "--hold-wait", "1s"];
+        let (status, report) = run_for_report(args_with(&server.base, &json, &extra)).await;
+        assert_eq!(status, 0, "{report:#}");
+        assert!(server.held() > 0, "{report:#}");
+        // 40 guests polling every 200 ms ±20% for under 5 s: about 1,000.
+        let requests = report["poll_requests"].as_u64().unwrap();
+        assert!(requests < 2_000, "{report:#}");
+        assert_eq!(report["check"]["missing"], 0, "{report:#}");
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn guests_connect_from_every_source_address() {
         let server = fake_server::start(None).await;

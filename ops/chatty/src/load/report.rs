@@ -99,6 +99,8 @@ pub struct CheckReport {
 ///   "poll_304_share": 0.93,      // 304 answers / poll requests answered
 ///   "poll_latency_ms": {"count","p50","p95","p99","max"},  // from the time
 ///                                //   each poll was DUE to its last page
+///                                //   (a held poll is due when sent, so
+///                                //   its latency includes the wait)
 ///   "sends": 300,                // sends due in the window
 ///   "sends_acknowledged": 300,   // 201 (or 200 for a retried client_id)
 ///   "send_latency_ms": {...},    // from the time each send was DUE to its 201
