@@ -4,13 +4,15 @@
 //!
 //! Errors are sorted into a few kinds ([`ClientError::kind`]) so a caller can
 //! count them without keeping their text. An optional semaphore bounds the
-//! number of requests in flight, which bounds the connections the pool opens.
+//! number of requests in flight, which bounds the connections the pool opens;
+//! held polls ([`ApiClient::poll_held`]) stand outside it.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chatty_shared::wire::{ErrorBody, Event, JoinRequest, JoinResponse, MessagesPage, SendRequest};
-use reqwest::header::{HeaderValue, AUTHORIZATION, ETAG, IF_NONE_MATCH, RETRY_AFTER};
+use reqwest::header::{HeaderName, HeaderValue, AUTHORIZATION, ETAG, IF_NONE_MATCH, RETRY_AFTER};
 use reqwest::StatusCode;
 use tokio::sync::Semaphore;
 
@@ -92,11 +94,23 @@ pub enum Poll {
     Page(MessagesPage),
 }
 
+/// The answer to a held poll.
+#[derive(Debug)]
+pub struct Held {
+    pub poll: Poll,
+    /// The server said `Preference-Applied: wait=…`: it honoured the wait,
+    /// so a 304 means the wait ended with nothing new. A server may ignore
+    /// the preference (RFC 7240) and answer at once.
+    pub applied: bool,
+}
+
 /// The parts of an answer the client looks at.
 struct Answer {
     status: StatusCode,
     etag: Option<HeaderValue>,
     retry_after: Option<u64>,
+    /// `Preference-Applied` names `wait`.
+    wait_applied: bool,
     body: bytes::Bytes,
 }
 
@@ -110,8 +124,12 @@ pub struct ClientOptions {
     /// Most requests in flight at once (and so most connections), or `None`
     /// for no bound.
     pub max_in_flight: Option<usize>,
-    /// Whole-request timeout.
+    /// Whole-request timeout (a held poll gets its wait on top).
     pub timeout: Duration,
+    /// Held polls the client may have open besides `max_in_flight`: the
+    /// pool keeps that many more idle connections, so each held poll finds
+    /// its connection again instead of opening a new one.
+    pub max_held: usize,
 }
 
 impl ClientOptions {
@@ -121,6 +139,7 @@ impl ClientOptions {
             site: site.into(),
             max_in_flight: None,
             timeout: Duration::from_secs(10),
+            max_held: 0,
         }
     }
 }
@@ -132,17 +151,38 @@ pub struct ApiClient {
     /// `{base}/v1/sites/{site}/rooms/`
     rooms_prefix: Arc<str>,
     permits: Option<Arc<Semaphore>>,
+    timeout: Duration,
 }
 
 impl ApiClient {
     pub fn new(opts: &ClientOptions) -> Result<Self, ClientError> {
+        Self::build(opts, None, permits(opts))
+    }
+
+    /// One client per source address in `sources`, each opening its
+    /// connections from that address, all sharing one bound on requests in
+    /// flight (`opts.max_in_flight` for them all together).
+    pub fn per_source(opts: &ClientOptions, sources: &[IpAddr]) -> Result<Vec<Self>, ClientError> {
+        let permits = permits(opts);
+        sources
+            .iter()
+            .map(|&addr| Self::build(opts, Some(addr), permits.clone()))
+            .collect()
+    }
+
+    fn build(
+        opts: &ClientOptions,
+        local_address: Option<IpAddr>,
+        permits: Option<Arc<Semaphore>>,
+    ) -> Result<Self, ClientError> {
         let mut builder = reqwest::Client::builder()
             .timeout(opts.timeout)
             .connect_timeout(opts.timeout.min(Duration::from_secs(5)))
             .tcp_nodelay(true)
-            .pool_idle_timeout(Duration::from_secs(60));
+            .pool_idle_timeout(Duration::from_secs(60))
+            .local_address(local_address);
         if let Some(n) = opts.max_in_flight {
-            builder = builder.pool_max_idle_per_host(n);
+            builder = builder.pool_max_idle_per_host(n.saturating_add(opts.max_held));
         }
         let http = builder
             .build()
@@ -151,9 +191,8 @@ impl ApiClient {
         Ok(Self {
             http,
             rooms_prefix: format!("{base}/v1/sites/{}/rooms/", opts.site).into(),
-            permits: opts
-                .max_in_flight
-                .map(|n| Arc::new(Semaphore::new(n.max(1)))),
+            permits,
+            timeout: opts.timeout,
         })
     }
 
@@ -174,6 +213,11 @@ impl ApiClient {
             ),
             None => None,
         };
+        Self::answer(req).await
+    }
+
+    /// Sends `req` and reads its whole answer, taking no permit.
+    async fn answer(req: reqwest::RequestBuilder) -> Result<Answer, ClientError> {
         let resp = req.send().await.map_err(ClientError::from_reqwest)?;
         let status = resp.status();
         let etag = resp.headers().get(ETAG).cloned();
@@ -182,11 +226,19 @@ impl ApiClient {
             .get(RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse().ok());
+        let wait_applied = resp
+            .headers()
+            .get_all(PREFERENCE_APPLIED)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|p| p.trim().to_ascii_lowercase().starts_with("wait"));
         let body = resp.bytes().await.map_err(ClientError::from_reqwest)?;
         Ok(Answer {
             status,
             etag,
             retry_after,
+            wait_applied,
             body,
         })
     }
@@ -216,6 +268,36 @@ impl ApiClient {
         after: u64,
         etag: &mut String,
     ) -> Result<Poll, ClientError> {
+        let req = self.poll_request(room, after, etag);
+        let answer = self.execute(req).await?;
+        read_poll(answer, etag)
+    }
+
+    /// The same poll held by the server: it carries `Prefer: wait=S`
+    /// (RFC 7240, whole seconds) so the server may keep it until the room
+    /// moves or `wait` ends. Its timeout is the client's plus `wait`, and it
+    /// takes no permit: a guest holds at most one, so guests bound them.
+    pub async fn poll_held(
+        &self,
+        room: &str,
+        after: u64,
+        etag: &mut String,
+        wait: Duration,
+    ) -> Result<Held, ClientError> {
+        let mut prefer = String::with_capacity(16);
+        prefer.push_str("wait=");
+        prefer.push_str(itoa_u64(wait.as_secs()).as_str());
+        let req = self
+            .poll_request(room, after, etag)
+            .header(PREFER, prefer)
+            .timeout(self.timeout + wait);
+        let answer = Self::answer(req).await?;
+        let applied = answer.wait_applied;
+        let poll = read_poll(answer, etag)?;
+        Ok(Held { poll, applied })
+    }
+
+    fn poll_request(&self, room: &str, after: u64, etag: &str) -> reqwest::RequestBuilder {
         let mut tail = String::with_capacity(32);
         tail.push_str("/messages?after=");
         tail.push_str(itoa_u64(after).as_str());
@@ -225,18 +307,7 @@ impl ApiClient {
                 req = req.header(IF_NONE_MATCH, v);
             }
         }
-        let answer = self.execute(req).await?;
-        if let Some(tag) = answer.etag.as_ref().and_then(|v| v.to_str().ok()) {
-            if tag != etag.as_str() {
-                etag.clear();
-                etag.push_str(tag);
-            }
-        }
-        if answer.status == StatusCode::NOT_MODIFIED {
-            return Ok(Poll::NotModified);
-        }
-        expect(&answer, &[StatusCode::OK])?;
-        Ok(Poll::Page(decode(&answer.body)?))
+        req
     }
 
     /// `POST …/messages`. Answers the stored event (201, or 200 for a
@@ -289,6 +360,32 @@ impl ApiClient {
         expect(&answer, &[StatusCode::OK])?;
         String::from_utf8(answer.body.to_vec()).map_err(|e| ClientError::Decode(e.to_string()))
     }
+}
+
+/// The bound on requests in flight that `opts` asks for.
+fn permits(opts: &ClientOptions) -> Option<Arc<Semaphore>> {
+    opts.max_in_flight
+        .map(|n| Arc::new(Semaphore::new(n.max(1))))
+}
+
+/// RFC 7240's request header, and the answer's header saying it was
+/// honoured.
+const PREFER: HeaderName = HeaderName::from_static("prefer");
+const PREFERENCE_APPLIED: HeaderName = HeaderName::from_static("preference-applied");
+
+/// Reads a poll's answer; copies its `ETag` into `etag` when it changed.
+fn read_poll(answer: Answer, etag: &mut String) -> Result<Poll, ClientError> {
+    if let Some(tag) = answer.etag.as_ref().and_then(|v| v.to_str().ok()) {
+        if tag != etag.as_str() {
+            etag.clear();
+            etag.push_str(tag);
+        }
+    }
+    if answer.status == StatusCode::NOT_MODIFIED {
+        return Ok(Poll::NotModified);
+    }
+    expect(&answer, &[StatusCode::OK])?;
+    Ok(Poll::Page(decode(&answer.body)?))
 }
 
 fn bearer(token: &str) -> Result<HeaderValue, ClientError> {

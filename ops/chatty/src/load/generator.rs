@@ -1,6 +1,6 @@
-//! The load generator: one task per guest (join, jittered polls, heartbeats,
-//! leave), one open-loop sender spawning each send at its due time, and the
-//! run's timeline (ramp → window → drain). Latencies count from when a
+//! The load generator: one task per guest (its life is in `guest.rs`), one
+//! open-loop sender spawning each send at its due time, and the run's
+//! timeline (ramp → window → drain). Latencies count from when a
 //! request was DUE, so a slow server cannot hide its slowness by slowing the
 //! generator down (no coordinated omission).
 
@@ -17,18 +17,18 @@ use tokio::task::JoinSet;
 use tokio::time::{sleep, sleep_until, Instant};
 
 use super::checker::{message_text, Anomalies, Reader, RoomLog};
-use super::plan::{assign_rooms, Arrivals, PollTimer, SendTimetable};
+use super::guest::guest_task;
+use super::plan::{assign_rooms, Arrivals, SendTimetable, Transport};
 use super::report::{Latency, Percentiles};
-use chatty_shared::wire::JoinResponse;
 
-use crate::client::{ApiClient, ClientError, Poll};
+use crate::client::{ApiClient, ClientError};
 
 /// Poll interval jitter: each interval is the base ±20%.
 pub const POLL_JITTER: f64 = 0.2;
 /// Attempts for one send (the same `client_id` each time).
 const SEND_ATTEMPTS: u32 = 4;
 /// Attempts for one join.
-const JOIN_ATTEMPTS: u32 = 3;
+pub(super) const JOIN_ATTEMPTS: u32 = 3;
 
 /// What the generator needs to know (validated flags).
 #[derive(Debug, Clone)]
@@ -39,6 +39,10 @@ pub struct Plan {
     pub send_rate: f64,
     pub arrivals: Arrivals,
     pub poll_interval: Duration,
+    /// How guests read their room.
+    pub transport: Transport,
+    /// What a held poll asks the server to wait at most (`Prefer: wait`).
+    pub hold_wait: Duration,
     pub heartbeat: Duration,
     pub ramp: Duration,
     /// Quiet time after the last send resolves, while guests keep polling.
@@ -66,7 +70,7 @@ pub struct Stats {
 }
 
 impl Stats {
-    fn error(&self, op: &'static str, e: &ClientError) {
+    pub(super) fn error(&self, op: &'static str, e: &ClientError) {
         let mut m = self.errors.lock().unwrap_or_else(|p| p.into_inner());
         *m.entry((op, e.kind())).or_insert(0) += 1;
     }
@@ -92,29 +96,32 @@ impl Stats {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-struct Room {
-    name: String,
-    log: Mutex<RoomLog>,
+pub(super) struct Room {
+    pub(super) name: String,
+    pub(super) log: Mutex<RoomLog>,
 }
 
-struct Guest {
-    room: u32,
-    token: Mutex<Option<Arc<str>>>,
+pub(super) struct Guest {
+    pub(super) room: u32,
+    /// The guest's current token, once it has joined (senders read it).
+    pub(super) token: Mutex<Option<Arc<str>>>,
     sent: AtomicU32,
 }
 
-struct Ctx {
-    client: ApiClient,
-    plan: Plan,
-    rooms: Vec<Room>,
-    guests: Vec<Guest>,
-    stats: Arc<Stats>,
-    window_start: Instant,
-    window_end: Instant,
+/// What every task of a run shares.
+pub(super) struct Ctx {
+    /// One client per source address; guest `g` uses `clients[g % len]`.
+    clients: Vec<ApiClient>,
+    pub(super) plan: Plan,
+    pub(super) rooms: Vec<Room>,
+    pub(super) guests: Vec<Guest>,
+    pub(super) stats: Arc<Stats>,
+    pub(super) window_start: Instant,
+    pub(super) window_end: Instant,
 }
 
 /// What a finished run hands to the report.
@@ -128,11 +135,12 @@ pub struct RunResult {
     pub acknowledged_in_logs: usize,
 }
 
-/// Runs the whole plan against `client`. `stats` may be watched while it
-/// runs (the progress line does).
-pub async fn run(client: ApiClient, plan: Plan, stats: Arc<Stats>) -> RunResult {
+/// Runs the whole plan against `clients` (at least one; guest `g` uses
+/// `clients[g % len]`). `stats` may be watched while it runs (the progress
+/// line does).
+pub async fn run(clients: Vec<ApiClient>, plan: Plan, stats: Arc<Stats>) -> RunResult {
     let t0 = Instant::now();
-    let ctx = Ctx::new(client, plan, stats, t0);
+    let ctx = Ctx::new(clients, plan, stats, t0);
     let (stop_tx, stop_rx) = watch::channel(false);
 
     let mut guest_tasks = Vec::with_capacity(ctx.plan.guests);
@@ -171,7 +179,8 @@ pub async fn run(client: ApiClient, plan: Plan, stats: Arc<Stats>) -> RunResult 
 impl Ctx {
     /// The run's rooms and guests (each guest placed in its room), with the
     /// measured window starting after the ramp.
-    fn new(client: ApiClient, plan: Plan, stats: Arc<Stats>, t0: Instant) -> Arc<Ctx> {
+    fn new(clients: Vec<ApiClient>, plan: Plan, stats: Arc<Stats>, t0: Instant) -> Arc<Ctx> {
+        assert!(!clients.is_empty(), "a run needs at least one client");
         let window_start = t0 + plan.ramp;
         let window_end = window_start + plan.duration;
         let assignment = assign_rooms(plan.guests, plan.rooms, plan.seed);
@@ -190,7 +199,7 @@ impl Ctx {
             })
             .collect();
         Arc::new(Ctx {
-            client,
+            clients,
             plan,
             rooms,
             guests,
@@ -198,6 +207,13 @@ impl Ctx {
             window_start,
             window_end,
         })
+    }
+}
+
+impl Ctx {
+    /// The client guest `g` makes its requests with.
+    pub(super) fn client(&self, g: u32) -> &ApiClient {
+        &self.clients[g as usize % self.clients.len()]
     }
 }
 
@@ -281,7 +297,7 @@ fn pick_guest(ctx: &Ctx, rng: &mut StdRng) -> Option<u32> {
 
 /// Retries `op` while it fails with a transient error, up to `attempts`,
 /// counting every failure under `name`.
-async fn with_retries<T, F, Fut>(
+pub(super) async fn with_retries<T, F, Fut>(
     stats: &Stats,
     name: &'static str,
     attempts: u32,
@@ -323,7 +339,7 @@ async fn send_task(ctx: Arc<Ctx>, g: u32, due: Instant) {
     let text = message_text(g, n, &ctx.plan.run_tag);
     let client_id = format!("{}-{g}-{n}", ctx.plan.run_tag);
     let sent = with_retries(&ctx.stats, "send", SEND_ATTEMPTS, || {
-        ctx.client.send(&room.name, &token, &text, &client_id)
+        ctx.client(g).send(&room.name, &token, &text, &client_id)
     })
     .await;
     let Some(event) = sent else {
@@ -342,170 +358,10 @@ async fn send_task(ctx: Arc<Ctx>, g: u32, due: Instant) {
     }
 }
 
-/// A guest's membership: its token, renewed by joining again before it
-/// expires.
-struct Membership {
-    nick: String,
-    token: Arc<str>,
-    ttl: Duration,
-    refresh_at: Instant,
-}
-
-impl Membership {
-    /// Joins (with retries); `None` when the guest could not join.
-    async fn join(ctx: &Ctx, g: u32) -> Option<(Membership, JoinResponse)> {
-        let guest = &ctx.guests[g as usize];
-        let room = &ctx.rooms[guest.room as usize].name;
-        let nick = format!("load{g}");
-        let joined = with_retries(&ctx.stats, "join", JOIN_ATTEMPTS, || {
-            ctx.client.join(room, &nick)
-        })
-        .await?;
-        ctx.stats.joined.fetch_add(1, Relaxed);
-        let token: Arc<str> = joined.token.clone().into();
-        *lock(&guest.token) = Some(token.clone());
-        let ttl = Duration::from_secs(joined.token_ttl_secs.max(1));
-        let refresh_at = Instant::now() + ttl.mul_f64(0.8);
-        let membership = Membership {
-            nick,
-            token,
-            ttl,
-            refresh_at,
-        };
-        Some((membership, joined))
-    }
-
-    /// At heartbeat time: join again when the token is about to expire
-    /// (reading on from where the guest was), else send a heartbeat
-    /// without waiting for it.
-    async fn beat(&mut self, ctx: &Arc<Ctx>, g: u32, now: Instant) {
-        let guest = &ctx.guests[g as usize];
-        let room_idx = guest.room as usize;
-        if now >= self.refresh_at {
-            let room = &ctx.rooms[room_idx].name;
-            if let Some(again) = with_retries(&ctx.stats, "join", JOIN_ATTEMPTS, || {
-                ctx.client.join(room, &self.nick)
-            })
-            .await
-            {
-                self.token = again.token.into();
-                *lock(&guest.token) = Some(self.token.clone());
-                self.refresh_at = Instant::now() + self.ttl.mul_f64(0.8);
-            }
-            return;
-        }
-        let ctx = ctx.clone();
-        let token = self.token.clone();
-        tokio::spawn(async move {
-            let room = &ctx.rooms[room_idx].name;
-            if let Err(e) = ctx.client.heartbeat(room, &token).await {
-                ctx.stats.error("heartbeat", &e);
-            }
-        });
-    }
-}
-
-/// One guest: join at `join_at`, then poll and heartbeat until told to stop;
-/// answers what it read, for the final check.
-async fn guest_task(
-    ctx: Arc<Ctx>,
-    g: u32,
-    join_at: Instant,
-    mut stop: watch::Receiver<bool>,
-) -> Option<Reader> {
-    sleep_until(join_at).await;
-    let room = &ctx.rooms[ctx.guests[g as usize].room as usize];
-    let (mut membership, joined) = Membership::join(&ctx, g).await?;
-    let mut reader = Reader::new(g, joined.seq);
-    let mut cursor = joined.seq;
-    let mut etag = joined.etag;
-    let mut samples: Vec<Duration> = Vec::new();
-    let now = Instant::now();
-    let seed = ctx.plan.seed ^ u64::from(g) << 20;
-    let mut timer = PollTimer::new(now, ctx.plan.poll_interval, POLL_JITTER, seed);
-    let mut next_heartbeat = now + ctx.plan.heartbeat;
-
-    loop {
-        if *stop.borrow() {
-            break;
-        }
-        let due = timer.due();
-        tokio::select! {
-            _ = sleep_until(due.min(next_heartbeat)) => {}
-            _ = stop.changed() => break,
-        }
-        let now = Instant::now();
-        if now >= next_heartbeat {
-            next_heartbeat += ctx.plan.heartbeat;
-            membership.beat(&ctx, g, now).await;
-        }
-        if now >= due {
-            timer.advance();
-            let (cursor, etag, samples) = (&mut cursor, &mut etag, &mut samples);
-            poll_once(&ctx, room, &mut reader, cursor, etag, samples, due).await;
-        }
-    }
-    if ctx.plan.leave {
-        if let Err(e) = ctx.client.leave(&room.name, &membership.token).await {
-            ctx.stats.error("leave", &e);
-        }
-    }
-    Some(reader)
-}
-
-/// One poll due at `due`: asks for events after `cursor` with the last ETag,
-/// following `more` pages. Its latency runs from `due` to its last answer.
-async fn poll_once(
-    ctx: &Ctx,
-    room: &Room,
-    reader: &mut Reader,
-    cursor: &mut u64,
-    etag: &mut String,
-    samples: &mut Vec<Duration>,
-    due: Instant,
-) {
-    let stats = &ctx.stats;
-    if due >= ctx.window_start && due < ctx.window_end {
-        stats.polls_due_in_window.fetch_add(1, Relaxed);
-    }
-    loop {
-        let answer = ctx.client.poll(&room.name, *cursor, etag).await;
-        let now = Instant::now();
-        let more = match answer {
-            Ok(Poll::NotModified) => {
-                stats.poll_requests.fetch_add(1, Relaxed);
-                stats.poll_304.fetch_add(1, Relaxed);
-                false
-            }
-            Ok(Poll::Page(page)) => {
-                stats.poll_requests.fetch_add(1, Relaxed);
-                samples.clear();
-                lock(&room.log).observe(reader, &page.events, now, |d| samples.push(d));
-                if !samples.is_empty() {
-                    let mut h = lock(&stats.delivery_latency);
-                    for d in samples.iter() {
-                        h.record(*d);
-                    }
-                }
-                *cursor = page.seq;
-                page.more && !page.events.is_empty()
-            }
-            Err(e) => {
-                stats.error("poll", &e);
-                return;
-            }
-        };
-        if !more {
-            stats.polls.fetch_add(1, Relaxed);
-            lock(&stats.poll_latency).record(now - due);
-            return;
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::load::plan::PollTimer;
     use std::sync::Mutex as StdMutex;
 
     /// Sends are fired at their due times even when each takes far longer

@@ -1,6 +1,8 @@
 //! `chatty load`: the load generator's flags and entry point. The work is in
-//! plan (who goes where, when), generator (the tasks), checker (delivery
-//! rules) and report (figures and the JSON report).
+//! plan (who goes where, when), generator (the run and its sends), guest (a
+//! guest's reading loop for each transport), checker (delivery rules),
+//! sockets (source addresses, the file limit) and report (figures and the
+//! JSON report).
 //!
 //! For a load run against an embedded chat-api, turn its rate limits off
 //! (`chat-api --ip-rate off --guest-rate off`): every guest comes from one IP
@@ -10,9 +12,11 @@ pub mod checker;
 #[cfg(test)]
 mod fake_server;
 pub mod generator;
+mod guest;
 pub mod plan;
 pub mod report;
 pub mod scrape;
+pub mod sockets;
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering::Relaxed;
@@ -21,9 +25,9 @@ use std::time::Duration;
 
 use chatty_shared::{parse_duration, EXIT_BAD_CONFIG};
 
-use crate::client::{ApiClient, ClientOptions};
-use generator::{Plan, Stats};
-use plan::Arrivals;
+use crate::client::{ApiClient, ClientError, ClientOptions};
+use generator::{Plan, RunResult, Stats};
+use plan::{Arrivals, Transport};
 use report::{CheckReport, Report};
 
 /// Flags of `chatty load`.
@@ -53,18 +57,35 @@ pub struct LoadArgs {
     /// How sends are spaced: poisson (exponential gaps) or even.
     #[arg(long, value_enum, default_value = "poisson")]
     pub arrivals: Arrivals,
-    /// Each guest polls this often, ±20% jitter per poll.
+    /// How guests read their room: poll (a poll every --poll-interval) or
+    /// hold (held polls with `Prefer: wait`, the next one as soon as the
+    /// last is answered).
+    #[arg(long, value_enum, default_value = "poll")]
+    pub transport: Transport,
+    /// Each guest polls this often, ±20% jitter per poll; with held polls,
+    /// how long a guest waits after a failed one.
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     pub poll_interval: Duration,
+    /// What a held poll asks the server to wait at most (`Prefer: wait=S`,
+    /// whole seconds), with --transport hold.
+    #[arg(long, default_value = "25s", value_parser = parse_duration)]
+    pub hold_wait: Duration,
     /// Each guest sends a heartbeat this often.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub heartbeat: Duration,
     /// Joins are spread evenly over this time before the window starts.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub ramp: Duration,
-    /// Most HTTP requests in flight (and so connections) at once.
+    /// Most HTTP requests in flight (and so connections) at once, held
+    /// polls aside (one per guest).
     #[arg(long, default_value_t = 256)]
     pub connections: usize,
+    /// Spread the guests' connections over the source addresses 127.0.0.1
+    /// … 127.0.0.N (guest i uses address i mod N): one address opens about
+    /// 28,000 connections to one port at most. Above 1, the target must be
+    /// an IPv4 loopback address.
+    #[arg(long, default_value_t = 1)]
+    pub source_addrs: usize,
     /// Timeout of one HTTP request.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub timeout: Duration,
@@ -120,6 +141,10 @@ impl LoadArgs {
         if self.connections == 0 || self.workers == 0 {
             return Err("--connections and --workers must be at least 1".into());
         }
+        if self.hold_wait < Duration::from_secs(1) {
+            return Err("--hold-wait must be at least 1s".into());
+        }
+        sockets::check_source_addrs(&url, self.source_addrs)?;
         for u in &self.api_metrics {
             reqwest::Url::parse(u).map_err(|e| format!("--api-metrics {u:?}: {e}"))?;
         }
@@ -133,6 +158,11 @@ pub fn main(args: LoadArgs) -> i32 {
     if let Err(e) = args.validate() {
         eprintln!("chatty load: {e}");
         return EXIT_BAD_CONFIG;
+    }
+    let needed = sockets::files_needed(args.guests, args.connections, args.transport);
+    if let Err(e) = sockets::check_file_limit(needed, sockets::raise_file_limit()) {
+        eprintln!("chatty load: {e}");
+        return 1;
     }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.workers)
@@ -148,17 +178,29 @@ pub fn main(args: LoadArgs) -> i32 {
     rt.block_on(run(args))
 }
 
-async fn run(args: LoadArgs) -> i32 {
+/// The guests' clients: one, or one per source address.
+fn clients(args: &LoadArgs) -> Result<Vec<ApiClient>, ClientError> {
     let mut opts = ClientOptions::new(args.target.clone(), args.site.clone());
     opts.max_in_flight = Some(args.connections);
     opts.timeout = args.timeout;
-    let client = match ApiClient::new(&opts) {
+    if args.transport == Transport::Hold {
+        opts.max_held = args.guests.div_ceil(args.source_addrs);
+    }
+    if args.source_addrs == 1 {
+        return Ok(vec![ApiClient::new(&opts)?]);
+    }
+    ApiClient::per_source(&opts, &sockets::source_addrs(args.source_addrs))
+}
+
+async fn run(args: LoadArgs) -> i32 {
+    let clients = match clients(&args) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("chatty load: {e}");
             return 1;
         }
     };
+    let client = clients[0].clone();
     let before = if args.api_metrics.is_empty() {
         None
     } else {
@@ -170,34 +212,10 @@ async fn run(args: LoadArgs) -> i32 {
             }
         }
     };
-    // Unique per process, so parallel generators never mistake each
-    // other's messages (or client ids) for their own.
-    let run_tag = format!(
-        "L{:x}p{}",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0),
-        std::process::id()
-    );
-    let plan = Plan {
-        guests: args.guests,
-        rooms: args.rooms,
-        duration: args.duration,
-        send_rate: args.send_rate,
-        arrivals: args.arrivals,
-        poll_interval: args.poll_interval,
-        heartbeat: args.heartbeat,
-        ramp: args.ramp,
-        drain: args.poll_interval + Duration::from_secs(2),
-        seed: args.seed,
-        run_tag,
-        leave: !args.no_leave,
-    };
     let stats = Arc::new(Stats::default());
     let progress =
         (!args.no_progress).then(|| tokio::spawn(progress_line(stats.clone(), args.guests)));
-    let result = generator::run(client.clone(), plan, stats.clone()).await;
+    let result = generator::run(clients, plan(&args), stats.clone()).await;
     if let Some(p) = progress {
         p.abort();
         eprintln!();
@@ -212,14 +230,51 @@ async fn run(args: LoadArgs) -> i32 {
             }
         },
     };
+    let report = report(&args, &stats, &result, api_requests);
+    print!("{}", report.summary());
+    verdict(&args, &report, &result)
+}
 
+/// The generator's plan from the flags.
+fn plan(args: &LoadArgs) -> Plan {
+    // Unique per process, so parallel generators never mistake each
+    // other's messages (or client ids) for their own.
+    let run_tag = format!(
+        "L{:x}p{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0),
+        std::process::id()
+    );
+    Plan {
+        guests: args.guests,
+        rooms: args.rooms,
+        duration: args.duration,
+        send_rate: args.send_rate,
+        arrivals: args.arrivals,
+        poll_interval: args.poll_interval,
+        transport: args.transport,
+        hold_wait: args.hold_wait,
+        heartbeat: args.heartbeat,
+        ramp: args.ramp,
+        drain: args.poll_interval + Duration::from_secs(2),
+        seed: args.seed,
+        run_tag,
+        leave: !args.no_leave,
+    }
+}
+
+/// The run's figures.
+fn report(args: &LoadArgs, stats: &Stats, result: &RunResult, api_requests: Option<u64>) -> Report {
     let window_s = result.window.as_secs_f64();
     let poll_requests = stats.poll_requests.load(Relaxed);
-    let report = Report {
+    Report {
         guests: args.guests,
         guests_joined: stats.joined.load(Relaxed),
         rooms: args.rooms,
         site: args.site.clone(),
+        transport: args.transport.as_str(),
         seed: args.seed,
         duration_s: window_s,
         elapsed_s: result.elapsed.as_secs_f64(),
@@ -246,11 +301,14 @@ async fn run(args: LoadArgs) -> i32 {
                 Default::default()
             },
         },
-    };
-    print!("{}", report.summary());
+    }
+}
+
+/// Writes the JSON report when asked; answers the exit status.
+fn verdict(args: &LoadArgs, report: &Report, result: &RunResult) -> i32 {
     let mut status = 0;
     if let Some(path) = &args.json {
-        let written = serde_json::to_vec_pretty(&report)
+        let written = serde_json::to_vec_pretty(report)
             .map_err(|e| e.to_string())
             .and_then(|bytes| std::fs::write(path, bytes).map_err(|e| e.to_string()));
         if let Err(e) = written {
@@ -307,36 +365,48 @@ mod tests {
     use clap::Parser;
 
     fn args(target: &str, json: &std::path::Path) -> LoadArgs {
+        args_with(target, json, &[])
+    }
+
+    fn parse(argv: &[&str]) -> Result<LoadArgs, clap::Error> {
         #[derive(Parser)]
         struct Wrap {
             #[command(flatten)]
             load: LoadArgs,
         }
-        Wrap::try_parse_from([
-            "load",
-            "--target",
-            target,
-            "--guests",
-            "40",
-            "--rooms",
-            "4",
-            "--duration",
-            "2s",
-            "--ramp",
-            "300ms",
-            "--poll-interval",
-            "200ms",
-            "--heartbeat",
-            "500ms",
-            "--send-rate",
-            "25",
-            "--check",
-            "--no-progress",
-            "--json",
-            json.to_str().unwrap(),
-        ])
-        .unwrap()
-        .load
+        Wrap::try_parse_from(argv).map(|w| w.load)
+    }
+
+    /// A short run against `target`; a flag in `extra` replaces the same
+    /// flag of the short run's.
+    fn args_with(target: &str, json: &std::path::Path, extra: &[&str]) -> LoadArgs {
+        let base = [
+            ("--target", target),
+            ("--guests", "40"),
+            ("--rooms", "4"),
+            ("--duration", "2s"),
+            ("--ramp", "300ms"),
+            ("--poll-interval", "200ms"),
+            ("--heartbeat", "500ms"),
+            ("--send-rate", "25"),
+            ("--json", json.to_str().unwrap()),
+        ];
+        let mut argv = vec!["load", "--check", "--no-progress"];
+        for (flag, value) in base {
+            if !extra.contains(&flag) {
+                argv.extend([flag, value]);
+            }
+        }
+        argv.extend_from_slice(extra);
+        parse(&argv).unwrap()
+    }
+
+    async fn run_for_report(args: LoadArgs) -> (i32, serde_json::Value) {
+        let json = args.json.clone().unwrap();
+        let status = run(args).await;
+        let report = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+        let _ = std::fs::remove_file(&json);
+        (status, report)
     }
 
     fn temp_json(name: &str) -> std::path::PathBuf {
@@ -345,13 +415,12 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_clean_run_against_a_fake_server() {
-        let base = fake_server::start(None).await;
+        let server = fake_server::start(None).await;
         let json = temp_json("clean");
-        let status = run(args(&base, &json)).await;
-        let report: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
-        let _ = std::fs::remove_file(&json);
+        let (status, report) = run_for_report(args(&server.base, &json)).await;
         assert_eq!(status, 0, "{report:#}");
+        assert_eq!(report["transport"], "poll");
+        assert_eq!(server.held(), 0, "timed polls ask for no wait");
         assert_eq!(report["guests_joined"], 40);
         assert!(report["sends"].as_u64().unwrap() > 20, "{report:#}");
         assert_eq!(report["sends"], report["sends_acknowledged"]);
@@ -367,12 +436,9 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_hidden_event_fails_the_check() {
-        let base = fake_server::start(Some(3)).await;
+        let server = fake_server::start(Some(3)).await;
         let json = temp_json("hidden");
-        let status = run(args(&base, &json)).await;
-        let report: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
-        let _ = std::fs::remove_file(&json);
+        let (status, report) = run_for_report(args(&server.base, &json)).await;
         assert_eq!(status, 1, "{report:#}");
         assert!(
             report["check"]["missing"].as_u64().unwrap() > 0,
@@ -382,5 +448,107 @@ mod tests {
             report["check"]["lost_acknowledged"].as_u64().unwrap() > 0,
             "{report:#}"
         );
+    }
+
+    /// Held polls: every guest reads as soon as a message is sent, not at
+    /// its next poll (3 s apart here), and the check is clean.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_clean_run_with_held_polls() {
+        let server = fake_server::start(None).await;
+        let json = temp_json("hold");
+        let hold = ["--transport", "hold", "--hold-wait", "1s"];
+        let extra = [&hold[..], &["--poll-interval", "3s"]].concat();
+        let (status, report) = run_for_report(args_with(&server.base, &json, &extra)).await;
+        assert_eq!(status, 0, "{report:#}");
+        assert_eq!(report["transport"], "hold");
+        assert_eq!(report["guests_joined"], 40);
+        assert!(report["sends"].as_u64().unwrap() > 20, "{report:#}");
+        assert_eq!(report["sends"], report["sends_acknowledged"]);
+        assert!(server.held() > 0, "{report:#}");
+        // Quiet rooms see their held polls end in 304 after the wait.
+        assert!(report["poll_304_share"].as_f64().unwrap() > 0.0);
+        // Timed polls 3 s apart would put the median near 1.5 s.
+        let delivery = &report["delivery_latency_ms"];
+        assert!(delivery["count"].as_u64().unwrap() > 0, "{report:#}");
+        assert!(delivery["p50"].as_f64().unwrap() < 1000.0, "{report:#}");
+        for key in ["missing", "duplicated", "out_of_order", "lost_acknowledged"] {
+            assert_eq!(report["check"][key], 0, "{report:#}");
+        }
+        assert!(
+            report["errors"].as_object().unwrap().is_empty(),
+            "{report:#}"
+        );
+    }
+
+    /// A server that answers held polls at once (RFC 7240 lets it) gets
+    /// timed polls, not a tight loop.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn held_polls_the_server_does_not_hold_are_paced() {
+        let server = fake_server::start_ignoring_wait().await;
+        let json = temp_json("unheld");
+        let extra = ["--transport", "hold", "--hold-wait", "1s"];
+        let (status, report) = run_for_report(args_with(&server.base, &json, &extra)).await;
+        assert_eq!(status, 0, "{report:#}");
+        assert!(server.held() > 0, "{report:#}");
+        // 40 guests polling every 200 ms ±20% for under 5 s: about 1,000.
+        let requests = report["poll_requests"].as_u64().unwrap();
+        assert!(requests < 2_000, "{report:#}");
+        assert_eq!(report["check"]["missing"], 0, "{report:#}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn guests_connect_from_every_source_address() {
+        let server = fake_server::start(None).await;
+        let json = temp_json("sources");
+        let extra = [
+            "--source-addrs",
+            "3",
+            "--transport",
+            "hold",
+            "--hold-wait",
+            "1s",
+        ];
+        let (status, report) = run_for_report(args_with(&server.base, &json, &extra)).await;
+        assert_eq!(status, 0, "{report:#}");
+        let peers: Vec<String> = server.peers().iter().map(|p| p.to_string()).collect();
+        assert_eq!(peers, ["127.0.0.1", "127.0.0.2", "127.0.0.3"]);
+    }
+
+    #[test]
+    fn source_addresses_need_a_loopback_target() {
+        let json = temp_json("refused");
+        for target in ["http://192.0.2.1:8080", "http://chat.example:8080"] {
+            let a = args_with(target, &json, &["--source-addrs", "2"]);
+            let e = a.validate().unwrap_err();
+            assert!(e.contains("loopback"), "{e}");
+            assert_eq!(main(a), EXIT_BAD_CONFIG);
+            let one = args_with(target, &json, &["--source-addrs", "1"]);
+            assert!(one.validate().is_ok());
+        }
+        let ok = args_with("http://127.0.0.1:8080", &json, &["--source-addrs", "3"]);
+        assert!(ok.validate().is_ok());
+    }
+
+    #[test]
+    fn transport_flags() {
+        let json = temp_json("flags");
+        let a = args("http://127.0.0.1:8080", &json);
+        assert_eq!(a.transport, Transport::Poll);
+        assert_eq!(a.hold_wait, Duration::from_secs(25));
+        assert_eq!(a.source_addrs, 1);
+        let held = args_with("http://127.0.0.1:8080", &json, &["--transport", "hold"]);
+        assert_eq!(held.transport, Transport::Hold);
+        let short = ["--hold-wait", "500ms"];
+        assert!(args_with("http://127.0.0.1:8080", &json, &short)
+            .validate()
+            .is_err());
+        let argv = [
+            "load",
+            "--target",
+            "http://127.0.0.1:8080",
+            "--transport",
+            "stream",
+        ];
+        assert!(parse(&argv).is_err(), "streams are not there yet");
     }
 }

@@ -74,6 +74,27 @@ pub enum Arrivals {
     Even,
 }
 
+/// How guests learn of new messages. Each variant is one reading loop in
+/// `guest.rs`; a stream transport (Server-Sent Events) is the next variant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Transport {
+    /// A poll every --poll-interval (±20%), answered at once.
+    Poll,
+    /// Held polls: each carries `Prefer: wait=S` (--hold-wait) and the
+    /// next one goes out as soon as the last is answered.
+    Hold,
+}
+
+impl Transport {
+    /// The flag's spelling, for the report.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Poll => "poll",
+            Transport::Hold => "hold",
+        }
+    }
+}
+
 /// The open-loop send timetable: offsets from the start of the run at which
 /// sends are due, independent of how fast the server answers.
 #[derive(Debug)]

@@ -88,6 +88,7 @@ pub struct CheckReport {
 ///   "guests_joined": 300,        // guests whose join succeeded
 ///   "rooms": 20,
 ///   "site": "demo",
+///   "transport": "poll",         // poll or hold (--transport)
 ///   "seed": 1,
 ///   "duration_s": 15.0,          // the measured window (after the ramp)
 ///   "elapsed_s": 24.1,           // ramp + window + drain, wall clock
@@ -98,6 +99,8 @@ pub struct CheckReport {
 ///   "poll_304_share": 0.93,      // 304 answers / poll requests answered
 ///   "poll_latency_ms": {"count","p50","p95","p99","max"},  // from the time
 ///                                //   each poll was DUE to its last page
+///                                //   (a held poll is due when sent, so
+///                                //   its latency includes the wait)
 ///   "sends": 300,                // sends due in the window
 ///   "sends_acknowledged": 300,   // 201 (or 200 for a retried client_id)
 ///   "send_latency_ms": {...},    // from the time each send was DUE to its 201
@@ -123,6 +126,7 @@ pub struct Report {
     pub guests_joined: u64,
     pub rooms: usize,
     pub site: String,
+    pub transport: &'static str,
     pub seed: u64,
     pub duration_s: f64,
     pub elapsed_s: f64,
@@ -157,7 +161,12 @@ impl Report {
         );
         let _ = writeln!(
             s,
-            "polls      {} ({:.1}/s in the window), {:.1}% answered 304",
+            "{:<11}{} ({:.1}/s in the window), {:.1}% answered 304",
+            if self.transport == "hold" {
+                "held polls"
+            } else {
+                "polls"
+            },
             self.polls,
             self.polls_per_s,
             self.poll_304_share * 100.0
@@ -234,6 +243,7 @@ mod tests {
             guests_joined: 2,
             rooms: 1,
             site: "demo".into(),
+            transport: "poll",
             seed: 1,
             duration_s: 1.0,
             elapsed_s: 2.0,
@@ -257,6 +267,7 @@ mod tests {
         for key in [
             "guests",
             "rooms",
+            "transport",
             "duration_s",
             "polls",
             "polls_per_s",
