@@ -30,6 +30,31 @@ impl Rejection {
     }
 }
 
+/// Why a held poll stopped being held (`reason` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Release {
+    /// Its room moved (or the map must be asked again): answered as a
+    /// fresh poll would be.
+    Moved,
+    /// Its wait ended: `304`.
+    Timeout,
+    /// The edge is stopping: `304`.
+    Shutdown,
+    /// The client closed its connection while held.
+    Gone,
+}
+
+impl Release {
+    pub fn label(self) -> &'static str {
+        match self {
+            Release::Moved => "moved",
+            Release::Timeout => "timeout",
+            Release::Shutdown => "shutdown",
+            Release::Gone => "gone",
+        }
+    }
+}
+
 /// Every metric of the edge, registered on first use.
 pub struct Metrics {
     pub short_circuit: IntCounter,
@@ -45,7 +70,9 @@ pub struct Metrics {
     pub bus_up: IntGauge,
     pub bus_last_message_age: Gauge,
     pub upstreams_healthy: IntGauge,
+    pub held_polls: IntGauge,
     rejected: IntCounterVec,
+    released: IntCounterVec,
 }
 
 impl Metrics {
@@ -53,6 +80,11 @@ impl Metrics {
     pub fn reject(&self, why: Rejection) {
         self.rejected.with_label_values(&[why.label()]).inc();
         self.rejected_requests.inc();
+    }
+
+    /// Counts a held poll let go, by reason.
+    pub fn release(&self, why: Release) {
+        self.released.with_label_values(&[why.label()]).inc();
     }
 }
 
@@ -77,6 +109,20 @@ fn build() -> Metrics {
         Rejection::RateLimited,
     ] {
         rejected.with_label_values(&[r.label()]);
+    }
+    let released = register_int_counter_vec!(
+        "chatty_edge_held_releases_total",
+        "Held polls (Prefer: wait) let go, by reason: their room moved, their wait ended, the edge stopping, the client gone.",
+        &["reason"]
+    )
+    .expect("metric registers once");
+    for r in [
+        Release::Moved,
+        Release::Timeout,
+        Release::Shutdown,
+        Release::Gone,
+    ] {
+        released.with_label_values(&[r.label()]);
     }
     Metrics {
         short_circuit: requests.with_label_values(&["short_circuit"]),
@@ -125,7 +171,13 @@ fn build() -> Metrics {
             "API nodes currently passing health checks."
         )
         .expect("metric registers once"),
+        held_polls: register_int_gauge!(
+            "chatty_edge_held_polls",
+            "Polls held open at the edge (Prefer: wait) until their room moves."
+        )
+        .expect("metric registers once"),
         rejected,
+        released,
     }
 }
 
