@@ -19,6 +19,14 @@ pub enum Rejection {
 }
 
 impl Rejection {
+    const ALL: [Rejection; 5] = [
+        Rejection::ConnLimit,
+        Rejection::HeaderTooLarge,
+        Rejection::BodyTooLarge,
+        Rejection::HeaderTimeout,
+        Rejection::RateLimited,
+    ];
+
     pub fn label(self) -> &'static str {
         match self {
             Rejection::ConnLimit => "conn_limit",
@@ -45,6 +53,13 @@ pub enum Release {
 }
 
 impl Release {
+    const ALL: [Release; 4] = [
+        Release::Moved,
+        Release::Timeout,
+        Release::Shutdown,
+        Release::Gone,
+    ];
+
     pub fn label(self) -> &'static str {
         match self {
             Release::Moved => "moved",
@@ -88,6 +103,15 @@ impl Metrics {
     }
 }
 
+/// A counter family with a `reason` label, every reason registered at 0.
+fn reasons(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let family = register_int_counter_vec!(name, help, &["reason"]).expect("metric registers once");
+    for label in labels {
+        family.with_label_values(&[label]);
+    }
+    family
+}
+
 fn build() -> Metrics {
     let requests = register_int_counter_vec!(
         "chatty_edge_requests_total",
@@ -95,35 +119,16 @@ fn build() -> Metrics {
         &["outcome"]
     )
     .expect("metric registers once");
-    let rejected = register_int_counter_vec!(
+    let rejected = reasons(
         "chatty_edge_rejected_total",
         "Connections and requests refused by the edge's protections, by reason.",
-        &["reason"]
-    )
-    .expect("metric registers once");
-    for r in [
-        Rejection::ConnLimit,
-        Rejection::HeaderTooLarge,
-        Rejection::BodyTooLarge,
-        Rejection::HeaderTimeout,
-        Rejection::RateLimited,
-    ] {
-        rejected.with_label_values(&[r.label()]);
-    }
-    let released = register_int_counter_vec!(
+        &Rejection::ALL.map(Rejection::label),
+    );
+    let released = reasons(
         "chatty_edge_held_releases_total",
         "Held polls (Prefer: wait) let go, by reason: their room moved, their wait ended, the edge stopping, the client gone.",
-        &["reason"]
-    )
-    .expect("metric registers once");
-    for r in [
-        Release::Moved,
-        Release::Timeout,
-        Release::Shutdown,
-        Release::Gone,
-    ] {
-        released.with_label_values(&[r.label()]);
-    }
+        &Release::ALL.map(Release::label),
+    );
     Metrics {
         short_circuit: requests.with_label_values(&["short_circuit"]),
         cached: requests.with_label_values(&["cached"]),
