@@ -465,3 +465,33 @@ async fn fifty_held_polls_cost_one_upstream_fetch_per_message() {
             >= GUESTS as f64
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_releases_every_held_poll_at_once() {
+    const GUESTS: usize = 10;
+    // Requests in flight get the drain (9 s); held polls are answered now.
+    let s = stack(&["--drain-timeout", "10s"]).await;
+    let g = Guest::join(&s.edge.base, "acme", "hall", "ada").await;
+    g.send("first", "c1").await;
+    let (etag, seq) = learn(&s.edge.base, "hall").await;
+    let mut held = Vec::new();
+    for _ in 0..GUESTS {
+        let (base, tag) = (s.edge.base.clone(), etag.clone());
+        held.push(tokio::spawn(async move {
+            held_poll(&base, ("hall", seq, &tag), 30).await
+        }));
+    }
+    until_held(&s.edge, GUESTS as f64).await;
+    let stopped = Instant::now();
+    s.edge.proc.signal("TERM");
+    for h in held {
+        let h = h.await.expect("held poll");
+        assert_eq!(h.status, 304);
+        assert_eq!(h.etag.as_deref(), Some(etag.as_str()));
+    }
+    let took = stopped.elapsed();
+    assert!(
+        took < Duration::from_secs(2),
+        "released {took:?} after SIGTERM"
+    );
+}
