@@ -7,7 +7,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use edge_proxy::BusSource;
+use edge_proxy::{BusSource, EdgeConfig};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
@@ -160,4 +160,24 @@ async fn held_polls_are_released_with_304_when_the_edge_stops() {
         assert!(stopped.elapsed() < Duration::from_secs(1), "{r:?}");
     }
     stopping.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_max_held_a_poll_is_answered_at_once() {
+    let up = Upstream::start().await;
+    let config = EdgeConfig {
+        max_held: 1,
+        ..config(&up)
+    };
+    let edge = Edge::start(config, BusSource::None).await;
+    get(edge.addr, AFTER3, &[]).await.unwrap();
+    let first = held_get(edge.addr, AFTER3, "\"r1.3\"", 2);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (r, took) = held_get(edge.addr, AFTER3, "\"r1.3\"", 2).await.unwrap();
+    assert_eq!((r.status, r.header("preference-applied")), (304, None));
+    assert!(took < Duration::from_secs(1), "{took:?}");
+    let (r, took) = first.await.unwrap();
+    assert_eq!(r.status, 304);
+    assert_eq!(r.header("preference-applied").as_deref(), Some("wait=2"));
+    assert!(took >= Duration::from_millis(1900), "{took:?}");
 }
