@@ -32,6 +32,8 @@ pub const DEFAULT_MAX_CONNS_PER_IP: u32 = 256;
 pub const DEFAULT_IP_RATE: &str = "3000/10s";
 /// Default `--page-cache-bytes`.
 pub const DEFAULT_PAGE_CACHE_BYTES: usize = 64 << 20;
+/// Default `--max-held`.
+pub const DEFAULT_MAX_HELD: usize = 10_000;
 /// Default `--drain-timeout`.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -62,6 +64,8 @@ pub enum ConfigError {
     BadMaxBodyBytes,
     #[error("--max-conns-per-ip must be at least 1")]
     BadMaxConnsPerIp,
+    #[error("--max-held must be at most 10000000")]
+    BadMaxHeld,
     #[error("--drain-timeout must be between 1s and 10m")]
     BadDrainTimeout,
     #[error("--listen and --metrics-listen must differ")]
@@ -144,6 +148,12 @@ pub struct EdgeConfig {
     #[arg(long, env = "CHATTY_EDGE_IP_RATE", default_value = DEFAULT_IP_RATE, value_parser = parse_rate_setting)]
     pub ip_rate: RateSetting,
 
+    /// Most polls held open at once (`Prefer: wait`) until their room
+    /// moves; past it, such a poll is answered at once as without the
+    /// preference (0: never hold).
+    #[arg(long, env = "CHATTY_EDGE_MAX_HELD", default_value_t = DEFAULT_MAX_HELD)]
+    pub max_held: usize,
+
     /// Upper bound of a graceful stop (SIGTERM): listeners close at once,
     /// requests in flight get this long. Keep it below Kubernetes'
     /// terminationGracePeriodSeconds.
@@ -178,6 +188,7 @@ impl Default for EdgeConfig {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             max_conns_per_ip: DEFAULT_MAX_CONNS_PER_IP,
             ip_rate: parse_rate_setting(DEFAULT_IP_RATE).expect("valid default"),
+            max_held: DEFAULT_MAX_HELD,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             log_format: LogFormat::Text,
             pingora: Default::default(),
@@ -250,6 +261,9 @@ impl EdgeConfig {
         if self.max_conns_per_ip == 0 {
             return Err(ConfigError::BadMaxConnsPerIp);
         }
+        if self.max_held > 10_000_000 {
+            return Err(ConfigError::BadMaxHeld);
+        }
         if self.drain_timeout < Duration::from_secs(1)
             || self.drain_timeout > Duration::from_secs(600)
         {
@@ -302,6 +316,7 @@ mod tests {
         assert_eq!(parsed.max_body_bytes, d.max_body_bytes);
         assert_eq!(parsed.max_conns_per_ip, d.max_conns_per_ip);
         assert_eq!(parsed.drain_timeout, d.drain_timeout);
+        assert_eq!(parsed.max_held, d.max_held);
         assert_eq!(parsed.redis_prefix, d.redis_prefix);
         assert_eq!(parsed.upstreams, d.upstreams);
         assert!(parsed.validate().is_ok());
@@ -387,6 +402,13 @@ mod tests {
                     ..ok()
                 },
                 ConfigError::BadMaxConnsPerIp,
+            ),
+            (
+                EdgeConfig {
+                    max_held: 10_000_001,
+                    ..ok()
+                },
+                ConfigError::BadMaxHeld,
             ),
             (
                 EdgeConfig {

@@ -7,6 +7,8 @@
 
 pub(crate) mod admin;
 pub(crate) mod config;
+pub(crate) mod flights;
+pub(crate) mod hold;
 pub(crate) mod listen;
 pub(crate) mod metrics;
 pub(crate) mod pages;

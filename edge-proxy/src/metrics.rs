@@ -19,6 +19,14 @@ pub enum Rejection {
 }
 
 impl Rejection {
+    const ALL: [Rejection; 5] = [
+        Rejection::ConnLimit,
+        Rejection::HeaderTooLarge,
+        Rejection::BodyTooLarge,
+        Rejection::HeaderTimeout,
+        Rejection::RateLimited,
+    ];
+
     pub fn label(self) -> &'static str {
         match self {
             Rejection::ConnLimit => "conn_limit",
@@ -26,6 +34,38 @@ impl Rejection {
             Rejection::BodyTooLarge => "body_too_large",
             Rejection::HeaderTimeout => "header_timeout",
             Rejection::RateLimited => "rate_limited",
+        }
+    }
+}
+
+/// Why a held poll stopped being held (`reason` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Release {
+    /// Its room moved (or the map must be asked again): answered as a
+    /// fresh poll would be.
+    Moved,
+    /// Its wait ended: `304`.
+    Timeout,
+    /// The edge is stopping: `304`.
+    Shutdown,
+    /// The client closed its connection while held.
+    Gone,
+}
+
+impl Release {
+    const ALL: [Release; 4] = [
+        Release::Moved,
+        Release::Timeout,
+        Release::Shutdown,
+        Release::Gone,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Release::Moved => "moved",
+            Release::Timeout => "timeout",
+            Release::Shutdown => "shutdown",
+            Release::Gone => "gone",
         }
     }
 }
@@ -45,7 +85,9 @@ pub struct Metrics {
     pub bus_up: IntGauge,
     pub bus_last_message_age: Gauge,
     pub upstreams_healthy: IntGauge,
+    pub held_polls: IntGauge,
     rejected: IntCounterVec,
+    released: IntCounterVec,
 }
 
 impl Metrics {
@@ -54,6 +96,20 @@ impl Metrics {
         self.rejected.with_label_values(&[why.label()]).inc();
         self.rejected_requests.inc();
     }
+
+    /// Counts a held poll let go, by reason.
+    pub fn release(&self, why: Release) {
+        self.released.with_label_values(&[why.label()]).inc();
+    }
+}
+
+/// A counter family with a `reason` label, every reason registered at 0.
+fn reasons(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let family = register_int_counter_vec!(name, help, &["reason"]).expect("metric registers once");
+    for label in labels {
+        family.with_label_values(&[label]);
+    }
+    family
 }
 
 fn build() -> Metrics {
@@ -63,21 +119,16 @@ fn build() -> Metrics {
         &["outcome"]
     )
     .expect("metric registers once");
-    let rejected = register_int_counter_vec!(
+    let rejected = reasons(
         "chatty_edge_rejected_total",
         "Connections and requests refused by the edge's protections, by reason.",
-        &["reason"]
-    )
-    .expect("metric registers once");
-    for r in [
-        Rejection::ConnLimit,
-        Rejection::HeaderTooLarge,
-        Rejection::BodyTooLarge,
-        Rejection::HeaderTimeout,
-        Rejection::RateLimited,
-    ] {
-        rejected.with_label_values(&[r.label()]);
-    }
+        &Rejection::ALL.map(Rejection::label),
+    );
+    let released = reasons(
+        "chatty_edge_held_releases_total",
+        "Held polls (Prefer: wait) let go, by reason: their room moved, their wait ended, the edge stopping, the client gone.",
+        &Release::ALL.map(Release::label),
+    );
     Metrics {
         short_circuit: requests.with_label_values(&["short_circuit"]),
         cached: requests.with_label_values(&["cached"]),
@@ -125,7 +176,13 @@ fn build() -> Metrics {
             "API nodes currently passing health checks."
         )
         .expect("metric registers once"),
+        held_polls: register_int_gauge!(
+            "chatty_edge_held_polls",
+            "Polls held open at the edge (Prefer: wait) until their room moves."
+        )
+        .expect("metric registers once"),
         rejected,
+        released,
     }
 }
 

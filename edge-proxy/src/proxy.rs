@@ -1,7 +1,8 @@
-//! The `ProxyHttp`: answers an unchanged poll with 304 from the version map,
-//! a poll one message behind from the page cache, forwards everything else
-//! to a healthy API node, and learns room versions (and pages) from the
-//! answers it forwards.
+//! The `ProxyHttp`: answers an unchanged poll with 304 from the version map
+//! (holding it first while it prefers to wait, until its room moves), a poll
+//! one message behind from the page cache, forwards everything else to a
+//! healthy API node (one fetch per room, version and page at a time), and
+//! learns room versions (and pages) from the answers it forwards.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,7 +19,9 @@ use pingora::prelude::{HttpPeer, ProxyHttp, Session};
 use pingora::proxy::FailToProxy;
 use pingora::{Error, ErrorType};
 
-use crate::metrics::{metrics, Rejection};
+use crate::flights::{follow, Flight, FlightKey, Flights, Seat};
+use crate::hold::{preferred_wait, Holds, Parked, Woken};
+use crate::metrics::{metrics, Rejection, Release};
 use crate::pages::{PageCache, MAX_PAGE_BYTES};
 use crate::refusal::Refusal;
 use crate::upstreams::Upstreams;
@@ -32,6 +35,9 @@ const READ_TIMEOUT: Duration = Duration::from_secs(30);
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Most nodes one idempotent request is tried on.
 const MAX_TRIES: usize = 3;
+/// Added to the time a held poll sleeps before it looks at the map again,
+/// so it wakes past the map's millisecond boundary.
+const LOOK_SLACK: Duration = Duration::from_millis(1);
 
 /// What happened to a request, for `chatty_edge_requests_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -42,6 +48,8 @@ enum Outcome {
     /// A 200 from the page cache.
     Cached,
     Rejected,
+    /// A held poll whose client went away: nothing to answer.
+    Gone,
 }
 
 /// A forwarded poll's answer on its way into the page cache.
@@ -66,11 +74,37 @@ pub struct Ctx {
     /// `after` of a `GET …/messages` whose answer may be kept as a page.
     after: Option<u64>,
     fill: Option<PageFill>,
+    /// The wait applied to a poll that was held (`Preference-Applied`).
+    held: Option<Duration>,
+    /// The fetch this request makes for the polls that follow it.
+    flight: Option<Flight>,
+}
+
+/// How holding a poll ended.
+enum Held {
+    /// Decide again: its part moved, or the map's word is due for a look.
+    Again,
+    /// Answer `304` now.
+    Answer,
+    /// The client closed the connection.
+    Gone,
+}
+
+/// What the map and the If-None-Match of a poll say, before the page cache.
+enum Decision {
+    /// Unchanged: `304` with this version (at once, or after holding it).
+    NotModified(Known),
+    /// The map vouches for another version than the one asked about.
+    Changed(Known),
+    /// The map does not vouch for the room now.
+    Unknown,
 }
 
 /// The edge's proxy logic.
 pub struct EdgeProxy {
     map: Arc<VersionMap>,
+    holds: Arc<Holds>,
+    flights: Arc<Flights>,
     pages: PageCache,
     upstreams: Arc<Upstreams>,
     max_body_bytes: u64,
@@ -78,9 +112,11 @@ pub struct EdgeProxy {
 }
 
 impl EdgeProxy {
-    /// `page_cache_bytes` bounds the page cache (0: none).
+    /// `page_cache_bytes` bounds the page cache (0: none); `holds` keeps
+    /// the polls held until their room moves.
     pub fn new(
         map: Arc<VersionMap>,
+        holds: Arc<Holds>,
         upstreams: Arc<Upstreams>,
         max_body_bytes: u64,
         page_cache_bytes: usize,
@@ -91,6 +127,8 @@ impl EdgeProxy {
             .expect("static header");
         Self {
             map,
+            holds,
+            flights: Arc::default(),
             pages: PageCache::new(page_cache_bytes),
             upstreams,
             max_body_bytes,
@@ -103,6 +141,7 @@ impl EdgeProxy {
     async fn serve_page(
         &self,
         session: &mut Session,
+        ctx: &Ctx,
         key: RoomHash,
         after: u64,
         version: RoomVersion,
@@ -110,15 +149,220 @@ impl EdgeProxy {
         let Some(body) = self.pages.get(key, after, version) else {
             return Ok(false);
         };
-        let mut resp = ResponseHeader::build(200, Some(4))?;
+        let mut resp = ResponseHeader::build(200, Some(5))?;
         resp.insert_header(header::CONTENT_TYPE, "application/json")?;
         resp.insert_header(header::CONTENT_LENGTH, body.len())?;
         resp.insert_header(header::CACHE_CONTROL, "no-cache")?;
         resp.insert_header(header::ETAG, version.etag().as_str())?;
+        applied(&mut resp, ctx)?;
         session.write_response_header(Box::new(resp), false).await?;
         session.write_response_body(Some(body), true).await?;
         Ok(true)
     }
+
+    /// Answers `304` with `known`'s ETag.
+    async fn not_modified(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        known: Known,
+    ) -> pingora::Result<()> {
+        let mut resp = Box::new(self.not_modified.clone());
+        resp.insert_header(header::ETAG, known.etag().as_str())?;
+        applied(&mut resp, ctx)?;
+        ctx.outcome = Outcome::ShortCircuit;
+        session.write_response_header(resp, true).await
+    }
+
+    /// What the map says of a poll and its If-None-Match.
+    fn decide(&self, session: &Session, key: RoomHash, part: Resource) -> Decision {
+        // One look at the map: `None` (unknown, stale, or this request
+        // re-confirms the entry) means forward.
+        let now = self.map.now();
+        let Some(known) = self.map.answerable(key, part, now, Refresh::Claim) else {
+            return Decision::Unknown;
+        };
+        let asked = session
+            .req_header()
+            .headers
+            .get_all(header::IF_NONE_MATCH)
+            .iter()
+            .map(|v| v.as_bytes());
+        if if_none_match(asked, known.etag().as_bytes()) {
+            Decision::NotModified(known)
+        } else {
+            Decision::Changed(known)
+        }
+    }
+
+    /// Holds an unchanged poll that prefers to wait until `until`, taking
+    /// its place among the held ones on the first call (none left: it is
+    /// answered at once).
+    async fn hold(
+        &self,
+        session: &mut Session,
+        (parked, ctx): (&mut Option<Parked>, &mut Ctx),
+        (key, part, known): (RoomHash, Resource, Known),
+        (until, wait): (Instant, Duration),
+    ) -> Held {
+        if parked.is_none() {
+            *parked = self.holds.park(key, part);
+            if parked.is_some() {
+                ctx.held = Some(wait);
+            }
+        }
+        let Some(place) = parked.as_ref() else {
+            return Held::Answer;
+        };
+        let now = self.map.now();
+        let look = self.map.settled_for(key, part, now).unwrap_or_default();
+        let next = until.min(Instant::now() + look + LOOK_SLACK);
+        let unchanged = || {
+            self.map
+                .answerable(key, part, self.map.now(), Refresh::Leave)
+                == Some(known)
+        };
+        // A GET has no body: any read ends only when the client goes away.
+        let woken = tokio::select! {
+            woken = place.wait(next.into(), unchanged) => Some(woken),
+            _ = session.read_body_or_idle(true) => None,
+        };
+        let (why, held) = match woken {
+            Some(Woken::Moved) => return Held::Again,
+            Some(Woken::Timer) if Instant::now() < until => return Held::Again,
+            Some(Woken::Timer) => (Release::Timeout, Held::Answer),
+            Some(Woken::Closing) => (Release::Shutdown, Held::Answer),
+            None => (Release::Gone, Held::Gone),
+        };
+        *parked = None;
+        metrics().release(why);
+        held
+    }
+
+    /// Answers a `GET` of a room part: `304` (held first while it prefers to
+    /// `wait`), a page from the cache, or (false) forwarded; a miss first
+    /// waits for a fetch of the same page in flight.
+    async fn answer_poll(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        (key, part): (RoomHash, Resource),
+        wait: Option<Duration>,
+    ) -> pingora::Result<bool> {
+        let until = wait.map(|w| (Instant::now() + w, w));
+        let mut parked = None;
+        let mut followed = false;
+        loop {
+            let known = match self.decide(session, key, part) {
+                Decision::NotModified(known) => {
+                    let held = match until {
+                        Some(until) => {
+                            let poll = (key, part, known);
+                            self.hold(session, (&mut parked, ctx), poll, until).await
+                        }
+                        None => Held::Answer,
+                    };
+                    match held {
+                        Held::Again => continue,
+                        Held::Answer => self.not_modified(session, ctx, known).await?,
+                        Held::Gone => {
+                            session.set_keepalive(None);
+                            ctx.outcome = Outcome::Gone;
+                        }
+                    }
+                    return Ok(true);
+                }
+                Decision::Changed(known) => Some(known),
+                Decision::Unknown => None,
+            };
+            if parked.take().is_some() {
+                metrics().release(Release::Moved);
+            }
+            let version = match known {
+                Some(Known::Messages(v)) => Some(v),
+                _ => None,
+            };
+            let Some(after) = ctx.after else {
+                return Ok(false);
+            };
+            if let Some(v) = version {
+                if self.serve_page(session, ctx, key, after, v).await? {
+                    ctx.outcome = Outcome::Cached;
+                    return Ok(true);
+                }
+            }
+            if followed {
+                return Ok(false);
+            }
+            let room = key;
+            match self.flights.board(FlightKey {
+                room,
+                after,
+                version,
+            }) {
+                Seat::Lead(flight) => {
+                    ctx.flight = Some(flight);
+                    return Ok(false);
+                }
+                Seat::Follow(landed) => {
+                    follow(landed).await;
+                    followed = true;
+                }
+            }
+        }
+    }
+
+    /// Learns the version (and maybe the page) in a forwarded answer.
+    fn learn(&self, upstream_response: &ResponseHeader, ctx: &mut Ctx) {
+        let (Some((key, part)), Some(at)) = (ctx.room, ctx.sent_at) else {
+            return;
+        };
+        if !matches!(upstream_response.status.as_u16(), 200 | 201 | 304) {
+            return;
+        }
+        let Some(etag) = upstream_response.headers.get(header::ETAG) else {
+            return;
+        };
+        let Ok(etag) = std::str::from_utf8(etag.as_bytes()) else {
+            return;
+        };
+        match (parse_etag(etag), part) {
+            (Some(Tag::Room(v)), Resource::Messages) => {
+                self.map.observe_messages(key, v, at);
+                let whole_page = upstream_response
+                    .headers
+                    .get(header::CONTENT_LENGTH)
+                    .and_then(|n| {
+                        std::str::from_utf8(n.as_bytes())
+                            .ok()?
+                            .parse::<usize>()
+                            .ok()
+                    })
+                    .is_some_and(|n| n <= MAX_PAGE_BYTES);
+                if let (200, Some(after), true) =
+                    (upstream_response.status.as_u16(), ctx.after, whole_page)
+                {
+                    ctx.fill = Some(PageFill {
+                        after,
+                        version: v,
+                        body: BytesMut::new(),
+                    });
+                }
+            }
+            (Some(Tag::Members(v)), Resource::Members) => {
+                self.map.observe_members(key, v, at);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Says `Preference-Applied: wait=S` on the answer to a poll that was held.
+fn applied(resp: &mut ResponseHeader, ctx: &Ctx) -> pingora::Result<()> {
+    if let Some(wait) = ctx.held {
+        resp.insert_header("preference-applied", format!("wait={}", wait.as_secs()))?;
+    }
+    Ok(())
 }
 
 /// `after` of a poll's query, when the query is nothing else (`after=N`, or
@@ -165,34 +409,9 @@ impl ProxyHttp for EdgeProxy {
         if part == Resource::Messages {
             ctx.after = poll_after(req.uri.query());
         }
-        // One look at the map per request: `None` (unknown, stale, or this
-        // request re-confirms the entry) means forward.
-        let Some(known) = self
-            .map
-            .answerable(key, part, self.map.now(), Refresh::Claim)
-        else {
-            return Ok(false);
-        };
-        let etag = known.etag();
-        let asked = req
-            .headers
-            .get_all(header::IF_NONE_MATCH)
-            .iter()
-            .map(|v| v.as_bytes());
-        if if_none_match(asked, etag.as_bytes()) {
-            let mut resp = Box::new(self.not_modified.clone());
-            resp.insert_header("ETag", etag.as_str())?;
-            ctx.outcome = Outcome::ShortCircuit;
-            session.write_response_header(resp, true).await?;
-            return Ok(true);
-        }
-        if let (Some(after), Known::Messages(version)) = (ctx.after, known) {
-            if self.serve_page(session, key, after, version).await? {
-                ctx.outcome = Outcome::Cached;
-                return Ok(true);
-            }
-        }
-        Ok(false)
+        let prefer = req.headers.get_all("prefer");
+        let wait = preferred_wait(prefer.iter().map(|v| v.as_bytes()));
+        self.answer_poll(session, ctx, (key, part), wait).await
     }
 
     async fn request_body_filter(
@@ -284,45 +503,11 @@ impl ProxyHttp for EdgeProxy {
         upstream_response: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> pingora::Result<()> {
-        let (Some((key, part)), Some(at)) = (ctx.room, ctx.sent_at) else {
-            return Ok(());
-        };
-        if !matches!(upstream_response.status.as_u16(), 200 | 201 | 304) {
-            return Ok(());
-        }
-        let Some(etag) = upstream_response.headers.get(header::ETAG) else {
-            return Ok(());
-        };
-        let Ok(etag) = std::str::from_utf8(etag.as_bytes()) else {
-            return Ok(());
-        };
-        match (parse_etag(etag), part) {
-            (Some(Tag::Room(v)), Resource::Messages) => {
-                self.map.observe_messages(key, v, at);
-                let whole_page = upstream_response
-                    .headers
-                    .get(header::CONTENT_LENGTH)
-                    .and_then(|n| {
-                        std::str::from_utf8(n.as_bytes())
-                            .ok()?
-                            .parse::<usize>()
-                            .ok()
-                    })
-                    .is_some_and(|n| n <= MAX_PAGE_BYTES);
-                if let (200, Some(after), true) =
-                    (upstream_response.status.as_u16(), ctx.after, whole_page)
-                {
-                    ctx.fill = Some(PageFill {
-                        after,
-                        version: v,
-                        body: BytesMut::new(),
-                    });
-                }
-            }
-            (Some(Tag::Members(v)), Resource::Members) => {
-                self.map.observe_members(key, v, at);
-            }
-            _ => {}
+        applied(upstream_response, ctx)?;
+        self.learn(upstream_response, ctx);
+        // Followers of this fetch look again now, unless a page is coming.
+        if ctx.fill.is_none() {
+            ctx.flight = None;
         }
         Ok(())
     }
@@ -340,6 +525,7 @@ impl ProxyHttp for EdgeProxy {
             }
             if fill.body.len() > MAX_PAGE_BYTES {
                 ctx.fill = None;
+                ctx.flight = None;
             } else if end_of_stream {
                 if let Some(fill) = ctx.fill.take() {
                     if let Some((key, _)) = ctx.room {
@@ -348,6 +534,7 @@ impl ProxyHttp for EdgeProxy {
                         metrics().page_cache_bytes.set(self.pages.bytes() as i64);
                     }
                 }
+                ctx.flight = None;
             }
         }
         Ok(None)
@@ -375,7 +562,7 @@ impl ProxyHttp for EdgeProxy {
         match (ctx.outcome, e) {
             (Outcome::ShortCircuit, _) => m.short_circuit.inc(),
             (Outcome::Cached, _) => m.cached.inc(),
-            (Outcome::Rejected, _) => {}
+            (Outcome::Rejected | Outcome::Gone, _) => {}
             (Outcome::Forwarded, None) => m.forwarded.inc(),
             (Outcome::Forwarded, Some(_)) => m.error.inc(),
         }

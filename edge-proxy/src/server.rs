@@ -9,12 +9,13 @@ use chatty_shared::{Bus, RedisBusConfig};
 use parking_lot::Mutex;
 use pingora::apps::http_app::HttpServer;
 use pingora::server::configuration::{Opt, ServerConf};
-use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
-use pingora::services::background::background_service;
+use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch, ShutdownWatch};
+use pingora::services::background::{background_service, BackgroundService};
 use pingora::services::listening::Service;
 
 use crate::admin::Admin;
 use crate::config::{ConfigError, EdgeConfig};
+use crate::hold::Holds;
 use crate::listen::{self, ListenError};
 use crate::protect::{Limits, Protected};
 use crate::proxy::EdgeProxy;
@@ -96,6 +97,12 @@ pub fn build(mut config: EdgeConfig, bus: BusSource) -> Result<Server, EdgeError
     server.bootstrap();
 
     let map = Arc::new(VersionMap::new(config.max_rooms, config.max_age));
+    let holds = Arc::new(Holds::new(config.max_held));
+    map.tell_moves_to(holds.clone());
+    server.add_service(background_service(
+        "release held",
+        ReleaseHeld(holds.clone()),
+    ));
 
     let lb = background_service("upstreams", upstreams::build(&config.upstreams));
     let lb_task = lb.task();
@@ -116,6 +123,7 @@ pub fn build(mut config: EdgeConfig, bus: BusSource) -> Result<Server, EdgeError
         &server.configuration,
         EdgeProxy::new(
             map.clone(),
+            holds,
             lb_task.clone(),
             config.max_body_bytes,
             config.page_cache_bytes,
@@ -177,6 +185,19 @@ pub fn run_until(
         shutdown_signal: Box::new(StopSignal(Mutex::new(Some(stop)))),
     });
     Ok(())
+}
+
+/// Releases every held poll (with its `304`) the moment the edge starts
+/// to stop, on SIGTERM as on a graceful upgrade, so no client waits for
+/// the drain.
+struct ReleaseHeld(Arc<Holds>);
+
+#[async_trait]
+impl BackgroundService for ReleaseHeld {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let _ = shutdown.wait_for(|stopping| *stopping).await;
+        self.0.close();
+    }
 }
 
 struct StopSignal(Mutex<Option<tokio::sync::oneshot::Receiver<()>>>);

@@ -6,8 +6,9 @@
 //!
 //! Anything unusual falls through to pingora, whose `ProxyHttp` applies the
 //! same rule: a request it cannot parse completely with a small header
-//! table, another method or path, a body, `Upgrade`, HTTP/1.0, or bytes of
-//! a pipelined next request behind the header. The answer is the same
+//! table, another method or path, a body, `Upgrade`, HTTP/1.0, bytes of a
+//! pipelined next request behind the header, or a poll that prefers to wait
+//! (`Prefer: wait`), which only that path can hold. The answer is the same
 //! either way (status, `ETag`, `Cache-Control: no-cache`).
 
 use std::sync::Arc;
@@ -15,6 +16,7 @@ use std::sync::Arc;
 use chatty_shared::parse_room_path;
 use chatty_shared::{if_none_match, EtagBuf};
 
+use crate::hold::preferred_wait;
 use crate::versions::{Refresh, VersionMap};
 
 /// Header lines parsed on the fast path; a request with more goes to
@@ -72,6 +74,10 @@ impl Shortcut {
                 conditional = true;
             } else if name.eq_ignore_ascii_case("connection") {
                 close |= has_token(h.value, b"close");
+            } else if name.eq_ignore_ascii_case("prefer") {
+                if preferred_wait([h.value]).is_some() {
+                    return Verdict::Pass;
+                }
             } else if name.eq_ignore_ascii_case("transfer-encoding")
                 || name.eq_ignore_ascii_case("upgrade")
                 || (name.eq_ignore_ascii_case("content-length") && h.value.trim_ascii() != b"0")
@@ -182,6 +188,11 @@ mod tests {
                 "\"m7\"",
                 false,
             ),
+            (
+                "GET /v1/sites/demo/rooms/lobby/members HTTP/1.1\r\nPrefer: return=minimal, wait=0\r\nIf-None-Match: \"m7\"\r\n\r\n",
+                "\"m7\"",
+                false,
+            ),
         ] {
             match verdict(&s, head) {
                 Verdict::NotModified { etag, close: c } => {
@@ -208,6 +219,9 @@ mod tests {
             "GET /v1/sites/demo/rooms/lobby/messages HTTP/1.1\r\nIf-None-Match: \"r1.3\"\r\nContent-Length: 2\r\n\r\n",
             "GET /v1/sites/demo/rooms/lobby/messages HTTP/1.1\r\nIf-None-Match: \"r1.3\"\r\nTransfer-Encoding: chunked\r\n\r\n",
             "GET /v1/sites/demo/rooms/lobby/messages HTTP/1.1\r\nIf-None-Match: \"r1.3\"\r\nUpgrade: h2c\r\n\r\n",
+            // A poll that prefers to wait: held by pingora's path.
+            "GET /v1/sites/demo/rooms/lobby/messages HTTP/1.1\r\nIf-None-Match: \"r1.3\"\r\nPrefer: wait=10\r\n\r\n",
+            "GET /v1/sites/demo/rooms/lobby/members HTTP/1.1\r\nprefer: respond-async, WAIT=1\r\nIf-None-Match: \"m7\"\r\n\r\n",
             // A pipelined request behind the header, or a broken header.
             "GET /v1/sites/demo/rooms/lobby/messages HTTP/1.1\r\nIf-None-Match: \"r1.3\"\r\n\r\nGET / HTTP/1.1\r\n\r\n",
             "GET /v1/sites/demo/rooms/lobby/messages HTTP/1.1\r\nIf-None-Match \"r1.3\"\r\n\r\n",

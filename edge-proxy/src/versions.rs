@@ -29,10 +29,14 @@
 //! - **Forgetting**: [`VersionMap::clear`] drops everything and refuses any
 //!   observation vouched for before the clear (a response to a request sent
 //!   before the bus was lost).
+//! - **Telling**: whoever waits for rooms to move (the held polls) is told
+//!   of each part that moves forward and of each clear ([`Moves`]), after
+//!   the map has changed and outside its locks.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use chatty_shared::Resource;
@@ -113,6 +117,21 @@ impl Known {
 pub enum Refresh {
     Claim,
     Leave,
+}
+
+/// The flag of `part` in [`Slot::refreshing`].
+fn part_flag(part: Resource) -> u8 {
+    match part {
+        Resource::Messages => MSG,
+        Resource::Members => MEM,
+    }
+}
+
+/// Told by the map when a part of a room moves to another version, and
+/// when the map forgets every room.
+pub trait Moves: Send + Sync {
+    fn moved(&self, key: RoomHash, part: Resource);
+    fn forgot(&self);
 }
 
 /// The messages part, in [`Slot::refreshing`].
@@ -304,6 +323,7 @@ pub struct VersionMap {
     total: AtomicUsize,
     evictions: AtomicU64,
     resets: AtomicU64,
+    moves: OnceLock<Arc<dyn Moves>>,
 }
 
 impl std::fmt::Debug for VersionMap {
@@ -342,7 +362,13 @@ impl VersionMap {
             total: AtomicUsize::new(0),
             evictions: AtomicU64::new(0),
             resets: AtomicU64::new(0),
+            moves: OnceLock::new(),
         }
+    }
+
+    /// Tells `moves` of every move and clear from now on (once per map).
+    pub fn tell_moves_to(&self, moves: Arc<dyn Moves>) {
+        let _ = self.moves.set(moves);
     }
 
     /// The current tick from the monotonic clock.
@@ -402,10 +428,7 @@ impl VersionMap {
         now: Tick,
         refresh: Refresh,
     ) -> Option<Known> {
-        let flag = match part {
-            Resource::Messages => MSG,
-            Resource::Members => MEM,
-        };
+        let flag = part_flag(part);
         let max_age = self.rule.max_age_ms();
         let refresh_from = max_age - max_age / 5;
         // `Some(answer)` when the slot settles it without a claim.
@@ -435,11 +458,32 @@ impl VersionMap {
         None
     }
 
+    /// How long what [`VersionMap::answerable`] says of a part stays
+    /// settled from `now`: until the part is due for a refresh, or while one
+    /// is under way until it expires. `None` when the part is not fresh.
+    pub fn settled_for(&self, key: RoomHash, part: Resource, now: Tick) -> Option<Duration> {
+        let shard = self.shard(key).read();
+        let slot = shard.map.get(&key.0)?;
+        let at = slot.confirmed(part);
+        if !self.fresh(at, now) {
+            return None;
+        }
+        let flag = part_flag(part);
+        let max_age = self.rule.max_age_ms();
+        let until = if slot.refreshing & flag != 0 {
+            max_age
+        } else {
+            max_age - max_age / 5
+        };
+        let left = until - age(now.0 as u32, at).max(0);
+        Some(Duration::from_millis(left.max(0) as u64))
+    }
+
     /// The authority said the room's messages were at `version` at tick `at`
     /// (for a forwarded response: when the request was sent; for a bus bump:
     /// when it arrived). Returns false when the observation was ignored.
     pub fn observe_messages(&self, key: RoomHash, version: RoomVersion, at: Tick) -> bool {
-        self.observe(key, at, |slot, at32| {
+        self.observe(key, at, Resource::Messages, |slot, at32| {
             let held = RoomVersion::new(slot.epoch, slot.seq);
             let taken = take(&self.rule, held, &mut slot.msg_at, version, at32);
             if taken {
@@ -447,27 +491,35 @@ impl VersionMap {
                 slot.seq = version.seq;
                 slot.refreshing &= !MSG;
             }
-            taken
+            (taken, taken && held != version)
         })
     }
 
     /// The authority said the room's members list was at `version` at `at`.
     /// Returns false when the observation was ignored.
     pub fn observe_members(&self, key: RoomHash, version: u64, at: Tick) -> bool {
-        self.observe(key, at, |slot, at32| {
-            let taken = take(&self.rule, slot.members, &mut slot.mem_at, version, at32);
+        self.observe(key, at, Resource::Members, |slot, at32| {
+            let held = slot.members;
+            let taken = take(&self.rule, held, &mut slot.mem_at, version, at32);
             if taken {
                 slot.members = version;
                 slot.refreshing &= !MEM;
             }
-            taken
+            (taken, taken && held != version)
         })
     }
 
-    /// Finds or makes the room's slot and lets `apply` update it with an
-    /// observation vouched for at `at`; false when it was ignored (vouched
-    /// for before the last clear, or no room for the slot).
-    fn observe(&self, key: RoomHash, at: Tick, apply: impl FnOnce(&mut Slot, u32) -> bool) -> bool {
+    /// Finds or makes the room's slot and lets `apply` update `part` of it
+    /// with an observation vouched for at `at` (saying whether it was taken
+    /// and whether the part moved); false when it was ignored (vouched for
+    /// before the last clear, or no room for the slot).
+    fn observe(
+        &self,
+        key: RoomHash,
+        at: Tick,
+        part: Resource,
+        apply: impl FnOnce(&mut Slot, u32) -> (bool, bool),
+    ) -> bool {
         if at.0 < self.cleared_at.load(Ordering::Acquire) {
             return false;
         }
@@ -476,10 +528,13 @@ impl VersionMap {
         let Some(evicted) = self.make_room(&mut shard, key, at32) else {
             return false;
         };
-        let taken = apply(shard.slot_mut(key.0), at32);
+        let (taken, moved) = apply(shard.slot_mut(key.0), at32);
         drop(shard);
         if evicted {
             self.evictions.fetch_add(1, Ordering::Relaxed);
+        }
+        if let (true, Some(moves)) = (moved, self.moves.get()) {
+            moves.moved(key, part);
         }
         taken
     }
@@ -539,6 +594,9 @@ impl VersionMap {
             self.total.fetch_sub(held, Ordering::AcqRel);
         }
         self.resets.fetch_add(1, Ordering::Relaxed);
+        if let Some(moves) = self.moves.get() {
+            moves.forgot();
+        }
     }
 
     /// Number of rooms held.

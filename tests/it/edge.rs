@@ -1,11 +1,12 @@
 //! The edge in front of two real chat-api nodes on MariaDB and a private
 //! Redis: 304 from memory with every API node frozen, bumps over the bus,
-//! a node killed under load, Redis killed and restarted, invented rooms, and
-//! two edges on one bus.
+//! a node killed under load, Redis killed and restarted, invented rooms,
+//! two edges on one bus, and polls held at the edge (`Prefer: wait`).
 
 use std::time::{Duration, Instant};
 
 use chatty::client::Poll;
+use chatty_shared::wire::MessagesPage;
 use chatty_tests::attack::{poll_failure, SHED};
 use chatty_tests::chat::{client, create_site, Guest, Reader};
 use chatty_tests::edge_polls::{learn, next_page};
@@ -310,4 +311,187 @@ async fn a_send_through_one_edge_is_seen_through_another_within_200ms() {
         .await
         .unwrap_or_else(|t| panic!("edge 2 stale for {t:?}"));
     assert_eq!(page.events[0].seq, sent.seq);
+}
+
+/// The answer to one poll that prefers to wait, and how long it took.
+struct Held {
+    status: u16,
+    etag: Option<String>,
+    applied: Option<String>,
+    body: String,
+    took: Duration,
+}
+
+impl Held {
+    /// The seqs of the page it brought.
+    fn seqs(&self) -> Vec<u64> {
+        let page: MessagesPage = serde_json::from_str(&self.body).expect("a messages page");
+        page.events.iter().map(|e| e.seq).collect()
+    }
+}
+
+/// A poll of `room` after `seq` with `etag` through `base` that prefers to
+/// wait `wait` seconds.
+async fn held_poll(base: &str, (room, seq, etag): (&str, u64, &str), wait: u64) -> Held {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(40))
+        .build()
+        .expect("http client");
+    let start = Instant::now();
+    let resp = http
+        .get(format!(
+            "{base}/v1/sites/acme/rooms/{room}/messages?after={seq}"
+        ))
+        .header("if-none-match", etag)
+        .header("prefer", format!("wait={wait}"))
+        .send()
+        .await
+        .expect("held poll");
+    let header = |name: &str| {
+        resp.headers()
+            .get(name)
+            .map(|v| v.to_str().expect("ascii header").to_owned())
+    };
+    let (status, etag, applied) = (
+        resp.status().as_u16(),
+        header("etag"),
+        header("preference-applied"),
+    );
+    let body = resp.text().await.expect("held poll body");
+    Held {
+        status,
+        etag,
+        applied,
+        body,
+        took: start.elapsed(),
+    }
+}
+
+/// Waits until the edge holds `n` polls.
+async fn until_held(edge: &Edge, n: f64) {
+    wait_for(Duration::from_secs(5), "polls held at the edge", || async {
+        (edge.metric("chatty_edge_held_polls").await == n).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_held_poll_gets_a_message_sent_through_a_node_at_once() {
+    let s = stack(&[]).await;
+    let g = Guest::join(&s.b.base, "acme", "hall", "ada").await;
+    g.send("first", "c1").await;
+    let (etag, seq) = learn(&s.edge.base, "hall").await;
+    let base = s.edge.base.clone();
+    let tag = etag.clone();
+    let held = tokio::spawn(async move { held_poll(&base, ("hall", seq, &tag), 10).await });
+    until_held(&s.edge, 1.0).await;
+    let sent = g.send("second", "c2").await;
+    let acked = Instant::now();
+    let h = held.await.expect("held poll");
+    let since_ack = acked.elapsed();
+    assert_eq!(h.status, 200, "{}", h.body);
+    assert!(
+        since_ack < Duration::from_secs(2),
+        "answered {since_ack:?} after the send"
+    );
+    assert!(h.took < Duration::from_secs(9), "held {:?}", h.took);
+    assert_eq!(h.seqs(), [sent.seq]);
+    assert_ne!(h.etag.as_deref(), Some(etag.as_str()));
+    assert_eq!(h.applied.as_deref(), Some("wait=10"));
+    until_held(&s.edge, 0.0).await;
+}
+
+#[tokio::test]
+async fn a_held_poll_of_a_quiet_room_gets_304_when_its_wait_ends() {
+    let s = stack(&[]).await;
+    let g = Guest::join(&s.edge.base, "acme", "hall", "ada").await;
+    g.send("first", "c1").await;
+    let (etag, seq) = learn(&s.edge.base, "hall").await;
+    let before = s.polls_seen().await;
+    let h = held_poll(&s.edge.base, ("hall", seq, &etag), 1).await;
+    assert_eq!(h.status, 304);
+    assert_eq!(h.etag.as_deref(), Some(etag.as_str()));
+    assert_eq!(h.applied.as_deref(), Some("wait=1"));
+    assert!(
+        h.took >= Duration::from_millis(900),
+        "held only {:?}",
+        h.took
+    );
+    assert!(h.took < Duration::from_secs(3), "held {:?}", h.took);
+    assert_eq!(s.polls_seen().await, before, "no API request while held");
+    assert!(
+        s.edge
+            .metric("chatty_edge_held_releases_total{reason=\"timeout\"}")
+            .await
+            >= 1.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fifty_held_polls_cost_one_upstream_fetch_per_message() {
+    const GUESTS: usize = 50;
+    // A long max-age: no held poll is let go early to re-confirm the
+    // room's version while the test counts fetches (Redis stays up).
+    let s = stack(&["--max-age", "30s"]).await;
+    let g = Guest::join(&s.b.base, "acme", "hall", "ada").await;
+    g.send("first", "c1").await;
+    let (etag, seq) = learn(&s.edge.base, "hall").await;
+    let mut held = Vec::new();
+    for _ in 0..GUESTS {
+        let (base, tag) = (s.edge.base.clone(), etag.clone());
+        held.push(tokio::spawn(async move {
+            held_poll(&base, ("hall", seq, &tag), 10).await
+        }));
+    }
+    until_held(&s.edge, GUESTS as f64).await;
+    let before = s.polls_seen().await;
+    let sent = g.send("second", "c2").await;
+    let mut bodies = std::collections::HashSet::new();
+    for h in held {
+        let h = h.await.expect("held poll");
+        assert_eq!(h.status, 200, "{}", h.body);
+        assert_eq!(h.seqs(), [sent.seq]);
+        bodies.insert(h.body);
+    }
+    assert_eq!(bodies.len(), 1, "every guest got the same page");
+    // The node counts a request once its answer is written.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let fetched = s.polls_seen().await - before;
+    assert_eq!(fetched, 1.0, "{fetched} upstream fetches for one message");
+    assert!(
+        s.edge
+            .metric("chatty_edge_held_releases_total{reason=\"moved\"}")
+            .await
+            >= GUESTS as f64
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_releases_every_held_poll_at_once() {
+    const GUESTS: usize = 10;
+    // Requests in flight get the drain (9 s); held polls are answered now.
+    let s = stack(&["--drain-timeout", "10s"]).await;
+    let g = Guest::join(&s.edge.base, "acme", "hall", "ada").await;
+    g.send("first", "c1").await;
+    let (etag, seq) = learn(&s.edge.base, "hall").await;
+    let mut held = Vec::new();
+    for _ in 0..GUESTS {
+        let (base, tag) = (s.edge.base.clone(), etag.clone());
+        held.push(tokio::spawn(async move {
+            held_poll(&base, ("hall", seq, &tag), 30).await
+        }));
+    }
+    until_held(&s.edge, GUESTS as f64).await;
+    let stopped = Instant::now();
+    s.edge.proc.signal("TERM");
+    for h in held {
+        let h = h.await.expect("held poll");
+        assert_eq!(h.status, 304);
+        assert_eq!(h.etag.as_deref(), Some(etag.as_str()));
+    }
+    let took = stopped.elapsed();
+    assert!(
+        took < Duration::from_secs(2),
+        "released {took:?} after SIGTERM"
+    );
 }

@@ -253,3 +253,54 @@ fn concurrent_readers_and_writers() {
         Some(39_999)
     );
 }
+
+/// Records what the map tells of moves.
+#[derive(Default)]
+struct Told(parking_lot::Mutex<Vec<Option<(RoomHash, Resource)>>>);
+
+impl Moves for Told {
+    fn moved(&self, key: RoomHash, part: Resource) {
+        self.0.lock().push(Some((key, part)));
+    }
+    fn forgot(&self) {
+        self.0.lock().push(None);
+    }
+}
+
+#[test]
+fn tells_moves_and_clears_but_not_confirmations() {
+    let m = map();
+    let told = Arc::new(Told::default());
+    m.tell_moves_to(told.clone());
+    let k = m.room_hash("demo", "lobby");
+    m.observe_messages(k, v(1, 5), Tick(100));
+    m.observe_messages(k, v(1, 5), Tick(200)); // a confirmation
+    m.observe_messages(k, v(1, 4), Tick(300)); // older: ignored
+    m.observe_members(k, 2, Tick(300));
+    m.observe_members(k, 2, Tick(400));
+    m.observe_messages(k, v(1, 6), Tick(500));
+    m.clear(Tick(600));
+    let (msgs, mems) = (Resource::Messages, Resource::Members);
+    assert_eq!(
+        *told.0.lock(),
+        [Some((k, msgs)), Some((k, mems)), Some((k, msgs)), None]
+    );
+}
+
+#[test]
+fn settled_until_the_refresh_or_while_refreshing_until_expiry() {
+    // max-age 5 s: a refresh is due from 4 s.
+    let m = map();
+    let k = m.room_hash("demo", "lobby");
+    let msgs = Resource::Messages;
+    let ms = Duration::from_millis;
+    assert_eq!(m.settled_for(k, msgs, Tick(0)), None, "unknown");
+    m.observe_messages(k, v(1, 5), Tick(1000));
+    assert_eq!(m.settled_for(k, msgs, Tick(1000)), Some(ms(4000)));
+    assert_eq!(m.settled_for(k, msgs, Tick(4500)), Some(ms(500)));
+    assert_eq!(m.settled_for(k, msgs, Tick(5500)), Some(ms(0)));
+    assert_eq!(m.answerable(k, msgs, Tick(5500), Refresh::Claim), None);
+    assert_eq!(m.settled_for(k, msgs, Tick(5500)), Some(ms(500)));
+    assert_eq!(m.settled_for(k, msgs, Tick(6000)), None, "expired");
+    assert_eq!(m.settled_for(k, Resource::Members, Tick(1000)), None);
+}
