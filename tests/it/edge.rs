@@ -375,19 +375,39 @@ async fn until_held(edge: &Edge, n: f64) {
     .await;
 }
 
+/// `n` polls of `hall` after `seq` with `etag`, each preferring to wait
+/// `wait` seconds, spawned and counted as held by the edge.
+async fn hold(
+    edge: &Edge,
+    n: usize,
+    (seq, etag): (u64, &str),
+    wait: u64,
+) -> Vec<tokio::task::JoinHandle<Held>> {
+    let held = (0..n)
+        .map(|_| {
+            let (base, tag) = (edge.base.clone(), etag.to_owned());
+            tokio::spawn(async move { held_poll(&base, ("hall", seq, &tag), wait).await })
+        })
+        .collect();
+    until_held(edge, n as f64).await;
+    held
+}
+
 #[tokio::test]
 async fn a_held_poll_gets_a_message_sent_through_a_node_at_once() {
     let s = stack(&[]).await;
     let g = Guest::join(&s.b.base, "acme", "hall", "ada").await;
     g.send("first", "c1").await;
     let (etag, seq) = learn(&s.edge.base, "hall").await;
-    let base = s.edge.base.clone();
-    let tag = etag.clone();
-    let held = tokio::spawn(async move { held_poll(&base, ("hall", seq, &tag), 10).await });
-    until_held(&s.edge, 1.0).await;
+    let held = hold(&s.edge, 1, (seq, &etag), 10).await;
     let sent = g.send("second", "c2").await;
     let acked = Instant::now();
-    let h = held.await.expect("held poll");
+    let h = held
+        .into_iter()
+        .next()
+        .expect("one")
+        .await
+        .expect("held poll");
     let since_ack = acked.elapsed();
     assert_eq!(h.status, 200, "{}", h.body);
     assert!(
@@ -436,14 +456,7 @@ async fn fifty_held_polls_cost_one_upstream_fetch_per_message() {
     let g = Guest::join(&s.b.base, "acme", "hall", "ada").await;
     g.send("first", "c1").await;
     let (etag, seq) = learn(&s.edge.base, "hall").await;
-    let mut held = Vec::new();
-    for _ in 0..GUESTS {
-        let (base, tag) = (s.edge.base.clone(), etag.clone());
-        held.push(tokio::spawn(async move {
-            held_poll(&base, ("hall", seq, &tag), 10).await
-        }));
-    }
-    until_held(&s.edge, GUESTS as f64).await;
+    let held = hold(&s.edge, GUESTS, (seq, &etag), 10).await;
     let before = s.polls_seen().await;
     let sent = g.send("second", "c2").await;
     let mut bodies = std::collections::HashSet::new();
@@ -474,14 +487,7 @@ async fn sigterm_releases_every_held_poll_at_once() {
     let g = Guest::join(&s.edge.base, "acme", "hall", "ada").await;
     g.send("first", "c1").await;
     let (etag, seq) = learn(&s.edge.base, "hall").await;
-    let mut held = Vec::new();
-    for _ in 0..GUESTS {
-        let (base, tag) = (s.edge.base.clone(), etag.clone());
-        held.push(tokio::spawn(async move {
-            held_poll(&base, ("hall", seq, &tag), 30).await
-        }));
-    }
-    until_held(&s.edge, GUESTS as f64).await;
+    let held = hold(&s.edge, GUESTS, (seq, &etag), 30).await;
     let stopped = Instant::now();
     s.edge.proc.signal("TERM");
     for h in held {
