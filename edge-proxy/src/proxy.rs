@@ -294,9 +294,8 @@ impl EdgeProxy {
             if followed {
                 return Ok(false);
             }
-            let room = key;
             match self.flights.board(FlightKey {
-                room,
+                room: key,
                 after,
                 version,
             }) {
