@@ -17,6 +17,7 @@ pub mod plan;
 pub mod report;
 pub mod scrape;
 pub mod sockets;
+pub mod sse;
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering::Relaxed;
