@@ -221,7 +221,7 @@ async fn serve(stream: tokio::net::TcpStream, shared: Arc<Shared>) -> std::io::R
                 shared.resumed.fetch_add(1, Relaxed);
             }
             let every = shared.streaming.page_every;
-            if every == 0 || n % every != 0 {
+            if every == 0 || !n.is_multiple_of(every) {
                 return serve_stream(&mut w, &shared, &req).await;
             }
         }
