@@ -552,9 +552,12 @@ mod tests {
         assert!(n("opened") > 40, "{report:#}");
         assert!(n("reconnects") > 0 && n("ended_by_edge") > 0, "{report:#}");
         assert!(n("json_pages") > 0 && n("events") > 0, "{report:#}");
+        // Each reconnect says where it was. A request in flight when the run
+        // stops may be counted on one side only: one per guest at most.
         let (requests, resumed) = server.streams();
-        assert_eq!(resumed, n("reconnects"), "each reconnect says where it was");
-        assert_eq!(requests, n("opened") + n("json_pages"));
+        assert!(resumed <= n("reconnects") && n("reconnects") <= resumed + 40);
+        let answered = n("opened") + n("json_pages");
+        assert!(answered <= requests && requests <= answered + 40);
         assert_eq!(report["poll_requests"], streams["json_pages"]);
         // Timed polls 3 s apart would put the median near 1.5 s.
         let delivery = &report["delivery_latency_ms"];
