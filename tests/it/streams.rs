@@ -2,7 +2,7 @@
 //! Redis: held polls and event streams get a message sent through another
 //! node at once, many parked guests cost one upstream fetch per message,
 //! Redis cut while guests are parked, SIGTERM, a stream resumed after a
-//! node is killed.
+//! node is killed, and presence reported by the edge instead of heartbeats.
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -271,4 +271,59 @@ async fn a_stream_resumed_with_last_event_id_after_a_node_is_killed_sees_every_m
         seen.push(e.seq);
     }
     assert_eq!(seen, sent, "every message once, in order");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn streaming_guests_stay_present_without_heartbeats_and_leave_after_the_grace() {
+    let s = stack(&["--presence-ttl", "3s"], &["--presence-every", "1s"]).await;
+    let ada = Guest::join(&s.a.base, "acme", "hall", "ada").await;
+    let bob = Guest::join(&s.a.base, "acme", "hall", "bob").await;
+    let mut ada_stream = parked_stream(&s.edge, 0, Some(&ada.joined.token)).await;
+    let bob_stream = parked_stream(&s.edge, 0, Some(&bob.joined.token)).await;
+    // Three presence ttls with no heartbeat: both are still listed.
+    tokio::time::sleep(Duration::from_secs(9)).await;
+    let nicks = |m: &chatty_shared::wire::MembersList| {
+        let mut n: Vec<String> = m.members.iter().map(|m| m.nick.clone()).collect();
+        n.sort();
+        n
+    };
+    let members: chatty_shared::wire::MembersList =
+        reqwest::get(format!("{}/v1/sites/acme/rooms/hall/members", s.a.base))
+            .await
+            .expect("members")
+            .json()
+            .await
+            .expect("a members list");
+    assert_eq!(nicks(&members), ["ada", "bob"]);
+    assert!(
+        s.edge
+            .metric("chatty_edge_presence_batches_total{outcome=\"ok\"}")
+            .await
+            >= 5.0
+    );
+    assert_eq!(route_requests(&s.a, "heartbeat").await, 0.0);
+    assert_eq!(route_requests(&s.b, "heartbeat").await, 0.0);
+    // Bob closes his stream: he leaves after the grace, and ada's stream
+    // hears it.
+    drop(bob_stream);
+    let closed = Instant::now();
+    loop {
+        match ada_stream.next(LONG).await.expect("ada's stream") {
+            Sse::Members(m) if nicks(&m) == ["ada"] => break,
+            _ => {}
+        }
+    }
+    let left = closed.elapsed();
+    assert!(
+        left < Duration::from_secs(9),
+        "bob left {left:?} after closing"
+    );
+    // The route the edge reports on is not reachable through the edge.
+    let resp = reqwest::Client::new()
+        .post(format!("{}/v1/internal/presence", s.edge.base))
+        .body("{}")
+        .send()
+        .await
+        .expect("internal route through the edge");
+    assert_eq!(resp.status().as_u16(), 404);
 }
