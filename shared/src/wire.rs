@@ -57,7 +57,11 @@ pub struct JoinResponse {
     /// The most recent events, oldest first (messages already deleted are
     /// left out, and so are deletions).
     pub messages: Vec<Event>,
+    /// The first [`MAX_LISTED_MEMBERS`] members, as in a [`MembersList`].
     pub members: Vec<Member>,
+    /// How many members the room has.
+    #[serde(default)]
+    pub members_count: u64,
     /// Seq of the room's last event: poll with `?after=` this.
     pub seq: u64,
     /// The messages ETag matching `seq`.
@@ -79,10 +83,31 @@ pub struct MessagesPage {
     pub more: bool,
 }
 
+/// Most members a list names; `count` says how many there are. A room of
+/// a live event may hold tens of thousands of guests: the list every
+/// guest is sent on each change stays small, whatever the room's size.
+pub const MAX_LISTED_MEMBERS: usize = 100;
+
 /// Answer of `GET …/members`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct MembersList {
+    /// The first [`MAX_LISTED_MEMBERS`] members, ordered by nick then id.
     pub members: Vec<Member>,
+    /// How many members the room has.
+    #[serde(default)]
+    pub count: u64,
+}
+
+impl MembersList {
+    /// The list of a room whose members are `all`, in order.
+    pub fn capped(mut all: Vec<Member>) -> Self {
+        let count = all.len() as u64;
+        all.truncate(MAX_LISTED_MEMBERS);
+        Self {
+            members: all,
+            count,
+        }
+    }
 }
 
 /// Body of `POST …/messages`.
@@ -202,6 +227,20 @@ pub fn error_body(code: &str, message: &str) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_members_list_names_at_most_the_cap_and_counts_everyone() {
+        let member = |n: usize| Member {
+            id: format!("m{n}"),
+            nick: format!("n{n:04}"),
+        };
+        let big = MembersList::capped((0..MAX_LISTED_MEMBERS + 7).map(member).collect());
+        assert_eq!(big.count, MAX_LISTED_MEMBERS as u64 + 7);
+        assert_eq!(big.members.len(), MAX_LISTED_MEMBERS);
+        assert_eq!(big.members[0], member(0), "the first ones, in order");
+        let small = MembersList::capped(vec![member(1)]);
+        assert_eq!((small.count, small.members.len()), (1, 1));
+    }
 
     #[test]
     fn error_bodies() {

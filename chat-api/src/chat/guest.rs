@@ -4,7 +4,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use chatty_shared::wire::{Event, EventKind, JoinResponse, Member, MessagesPage};
+use chatty_shared::wire::{Event, EventKind, JoinResponse, Member, MembersList, MessagesPage};
 use chatty_shared::Rate;
 use chatty_shared::RoomKey;
 use chatty_shared::Version;
@@ -86,6 +86,7 @@ impl Chat {
         self.enter(&key, &member).await;
         let (messages, version) = self.recent_messages(&key).await?;
         let (members, members_version) = self.present(&key, &member).await;
+        let members = MembersList::capped(members);
         let claims = Claims {
             site: key.site().to_owned(),
             room: key.room().to_owned(),
@@ -97,7 +98,8 @@ impl Chat {
             token: self.keys.sign(&claims),
             member,
             messages,
-            members,
+            members: members.members,
+            members_count: members.count,
             seq: version.seq,
             etag: version.etag().as_str().to_owned(),
             members_etag: members_etag(members_version).as_str().to_owned(),

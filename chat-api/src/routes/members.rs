@@ -17,6 +17,6 @@ pub async fn list(
     let inm = if_none_match(&req);
     let polled = chat.members(&site, &room, &inm).await?;
     let etag = members_etag(polled.version);
-    let poll = polled.poll.map(|members| MembersList { members });
+    let poll = polled.poll.map(MembersList::capped);
     Ok(conditional(poll, Some(etag)))
 }

@@ -406,6 +406,7 @@ fn join(r: &Room, body: &[u8]) -> Answer {
         },
         messages: Vec::new(),
         members: Vec::new(),
+        members_count: 0,
         seq: r.events.len() as u64,
         etag: version(r),
         members_etag: "\"m1\"".into(),
