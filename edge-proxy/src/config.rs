@@ -34,6 +34,8 @@ pub const DEFAULT_IP_RATE: &str = "3000/10s";
 pub const DEFAULT_PAGE_CACHE_BYTES: usize = 64 << 20;
 /// Default `--max-held`.
 pub const DEFAULT_MAX_HELD: usize = 10_000;
+/// Default `--presence-every`.
+pub const DEFAULT_PRESENCE_EVERY: Duration = Duration::from_secs(10);
 /// Default `--drain-timeout`.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -66,6 +68,8 @@ pub enum ConfigError {
     BadMaxConnsPerIp,
     #[error("--max-held must be at most 10000000")]
     BadMaxHeld,
+    #[error("--presence-every must be between 100ms and 10m")]
+    BadPresenceEvery,
     #[error("--drain-timeout must be between 1s and 10m")]
     BadDrainTimeout,
     #[error("--listen and --metrics-listen must differ")]
@@ -148,11 +152,17 @@ pub struct EdgeConfig {
     #[arg(long, env = "CHATTY_EDGE_IP_RATE", default_value = DEFAULT_IP_RATE, value_parser = parse_rate_setting)]
     pub ip_rate: RateSetting,
 
-    /// Most polls held open at once (`Prefer: wait`) until their room
-    /// moves; past it, such a poll is answered at once as without the
-    /// preference (0: never hold).
+    /// Most polls held open (`Prefer: wait`) and event streams open at once,
+    /// together; past it, a poll is answered at once as without the
+    /// preference and a stream request as a poll (0: neither).
     #[arg(long, env = "CHATTY_EDGE_MAX_HELD", default_value_t = DEFAULT_MAX_HELD)]
     pub max_held: usize,
+
+    /// How often the guests holding a poll or a stream at this edge are
+    /// reported present to an API node, one request per room (keep it well
+    /// below the API's `--presence-ttl`).
+    #[arg(long, env = "CHATTY_EDGE_PRESENCE_EVERY", default_value = "10s", value_parser = parse_duration)]
+    pub presence_every: Duration,
 
     /// Upper bound of a graceful stop (SIGTERM): listeners close at once,
     /// requests in flight get this long. Keep it below Kubernetes'
@@ -189,6 +199,7 @@ impl Default for EdgeConfig {
             max_conns_per_ip: DEFAULT_MAX_CONNS_PER_IP,
             ip_rate: parse_rate_setting(DEFAULT_IP_RATE).expect("valid default"),
             max_held: DEFAULT_MAX_HELD,
+            presence_every: DEFAULT_PRESENCE_EVERY,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             log_format: LogFormat::Text,
             pingora: Default::default(),
@@ -234,6 +245,11 @@ impl EdgeConfig {
         let p = &self.redis_prefix;
         if p.is_empty() || p.len() > 64 || !p.bytes().all(|b| b.is_ascii_graphic()) {
             return Err(ConfigError::BadRedisPrefix);
+        }
+        if self.presence_every < Duration::from_millis(100)
+            || self.presence_every > Duration::from_secs(600)
+        {
+            return Err(ConfigError::BadPresenceEvery);
         }
         if self.max_age < Duration::from_millis(1) || self.max_age > Duration::from_secs(3600) {
             return Err(ConfigError::BadMaxAge);

@@ -6,7 +6,7 @@
 //!
 //! The fetch that leads holds a [`Flight`]; dropping it (once its page is
 //! kept, or when it failed or kept nothing) lands it and lets every follower
-//! go. A follower waits at most a bounded time, and once: if the map or the
+//! go, told the version of the page kept, if one was ([`Flight::kept`]). A follower waits at most a bounded time, and once: if the map or the
 //! page cache still cannot answer it, it is forwarded like any poll. Entries
 //! live only while their fetch is in flight, so they are bounded by the
 //! requests in flight.
@@ -33,7 +33,7 @@ pub struct FlightKey {
     pub version: Option<RoomVersion>,
 }
 
-type FlightMap = HashMap<FlightKey, watch::Receiver<()>>;
+type FlightMap = HashMap<FlightKey, watch::Receiver<Option<RoomVersion>>>;
 
 /// The fetches in flight. See the module docs.
 #[derive(Debug)]
@@ -46,7 +46,7 @@ pub struct Flights {
 pub struct Flight {
     flights: Arc<Flights>,
     key: FlightKey,
-    _landed: watch::Sender<()>,
+    landed: watch::Sender<Option<RoomVersion>>,
 }
 
 /// A request's seat on a flight.
@@ -55,7 +55,7 @@ pub enum Seat {
     /// Nobody is fetching it: this request does.
     Lead(Flight),
     /// Another request is: wait for it with [`follow`].
-    Follow(watch::Receiver<()>),
+    Follow(watch::Receiver<Option<RoomVersion>>),
 }
 
 impl Default for Flights {
@@ -77,12 +77,12 @@ impl Flights {
         if let Some(landed) = shard.get(&key) {
             return Seat::Follow(landed.clone());
         }
-        let (tx, rx) = watch::channel(());
+        let (tx, rx) = watch::channel(None);
         shard.insert(key, rx);
         Seat::Lead(Flight {
             flights: self.clone(),
             key,
-            _landed: tx,
+            landed: tx,
         })
     }
 
@@ -93,6 +93,13 @@ impl Flights {
     }
 }
 
+impl Flight {
+    /// Tells the followers that the page is kept at `version`.
+    pub fn kept(&self, version: RoomVersion) {
+        self.landed.send_replace(Some(version));
+    }
+}
+
 impl Drop for Flight {
     fn drop(&mut self) {
         // The sender goes right after this: every follower wakes.
@@ -100,11 +107,13 @@ impl Drop for Flight {
     }
 }
 
-/// Waits until the followed fetch lands, at most [`FOLLOW_LIMIT`].
-pub async fn follow(mut landed: watch::Receiver<()>) {
-    // `changed` ends with an error once the leader's sender is gone, which
+/// Waits until the followed fetch lands, at most [`FOLLOW_LIMIT`]: the
+/// version of the page it kept, if it kept one.
+pub async fn follow(mut landed: watch::Receiver<Option<RoomVersion>>) -> Option<RoomVersion> {
+    // `wait_for` ends with an error once the leader's sender is gone, which
     // is the only way a flight lands.
-    let _ = tokio::time::timeout(FOLLOW_LIMIT, landed.changed()).await;
+    let _ = tokio::time::timeout(FOLLOW_LIMIT, landed.wait_for(|_| false)).await;
+    *landed.borrow()
 }
 
 #[cfg(test)]
@@ -132,7 +141,7 @@ mod tests {
             };
             followers.push(tokio::spawn(async move {
                 let start = tokio::time::Instant::now();
-                follow(rx).await;
+                assert_eq!(follow(rx).await, Some(RoomVersion::new(1, 4)));
                 start.elapsed()
             }));
         }
@@ -141,6 +150,7 @@ mod tests {
             assert!(matches!(flights.board(other), Seat::Lead(_)), "{other:?}");
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
+        lead.kept(RoomVersion::new(1, 4));
         drop(lead);
         for f in followers {
             assert_eq!(f.await.unwrap(), Duration::from_millis(200));
@@ -160,11 +170,11 @@ mod tests {
             panic!("follows")
         };
         let start = tokio::time::Instant::now();
-        follow(rx.clone()).await;
+        assert_eq!(follow(rx.clone()).await, None);
         assert_eq!(start.elapsed(), FOLLOW_LIMIT);
         drop(lead);
         let start = tokio::time::Instant::now();
-        follow(rx).await;
+        assert_eq!(follow(rx).await, None, "landed with nothing kept");
         assert_eq!(start.elapsed(), Duration::ZERO);
     }
 }

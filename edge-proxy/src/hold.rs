@@ -1,21 +1,25 @@
-//! Held polls: the registry of polls parked at the edge (`Prefer: wait`)
-//! until their room moves, their wait ends or the edge stops. A plain type
-//! (no pingora), bounded by `--max-held`.
+//! Held polls and open streams: the registry of requests parked at the edge
+//! (a poll that prefers to wait, an event stream between two events) until
+//! their room moves, their wait ends or the edge stops. A plain type (no
+//! pingora), bounded by `--max-held` for both kinds together.
 //!
 //! # Shape
 //!
 //! - **Key**: the room's keyed hash with the part (messages or members)
 //!   folded in, so a message does not wake the members polls of its room.
-//! - **Value**: a [`Notify`] shared by every poll parked on that key and
-//!   how many they are; the entry goes with the last of them.
+//! - **Value**: a bell ([`Notify`] and when it last rang) shared by every
+//!   request parked on that key, and how many they are; the entry goes with
+//!   the last of them. A held poll waits on one key; a stream on both parts
+//!   of its room.
 //! - **Waking**: the version map tells the registry when a part of a room
 //!   moves (a bus bump, an answer that taught a newer version) or when it
 //!   forgets everything ([`Moves`]); every poll parked there wakes and looks
 //!   at the map again. A wake that finds nothing new only parks it again.
 //! - **No lost wake**: a poll enables its wake-up before it looks at the
 //!   map, so a move between the look and the wait still wakes it.
-//! - **Bound**: at most `max` parked polls in all; past it [`Holds::park`]
-//!   says no and the poll is answered at once, as without the preference.
+//! - **Bound**: at most `max` parked requests in all; past it
+//!   [`Holds::park`] says no and the poll is answered at once, as without
+//!   the preference (a stream is answered as a poll).
 //! - **Stopping**: [`Holds::close`] releases every parked poll at once and
 //!   parks no more.
 
@@ -78,11 +82,35 @@ fn wait_of(value: &[u8]) -> Option<u64> {
     })
 }
 
-/// The polls parked on one key.
+/// What wakes the requests parked on one key, and when it last did: the
+/// moment the edge heard of the move, for the push latency.
+#[derive(Debug, Default)]
+struct Bell {
+    notify: Notify,
+    rung: Mutex<Option<Instant>>,
+}
+
+impl Bell {
+    fn ring(&self) {
+        *self.rung.lock() = Some(Instant::now());
+        self.notify.notify_waiters();
+    }
+}
+
+/// The requests parked on one key.
 #[derive(Debug, Default)]
 struct Waiting {
-    moved: Arc<Notify>,
-    polls: usize,
+    bell: Arc<Bell>,
+    parked: usize,
+}
+
+/// What is parked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A poll that prefers to wait, on one part of its room.
+    Poll,
+    /// An event stream, on both parts of its room.
+    Stream,
 }
 
 type WaitMap = HashMap<u64, Waiting, BuildHasherDefault<IdentityHasher>>;
@@ -107,12 +135,13 @@ pub enum Woken {
     Closing,
 }
 
-/// One parked poll's place; gives it back when dropped.
+/// One parked request's place; gives it back when dropped.
 #[derive(Debug)]
 pub struct Parked {
     holds: Arc<Holds>,
-    key: u64,
-    moved: Arc<Notify>,
+    kind: Kind,
+    /// The keys it waits on (one or two) and their bells.
+    places: Vec<(u64, Arc<Bell>)>,
 }
 
 impl Holds {
@@ -133,6 +162,16 @@ impl Holds {
     /// Parks a poll of `part` of a room; `None` when the registry is full or
     /// the edge is stopping.
     pub fn park(self: &Arc<Self>, key: RoomHash, part: Resource) -> Option<Parked> {
+        self.take(Kind::Poll, &[hold_key(key, part)])
+    }
+
+    /// Parks a stream of a room (both parts); `None` as for [`Holds::park`].
+    pub fn park_stream(self: &Arc<Self>, key: RoomHash) -> Option<Parked> {
+        let keys = [Resource::Messages, Resource::Members].map(|part| hold_key(key, part));
+        self.take(Kind::Stream, &keys)
+    }
+
+    fn take(self: &Arc<Self>, kind: Kind, keys: &[u64]) -> Option<Parked> {
         if self.closing.load(Ordering::Acquire) {
             return None;
         }
@@ -141,15 +180,20 @@ impl Holds {
                 (n < self.max).then_some(n + 1)
             })
             .ok()?;
-        metrics().held_polls.inc();
-        let key = hold_key(key, part);
-        let mut shard = self.shard(key).lock();
-        let waiting = shard.entry(key).or_default();
-        waiting.polls += 1;
+        gauge(kind).inc();
+        let places = keys
+            .iter()
+            .map(|&key| {
+                let mut shard = self.shard(key).lock();
+                let waiting = shard.entry(key).or_default();
+                waiting.parked += 1;
+                (key, waiting.bell.clone())
+            })
+            .collect();
         Some(Parked {
             holds: self.clone(),
-            key,
-            moved: waiting.moved.clone(),
+            kind,
+            places,
         })
     }
 
@@ -157,7 +201,7 @@ impl Holds {
     pub fn wake(&self, key: RoomHash, part: Resource) {
         let key = hold_key(key, part);
         if let Some(waiting) = self.shard(key).lock().get(&key) {
-            waiting.moved.notify_waiters();
+            waiting.bell.ring();
         }
     }
 
@@ -165,7 +209,7 @@ impl Holds {
     pub fn wake_all(&self) {
         for shard in self.shards.iter() {
             for waiting in shard.lock().values() {
-                waiting.moved.notify_waiters();
+                waiting.bell.ring();
             }
         }
     }
@@ -176,7 +220,7 @@ impl Holds {
         self.wake_all();
     }
 
-    /// Polls parked now.
+    /// Requests parked now.
     #[cfg(test)]
     fn len(&self) -> usize {
         self.held.load(Ordering::Relaxed)
@@ -193,22 +237,46 @@ impl Moves for Holds {
     }
 }
 
+/// The gauge of parked requests of `kind`.
+fn gauge(kind: Kind) -> &'static prometheus::IntGauge {
+    match kind {
+        Kind::Poll => &metrics().held_polls,
+        Kind::Stream => &metrics().open_streams,
+    }
+}
+
 impl Parked {
-    /// Waits until the part moves, `until` comes or the edge stops.
+    /// Waits until a part moves, `until` comes or the edge stops.
     /// `unchanged` looks at the map once the wake-up is armed: false means
     /// the part moved already.
     pub async fn wait(&self, until: Instant, unchanged: impl FnOnce() -> bool) -> Woken {
-        let moved = self.moved.notified();
-        tokio::pin!(moved);
-        moved.as_mut().enable();
+        let first = self.places[0].1.notify.notified();
+        let second = self.places.get(1).map(|(_, bell)| bell.notify.notified());
+        tokio::pin!(first);
+        let mut second = std::pin::pin!(second);
+        first.as_mut().enable();
+        if let Some(n) = second.as_mut().as_pin_mut() {
+            n.enable();
+        }
         if self.holds.closing.load(Ordering::Acquire) {
             return Woken::Closing;
         }
         if !unchanged() {
             return Woken::Moved;
         }
+        let either = async {
+            match second.as_mut().as_pin_mut() {
+                Some(second) => {
+                    tokio::select! {
+                        _ = first => {}
+                        _ = second => {}
+                    }
+                }
+                None => first.await,
+            }
+        };
         tokio::select! {
-            _ = moved => {
+            _ = either => {
                 if self.holds.closing.load(Ordering::Acquire) {
                     Woken::Closing
                 } else {
@@ -218,20 +286,26 @@ impl Parked {
             _ = tokio::time::sleep_until(until) => Woken::Timer,
         }
     }
+
+    /// When the edge last heard of a move of what this request waits on.
+    pub fn last_move(&self) -> Option<Instant> {
+        self.places.iter().filter_map(|(_, b)| *b.rung.lock()).max()
+    }
 }
 
 impl Drop for Parked {
     fn drop(&mut self) {
-        let mut shard = self.holds.shard(self.key).lock();
-        if let Some(waiting) = shard.get_mut(&self.key) {
-            waiting.polls -= 1;
-            if waiting.polls == 0 {
-                shard.remove(&self.key);
+        for (key, _) in &self.places {
+            let mut shard = self.holds.shard(*key).lock();
+            if let Some(waiting) = shard.get_mut(key) {
+                waiting.parked -= 1;
+                if waiting.parked == 0 {
+                    shard.remove(key);
+                }
             }
         }
-        drop(shard);
         self.holds.held.fetch_sub(1, Ordering::AcqRel);
-        metrics().held_polls.dec();
+        gauge(self.kind).dec();
     }
 }
 
@@ -340,6 +414,30 @@ mod tests {
             true
         });
         assert_eq!(woken.await, Woken::Moved);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stream_wakes_for_either_part_and_counts_once() {
+        let holds = Arc::new(Holds::new(2));
+        let s = holds.park_stream(LOBBY).unwrap();
+        assert_eq!(holds.len(), 1);
+        assert_eq!(s.last_move(), None);
+        for part in [Resource::Messages, Resource::Members] {
+            let start = Instant::now();
+            let woken = s.wait(later(5000), || {
+                holds.wake(LOBBY, part);
+                true
+            });
+            assert_eq!(
+                (woken.await, start.elapsed()),
+                (Woken::Moved, Duration::ZERO)
+            );
+        }
+        assert!(s.last_move().is_some());
+        assert_eq!(s.wait(later(100), || true).await, Woken::Timer);
+        drop(s);
+        assert_eq!(holds.len(), 0);
+        assert!(holds.shards.iter().all(|s| s.lock().is_empty()));
     }
 
     #[tokio::test(start_paused = true)]

@@ -7,16 +7,19 @@
 
 pub(crate) mod admin;
 pub(crate) mod config;
+pub(crate) mod fetch;
 pub(crate) mod flights;
 pub(crate) mod hold;
 pub(crate) mod listen;
 pub(crate) mod metrics;
 pub(crate) mod pages;
+pub(crate) mod presence;
 pub(crate) mod protect;
 pub(crate) mod proxy;
 pub(crate) mod refusal;
 pub(crate) mod server;
 pub(crate) mod shortcut;
+pub(crate) mod stream;
 pub(crate) mod subscriber;
 pub(crate) mod upstreams;
 pub(crate) mod versions;

@@ -70,6 +70,29 @@ impl Release {
     }
 }
 
+/// Why an event stream ended (`reason` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamEnd {
+    /// The edge is stopping: ended with a `retry:` hint.
+    Shutdown,
+    /// The client closed its connection.
+    Gone,
+    /// No API node answered: ended with a `retry:` hint.
+    Upstream,
+}
+
+impl StreamEnd {
+    const ALL: [StreamEnd; 3] = [StreamEnd::Shutdown, StreamEnd::Gone, StreamEnd::Upstream];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            StreamEnd::Shutdown => "shutdown",
+            StreamEnd::Gone => "gone",
+            StreamEnd::Upstream => "upstream",
+        }
+    }
+}
+
 /// Every metric of the edge, registered on first use.
 pub struct Metrics {
     pub short_circuit: IntCounter,
@@ -86,8 +109,14 @@ pub struct Metrics {
     pub bus_last_message_age: Gauge,
     pub upstreams_healthy: IntGauge,
     pub held_polls: IntGauge,
+    pub open_streams: IntGauge,
+    pub max_held: IntGauge,
+    pub push: Histogram,
+    pub presence_ok: IntCounter,
+    pub presence_failed: IntCounter,
     rejected: IntCounterVec,
     released: IntCounterVec,
+    stream_ends: IntCounterVec,
 }
 
 impl Metrics {
@@ -100,6 +129,11 @@ impl Metrics {
     /// Counts a held poll let go, by reason.
     pub fn release(&self, why: Release) {
         self.released.with_label_values(&[why.label()]).inc();
+    }
+
+    /// Counts an event stream ended, by reason.
+    pub fn stream_end(&self, why: StreamEnd) {
+        self.stream_ends.with_label_values(&[why.label()]).inc();
     }
 }
 
@@ -129,6 +163,17 @@ fn build() -> Metrics {
         "Held polls (Prefer: wait) let go, by reason: their room moved, their wait ended, the edge stopping, the client gone.",
         &Release::ALL.map(Release::label),
     );
+    let stream_ends = reasons(
+        "chatty_edge_stream_ends_total",
+        "Event streams ended, by reason: the edge stopping, the client gone, no API node answering.",
+        &StreamEnd::ALL.map(StreamEnd::label),
+    );
+    let presence = register_int_counter_vec!(
+        "chatty_edge_presence_batches_total",
+        "Batched presence reports sent to an API node, by outcome (ok, failed).",
+        &["outcome"]
+    )
+    .expect("metric registers once");
     Metrics {
         short_circuit: requests.with_label_values(&["short_circuit"]),
         cached: requests.with_label_values(&["cached"]),
@@ -181,8 +226,27 @@ fn build() -> Metrics {
             "Polls held open at the edge (Prefer: wait) until their room moves."
         )
         .expect("metric registers once"),
+        open_streams: register_int_gauge!(
+            "chatty_edge_open_streams",
+            "Event streams open at the edge."
+        )
+        .expect("metric registers once"),
+        max_held: register_int_gauge!(
+            "chatty_edge_max_held",
+            "The cap on held polls and open streams together (--max-held)."
+        )
+        .expect("metric registers once"),
+        push: register_histogram!(
+            "chatty_edge_push_seconds",
+            "Time from the edge hearing that a room moved to the first byte written to a held poll or stream waiting on it.",
+            chatty_shared::telemetry::LATENCY_BUCKETS.to_vec()
+        )
+        .expect("metric registers once"),
+        presence_ok: presence.with_label_values(&["ok"]),
+        presence_failed: presence.with_label_values(&["failed"]),
         rejected,
         released,
+        stream_ends,
     }
 }
 

@@ -66,15 +66,22 @@ struct Shard {
 pub struct PageCache {
     shards: Box<[Mutex<Shard>]>,
     shard_budget: usize,
+    max_page: usize,
     bytes: AtomicUsize,
 }
 
 impl PageCache {
     /// A cache holding at most `max_bytes` of page bodies (0: keeps nothing).
     pub fn new(max_bytes: usize) -> Self {
+        Self::with_limit(max_bytes, MAX_PAGE_BYTES)
+    }
+
+    /// A cache of at most `max_bytes`, keeping no body above `max_page`.
+    pub fn with_limit(max_bytes: usize, max_page: usize) -> Self {
         Self {
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
             shard_budget: max_bytes / SHARDS,
+            max_page,
             bytes: AtomicUsize::new(0),
         }
     }
@@ -102,7 +109,7 @@ impl PageCache {
     /// than the room's newest is dropped.
     pub fn put(&self, key: RoomHash, after: u64, version: RoomVersion, body: Bytes) {
         let size = body.len();
-        if size > MAX_PAGE_BYTES || size > self.shard_budget {
+        if size > self.max_page || size > self.shard_budget {
             return;
         }
         let mut shard = self.shard(key).lock();

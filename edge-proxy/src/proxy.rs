@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use chatty_shared::parse_decimal;
-use chatty_shared::{if_none_match, parse_etag, RoomVersion, Tag};
+use chatty_shared::{if_none_match, RoomVersion};
 use chatty_shared::{parse_room_path, Resource};
 use http::{header, Method};
 use pingora::http::ResponseHeader;
@@ -19,12 +19,15 @@ use pingora::prelude::{HttpPeer, ProxyHttp, Session};
 use pingora::proxy::FailToProxy;
 use pingora::{Error, ErrorType};
 
+use crate::fetch::Fetcher;
 use crate::flights::{follow, Flight, FlightKey, Flights, Seat};
 use crate::hold::{preferred_wait, Holds, Parked, Woken};
 use crate::metrics::{metrics, Rejection, Release};
 use crate::pages::{PageCache, MAX_PAGE_BYTES};
+use crate::presence::{bearer, Here, Presence};
 use crate::refusal::Refusal;
-use crate::upstreams::Upstreams;
+use crate::stream::{last_event_id, wants_stream, StreamRoom, Streams};
+use crate::upstreams::{self, Upstreams};
 use crate::versions::{Known, Refresh, RoomHash, Tick, VersionMap};
 
 /// Connect timeout to an API node.
@@ -33,6 +36,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 const READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// Longest life of an idle pooled connection to an API node.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Routes of the API nodes for the edge alone, refused to clients.
+const INTERNAL: &str = "/v1/internal/";
 /// Most nodes one idempotent request is tried on.
 const MAX_TRIES: usize = 3;
 /// Added to the time a held poll sleeps before it looks at the map again,
@@ -50,6 +55,8 @@ enum Outcome {
     Rejected,
     /// A held poll whose client went away: nothing to answer.
     Gone,
+    /// An event stream.
+    Streamed,
 }
 
 /// A forwarded poll's answer on its way into the page cache.
@@ -78,6 +85,10 @@ pub struct Ctx {
     held: Option<Duration>,
     /// The fetch this request makes for the polls that follow it.
     flight: Option<Flight>,
+    /// When the edge heard of the move that released this held poll.
+    moved_at: Option<tokio::time::Instant>,
+    /// The guest this held poll or stream keeps present.
+    here: Option<Here>,
 }
 
 /// How holding a poll ended.
@@ -105,7 +116,9 @@ pub struct EdgeProxy {
     map: Arc<VersionMap>,
     holds: Arc<Holds>,
     flights: Arc<Flights>,
-    pages: PageCache,
+    pages: Arc<PageCache>,
+    streams: Streams,
+    presence: Arc<Presence>,
     upstreams: Arc<Upstreams>,
     max_body_bytes: u64,
     not_modified: ResponseHeader,
@@ -113,11 +126,11 @@ pub struct EdgeProxy {
 
 impl EdgeProxy {
     /// `page_cache_bytes` bounds the page cache (0: none); `holds` keeps
-    /// the polls held until their room moves.
+    /// the polls and streams parked until their room moves; `presence`
+    /// gathers the guests they keep present.
     pub fn new(
-        map: Arc<VersionMap>,
-        holds: Arc<Holds>,
-        upstreams: Arc<Upstreams>,
+        (map, holds, presence): (Arc<VersionMap>, Arc<Holds>, Arc<Presence>),
+        (upstreams, fetcher): (Arc<Upstreams>, Arc<Fetcher>),
         max_body_bytes: u64,
         page_cache_bytes: usize,
     ) -> Self {
@@ -125,11 +138,15 @@ impl EdgeProxy {
         not_modified
             .insert_header(header::CACHE_CONTROL, "no-cache")
             .expect("static header");
+        let flights = Arc::new(Flights::default());
+        let pages = Arc::new(PageCache::new(page_cache_bytes));
         Self {
+            streams: Streams::new(map.clone(), pages.clone(), flights.clone(), fetcher),
             map,
             holds,
-            flights: Arc::default(),
-            pages: PageCache::new(page_cache_bytes),
+            flights,
+            pages,
+            presence,
             upstreams,
             max_body_bytes,
             not_modified,
@@ -141,7 +158,7 @@ impl EdgeProxy {
     async fn serve_page(
         &self,
         session: &mut Session,
-        ctx: &Ctx,
+        ctx: &mut Ctx,
         key: RoomHash,
         after: u64,
         version: RoomVersion,
@@ -156,6 +173,7 @@ impl EdgeProxy {
         resp.insert_header(header::ETAG, version.etag().as_str())?;
         applied(&mut resp, ctx)?;
         session.write_response_header(Box::new(resp), false).await?;
+        pushed(ctx);
         session.write_response_body(Some(body), true).await?;
         Ok(true)
     }
@@ -275,7 +293,8 @@ impl EdgeProxy {
                 Decision::Changed(known) => Some(known),
                 Decision::Unknown => None,
             };
-            if parked.take().is_some() {
+            if let Some(place) = parked.take() {
+                ctx.moved_at = place.last_move();
                 metrics().release(Release::Moved);
             }
             let version = match known {
@@ -325,34 +344,35 @@ impl EdgeProxy {
         let Ok(etag) = std::str::from_utf8(etag.as_bytes()) else {
             return;
         };
-        match (parse_etag(etag), part) {
-            (Some(Tag::Room(v)), Resource::Messages) => {
-                self.map.observe_messages(key, v, at);
-                let whole_page = upstream_response
-                    .headers
-                    .get(header::CONTENT_LENGTH)
-                    .and_then(|n| {
-                        std::str::from_utf8(n.as_bytes())
-                            .ok()?
-                            .parse::<usize>()
-                            .ok()
-                    })
-                    .is_some_and(|n| n <= MAX_PAGE_BYTES);
-                if let (200, Some(after), true) =
-                    (upstream_response.status.as_u16(), ctx.after, whole_page)
-                {
-                    ctx.fill = Some(PageFill {
-                        after,
-                        version: v,
-                        body: BytesMut::new(),
-                    });
-                }
-            }
-            (Some(Tag::Members(v)), Resource::Members) => {
-                self.map.observe_members(key, v, at);
-            }
-            _ => {}
+        let Some(Known::Messages(v)) = self.map.observe_etag(key, part, etag, at) else {
+            return;
+        };
+        let whole_page = upstream_response
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|n| {
+                std::str::from_utf8(n.as_bytes())
+                    .ok()?
+                    .parse::<usize>()
+                    .ok()
+            })
+            .is_some_and(|n| n <= MAX_PAGE_BYTES);
+        if let (200, Some(after), true) = (upstream_response.status.as_u16(), ctx.after, whole_page)
+        {
+            ctx.fill = Some(PageFill {
+                after,
+                version: v,
+                body: BytesMut::new(),
+            });
         }
+    }
+}
+
+/// Counts the push latency of a held poll released by a move, as its first
+/// byte goes out.
+fn pushed(ctx: &mut Ctx) {
+    if let Some(at) = ctx.moved_at.take() {
+        metrics().push.observe(at.elapsed().as_secs_f64());
     }
 }
 
@@ -394,6 +414,11 @@ impl ProxyHttp for EdgeProxy {
             return Ok(true);
         }
         let req = session.req_header();
+        if req.uri.path().starts_with(INTERNAL) {
+            ctx.outcome = Outcome::Rejected;
+            Refusal::INTERNAL.respond(session).await;
+            return Ok(true);
+        }
         let Some(path) = parse_room_path(req.uri.path()) else {
             return Ok(false);
         };
@@ -405,11 +430,32 @@ impl ProxyHttp for EdgeProxy {
         if req.method != Method::GET {
             return Ok(false);
         }
-        if part == Resource::Messages {
-            ctx.after = poll_after(req.uri.query());
+        let headers = &req.headers;
+        let accept = headers.get_all(header::ACCEPT).iter().map(|v| v.as_bytes());
+        let streaming = part == Resource::Messages && wants_stream(accept);
+        let prefer = headers.get_all("prefer").iter().map(|v| v.as_bytes());
+        let wait = preferred_wait(prefer);
+        if streaming || wait.is_some() {
+            let token = headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| bearer(v.as_bytes()));
+            ctx.here = token.map(|t| self.presence.arrive(key, (path.site, path.room), t));
         }
-        let prefer = req.headers.get_all("prefer");
-        let wait = preferred_wait(prefer.iter().map(|v| v.as_bytes()));
+        if part == Resource::Messages {
+            let resume = last_event_id(headers.get("last-event-id").map(|v| v.as_bytes()));
+            ctx.after = resume.filter(|_| streaming).or(poll_after(req.uri.query()));
+        }
+        if let (true, Some(after)) = (streaming, ctx.after) {
+            if let Some(parked) = self.holds.park_stream(key) {
+                let room = StreamRoom {
+                    key,
+                    base: format!("/v1/sites/{}/rooms/{}", path.site, path.room),
+                };
+                ctx.outcome = Outcome::Streamed;
+                self.streams.serve(session, &room, after, parked).await?;
+                return Ok(true);
+            }
+        }
         self.answer_poll(session, ctx, (key, part), wait).await
     }
 
@@ -436,18 +482,7 @@ impl ProxyHttp for EdgeProxy {
         _session: &mut Session,
         ctx: &mut Ctx,
     ) -> pingora::Result<Box<HttpPeer>> {
-        let tried = &ctx.tried;
-        let untried =
-            |b: &pingora::lb::Backend| b.addr.as_inet().is_some_and(|a| !tried.contains(a));
-        // With no node passing its health checks, try them anyway (fail
-        // open): under a load that slows every /readyz, the checks are more
-        // likely wrong than every node, and a node that is really down
-        // refuses the connection at once.
-        let backend = self
-            .upstreams
-            .select_with(b"", 256, |b, healthy| healthy && untried(b))
-            .or_else(|| self.upstreams.select_with(b"", 256, |b, _| untried(b)));
-        let Some(addr) = backend.as_ref().and_then(|b| b.addr.as_inet().copied()) else {
+        let Some(addr) = upstreams::pick(&self.upstreams, &ctx.tried) else {
             return Refusal::NO_HEALTHY_NODE.err();
         };
         ctx.tried.push(addr);
@@ -503,6 +538,7 @@ impl ProxyHttp for EdgeProxy {
         ctx: &mut Ctx,
     ) -> pingora::Result<()> {
         applied(upstream_response, ctx)?;
+        pushed(ctx);
         self.learn(upstream_response, ctx);
         // Followers of this fetch look again now, unless a page is coming.
         if ctx.fill.is_none() {
@@ -531,6 +567,9 @@ impl ProxyHttp for EdgeProxy {
                         self.pages
                             .put(key, fill.after, fill.version, fill.body.freeze());
                         metrics().page_cache_bytes.set(self.pages.bytes() as i64);
+                        if let Some(flight) = &ctx.flight {
+                            flight.kept(fill.version);
+                        }
                     }
                 }
                 ctx.flight = None;
@@ -561,7 +600,7 @@ impl ProxyHttp for EdgeProxy {
         match (ctx.outcome, e) {
             (Outcome::ShortCircuit, _) => m.short_circuit.inc(),
             (Outcome::Cached, _) => m.cached.inc(),
-            (Outcome::Rejected | Outcome::Gone, _) => {}
+            (Outcome::Rejected | Outcome::Gone | Outcome::Streamed, _) => {}
             (Outcome::Forwarded, None) => m.forwarded.inc(),
             (Outcome::Forwarded, Some(_)) => m.error.inc(),
         }

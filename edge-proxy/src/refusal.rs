@@ -59,6 +59,8 @@ impl Refusal {
         Refusal::new(503, "unavailable", "no healthy API node", Some(1));
     pub const NODE_FAILED: Refusal =
         Refusal::new(502, "unavailable", "the API node failed to answer", Some(1));
+    /// A route of the API nodes for the edge alone.
+    pub const INTERNAL: Refusal = Refusal::new(404, "not_found", "no such route", None);
     pub const NOT_FORWARDED: Refusal = Refusal::new(
         503,
         "unavailable",

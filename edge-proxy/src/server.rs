@@ -15,8 +15,11 @@ use pingora::services::listening::Service;
 
 use crate::admin::Admin;
 use crate::config::{ConfigError, EdgeConfig};
+use crate::fetch::Fetcher;
 use crate::hold::Holds;
 use crate::listen::{self, ListenError};
+use crate::metrics::metrics;
+use crate::presence::{self, Presence};
 use crate::protect::{Limits, Protected};
 use crate::proxy::EdgeProxy;
 use crate::shortcut::Shortcut;
@@ -98,6 +101,7 @@ pub fn build(mut config: EdgeConfig, bus: BusSource) -> Result<Server, EdgeError
 
     let map = Arc::new(VersionMap::new(config.max_rooms, config.max_age));
     let holds = Arc::new(Holds::new(config.max_held));
+    metrics().max_held.set(config.max_held as i64);
     map.tell_moves_to(holds.clone());
     server.add_service(background_service(
         "release held",
@@ -107,6 +111,12 @@ pub fn build(mut config: EdgeConfig, bus: BusSource) -> Result<Server, EdgeError
     let lb = background_service("upstreams", upstreams::build(&config.upstreams));
     let lb_task = lb.task();
     let lb_handle = server.add_service(lb);
+    let fetcher = Arc::new(Fetcher::new(lb_task.clone()));
+    let presence = Arc::new(Presence::new(config.presence_every));
+    server.add_service(background_service(
+        "presence",
+        ReportPresence(presence.clone(), fetcher.clone()),
+    ));
 
     let bus_state = match bus {
         BusSource::None => None,
@@ -122,9 +132,8 @@ pub fn build(mut config: EdgeConfig, bus: BusSource) -> Result<Server, EdgeError
     let proxy = pingora::proxy::http_proxy(
         &server.configuration,
         EdgeProxy::new(
-            map.clone(),
-            holds,
-            lb_task.clone(),
+            (map.clone(), holds, presence),
+            (lb_task.clone(), fetcher),
             config.max_body_bytes,
             config.page_cache_bytes,
         ),
@@ -187,9 +196,9 @@ pub fn run_until(
     Ok(())
 }
 
-/// Releases every held poll (with its `304`) the moment the edge starts
-/// to stop, on SIGTERM as on a graceful upgrade, so no client waits for
-/// the drain.
+/// Releases every held poll (with its `304`) and ends every stream (with
+/// a `retry:` hint) the moment the edge starts to stop, on SIGTERM as on a
+/// graceful upgrade, so no client waits for the drain.
 struct ReleaseHeld(Arc<Holds>);
 
 #[async_trait]
@@ -197,6 +206,19 @@ impl BackgroundService for ReleaseHeld {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let _ = shutdown.wait_for(|stopping| *stopping).await;
         self.0.close();
+    }
+}
+
+/// Sends the batched presence reports until the edge stops.
+struct ReportPresence(Arc<Presence>, Arc<Fetcher>);
+
+#[async_trait]
+impl BackgroundService for ReportPresence {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        tokio::select! {
+            _ = presence::report(self.0.clone(), self.1.clone()) => {}
+            _ = shutdown.wait_for(|stopping| *stopping) => {}
+        }
     }
 }
 

@@ -7,8 +7,9 @@
 //! Anything unusual falls through to pingora, whose `ProxyHttp` applies the
 //! same rule: a request it cannot parse completely with a small header
 //! table, another method or path, a body, `Upgrade`, HTTP/1.0, bytes of a
-//! pipelined next request behind the header, or a poll that prefers to wait
-//! (`Prefer: wait`), which only that path can hold. The answer is the same
+//! pipelined next request behind the header, a poll that prefers to wait
+//! (`Prefer: wait`) or an event stream (`Accept: text/event-stream`), which
+//! only that path can hold. The answer is the same
 //! either way (status, `ETag`, `Cache-Control: no-cache`).
 
 use std::sync::Arc;
@@ -17,6 +18,7 @@ use chatty_shared::parse_room_path;
 use chatty_shared::{if_none_match, EtagBuf};
 
 use crate::hold::preferred_wait;
+use crate::stream::wants_stream;
 use crate::versions::{Refresh, VersionMap};
 
 /// Header lines parsed on the fast path; a request with more goes to
@@ -76,6 +78,10 @@ impl Shortcut {
                 close |= has_token(h.value, b"close");
             } else if name.eq_ignore_ascii_case("prefer") {
                 if preferred_wait([h.value]).is_some() {
+                    return Verdict::Pass;
+                }
+            } else if name.eq_ignore_ascii_case("accept") {
+                if wants_stream([h.value]) {
                     return Verdict::Pass;
                 }
             } else if name.eq_ignore_ascii_case("transfer-encoding")
@@ -219,7 +225,8 @@ mod tests {
             "GET /v1/sites/demo/rooms/lobby/messages HTTP/1.1\r\nIf-None-Match: \"r1.3\"\r\nContent-Length: 2\r\n\r\n",
             "GET /v1/sites/demo/rooms/lobby/messages HTTP/1.1\r\nIf-None-Match: \"r1.3\"\r\nTransfer-Encoding: chunked\r\n\r\n",
             "GET /v1/sites/demo/rooms/lobby/messages HTTP/1.1\r\nIf-None-Match: \"r1.3\"\r\nUpgrade: h2c\r\n\r\n",
-            // A poll that prefers to wait: held by pingora's path.
+            // A poll that prefers to wait, or a stream: pingora's path.
+            "GET /v1/sites/demo/rooms/lobby/messages HTTP/1.1\r\nIf-None-Match: \"r1.3\"\r\nAccept: text/event-stream\r\n\r\n",
             "GET /v1/sites/demo/rooms/lobby/messages HTTP/1.1\r\nIf-None-Match: \"r1.3\"\r\nPrefer: wait=10\r\n\r\n",
             "GET /v1/sites/demo/rooms/lobby/members HTTP/1.1\r\nprefer: respond-async, WAIT=1\r\nIf-None-Match: \"m7\"\r\n\r\n",
             // A pipelined request behind the header, or a broken header.

@@ -28,6 +28,18 @@ const RESOLVE_TIMEOUT: Duration = Duration::from_secs(2);
 /// The nodes behind the edge.
 pub type Upstreams = LoadBalancer<RoundRobin>;
 
+/// The next node to send a request to, none of `tried`: a healthy one, or
+/// with no node passing its health checks, any (fail open: under a load
+/// that slows every /readyz, the checks are more likely wrong than every
+/// node, and a node that is really down refuses the connection at once).
+pub fn pick(nodes: &Upstreams, tried: &[SocketAddr]) -> Option<SocketAddr> {
+    let untried = |b: &Backend| b.addr.as_inet().is_some_and(|a| !tried.contains(a));
+    let backend = nodes
+        .select_with(b"", 256, |b, healthy| healthy && untried(b))
+        .or_else(|| nodes.select_with(b"", 256, |b, _| untried(b)))?;
+    backend.addr.as_inet().copied()
+}
+
 /// `--upstream` targets resolved on every discovery round. A name that fails
 /// to resolve keeps the addresses it had, so a DNS hiccup does not empty the
 /// rotation.

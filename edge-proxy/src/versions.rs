@@ -40,7 +40,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use chatty_shared::Resource;
-use chatty_shared::{members_etag, EtagBuf, RoomVersion};
+use chatty_shared::{members_etag, parse_etag, EtagBuf, RoomVersion, Tag};
 use chatty_shared::{Freshness, Version};
 use parking_lot::RwLock;
 
@@ -493,6 +493,28 @@ impl VersionMap {
             }
             (taken, taken && held != version)
         })
+    }
+
+    /// Learns the version named by the ETag of an answer about `part` sent
+    /// at `at`: what it names, or `None` for an ETag of no such version.
+    pub fn observe_etag(
+        &self,
+        key: RoomHash,
+        part: Resource,
+        etag: &str,
+        at: Tick,
+    ) -> Option<Known> {
+        match (parse_etag(etag)?, part) {
+            (Tag::Room(v), Resource::Messages) => {
+                self.observe_messages(key, v, at);
+                Some(Known::Messages(v))
+            }
+            (Tag::Members(v), Resource::Members) => {
+                self.observe_members(key, v, at);
+                Some(Known::Members(v))
+            }
+            _ => None,
+        }
     }
 
     /// The authority said the room's members list was at `version` at `at`.

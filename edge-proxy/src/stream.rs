@@ -1,0 +1,572 @@
+//! Event streams: `GET …/messages` with `Accept: text/event-stream`,
+//! answered by the edge as Server-Sent Events from the same version map,
+//! page cache and single fetches as polls.
+//!
+//! # What a stream carries
+//!
+//! `retry:` first; then the room's members (`event: members`, the members
+//! list) and every log event after the cursor (`id:` its seq, `data:` the
+//! event as in a page); then, while open, each new event as the room moves,
+//! the members whenever they change (at most once per [`MEMBERS_EVERY`]),
+//! and a comment every [`KEEPALIVE`]. The cursor starts at `Last-Event-ID`,
+//! else `after`, and only moves forward: no gap, no duplicate. When the edge
+//! stops or no API node answers, the stream ends with a `retry:` hint and
+//! the client comes back (to this edge or another) with its last id.
+//!
+//! # Where the events come from
+//!
+//! A stream parks on both parts of its room ([`Holds::park_stream`]) and
+//! reads only when the map says a part moved: the page after its cursor
+//! from the page cache, else one fetch per (room, after, version) shared
+//! with every poll and stream that wants it ([`Flights`]). While the map
+//! cannot vouch for the room (no bus), a stream asks an API node itself
+//! every [`UNKNOWN_PACE`], with `If-None-Match`, as a poll would.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use chatty_shared::wire::{Event, MessagesPage};
+use chatty_shared::{parse_decimal, Resource, RoomVersion};
+use http::header;
+use pingora::http::ResponseHeader;
+use pingora::prelude::Session;
+use tokio::time::Instant;
+
+use crate::fetch::{Answer, FetchError, Fetcher};
+use crate::flights::{follow, FlightKey, Flights, Seat};
+use crate::hold::{Parked, Woken};
+use crate::metrics::{metrics, StreamEnd};
+use crate::pages::{PageCache, MAX_PAGE_BYTES};
+use crate::refusal::Refusal;
+use crate::versions::{Known, Refresh, RoomHash, VersionMap};
+
+/// A comment this often keeps intermediaries from closing a quiet stream.
+pub const KEEPALIVE: Duration = Duration::from_secs(15);
+/// How often a stream asks a node itself while the map cannot vouch.
+pub const UNKNOWN_PACE: Duration = Duration::from_secs(2);
+/// Members sent at most this often (a join or leave moves them).
+pub const MEMBERS_EVERY: Duration = Duration::from_secs(1);
+/// The reconnect hint at the start, in milliseconds.
+const RETRY_MS: u64 = 2000;
+/// The reconnect hint when the edge stops: soon, to another edge.
+const RETRY_STOPPING_MS: u64 = 250;
+/// Longest a write may wait for a client that does not read.
+const WRITE_LIMIT: Duration = Duration::from_secs(30);
+/// Budget of the members lists kept for streams, and the largest kept.
+const MEMBERS_CACHE_BYTES: usize = 16 << 20;
+const MAX_MEMBERS_BYTES: usize = 512 << 10;
+/// Added to the time a stream sleeps before it looks at the map again.
+const LOOK_SLACK: Duration = Duration::from_millis(1);
+
+/// True when the request asks for an event stream.
+pub fn wants_stream<'a>(accept: impl IntoIterator<Item = &'a [u8]>) -> bool {
+    accept.into_iter().any(|v| {
+        v.split(|b| *b == b',').any(|t| {
+            let t = t.split(|b| *b == b';').next().unwrap_or_default();
+            t.trim_ascii().eq_ignore_ascii_case(b"text/event-stream")
+        })
+    })
+}
+
+/// The seq of `Last-Event-ID`, if it is one.
+pub fn last_event_id(value: Option<&[u8]>) -> Option<u64> {
+    parse_decimal(std::str::from_utf8(value?).ok()?.trim())
+}
+
+/// Why a stream could not be read.
+enum Failed {
+    /// A node answered something other than a page (404, 503, …): passed on
+    /// to a client that has no stream yet.
+    Refused(Answer),
+    /// No node answered.
+    NoNode(FetchError),
+}
+
+impl From<FetchError> for Failed {
+    fn from(e: FetchError) -> Self {
+        Failed::NoNode(e)
+    }
+}
+
+/// A page read for a stream: `None` body for a `304`.
+struct Page {
+    version: Option<RoomVersion>,
+    body: Option<Bytes>,
+}
+
+/// Where one stream is in its room.
+struct Cursor {
+    /// Seq of the last event sent.
+    seq: u64,
+    /// The version read up to, once a whole page said it.
+    version: Option<RoomVersion>,
+    /// The members version sent, and when.
+    members: Option<u64>,
+    members_at: Option<Instant>,
+}
+
+/// The room a stream reads.
+pub struct StreamRoom {
+    pub key: RoomHash,
+    /// `/v1/sites/{site}/rooms/{room}`.
+    pub base: String,
+}
+
+/// What the edge's streams share. See the module docs.
+pub struct Streams {
+    map: Arc<VersionMap>,
+    pages: Arc<PageCache>,
+    flights: Arc<Flights>,
+    members: PageCache,
+    member_flights: Arc<Flights>,
+    fetcher: Arc<Fetcher>,
+}
+
+impl Streams {
+    pub fn new(
+        map: Arc<VersionMap>,
+        pages: Arc<PageCache>,
+        flights: Arc<Flights>,
+        fetcher: Arc<Fetcher>,
+    ) -> Self {
+        Self {
+            map,
+            pages,
+            flights,
+            members: PageCache::with_limit(MEMBERS_CACHE_BYTES, MAX_MEMBERS_BYTES),
+            member_flights: Arc::default(),
+            fetcher,
+        }
+    }
+
+    /// Serves one stream from `after` until the client goes, the edge
+    /// stops or no node answers.
+    pub async fn serve(
+        &self,
+        session: &mut Session,
+        room: &StreamRoom,
+        after: u64,
+        parked: Parked,
+    ) -> pingora::Result<()> {
+        let mut cursor = Cursor {
+            seq: after,
+            version: None,
+            members: None,
+            members_at: None,
+        };
+        // The first read comes before the header, so that a room the API
+        // does not know, or no node at all, is answered as a poll would be.
+        let mut out = BytesMut::new();
+        let first = match self.read(room, &mut cursor, None, &mut out).await {
+            Ok(()) => self.read_members(room, &mut cursor, &mut out).await,
+            Err(e) => Err(e),
+        };
+        match first {
+            Ok(()) => {}
+            Err(Failed::Refused(answer)) => return pass_on(session, answer).await,
+            Err(Failed::NoNode(e)) => {
+                tracing::debug!(error = %e, "no node for a new stream");
+                Refusal::NO_HEALTHY_NODE.respond(session).await;
+                return Ok(());
+            }
+        }
+        session
+            .write_response_header(Box::new(stream_header()?), false)
+            .await?;
+        let mut head = BytesMut::new();
+        retry(&mut head, RETRY_MS);
+        head.extend_from_slice(&out);
+        if !write(session, head.freeze()).await {
+            metrics().stream_end(StreamEnd::Gone);
+            return Ok(());
+        }
+        let end = self.follow_room(session, room, &mut cursor, &parked).await;
+        metrics().stream_end(end);
+        if end != StreamEnd::Gone {
+            let mut bye = BytesMut::new();
+            retry(&mut bye, RETRY_STOPPING_MS);
+            let _ = tokio::time::timeout(
+                WRITE_LIMIT,
+                session.write_response_body(Some(bye.freeze()), true),
+            )
+            .await;
+        }
+        Ok(())
+    }
+
+    /// Writes what the room's moves bring until the stream ends.
+    async fn follow_room(
+        &self,
+        session: &mut Session,
+        room: &StreamRoom,
+        cursor: &mut Cursor,
+        parked: &Parked,
+    ) -> StreamEnd {
+        let key = room.key;
+        let mut keepalive = Instant::now() + KEEPALIVE;
+        loop {
+            let now = self.map.now();
+            let look = self
+                .map
+                .settled_for(key, Resource::Messages, now)
+                .map_or(UNKNOWN_PACE, |d| d + LOOK_SLACK);
+            let until = keepalive.min(Instant::now() + look);
+            let (messages, members) = (cursor.version, cursor.members);
+            let unchanged = || {
+                let now = self.map.now();
+                let known = |part| self.map.answerable(key, part, now, Refresh::Leave);
+                let same_messages = match known(Resource::Messages) {
+                    Some(Known::Messages(v)) => Some(v) == messages,
+                    _ => true,
+                };
+                let same_members = match known(Resource::Members) {
+                    Some(Known::Members(v)) => Some(v) == members,
+                    _ => true,
+                };
+                same_messages && same_members
+            };
+            let woken = tokio::select! {
+                woken = parked.wait(until, unchanged) => woken,
+                _ = session.read_body_or_idle(true) => return StreamEnd::Gone,
+            };
+            let mut out = BytesMut::new();
+            match woken {
+                Woken::Closing => return StreamEnd::Shutdown,
+                Woken::Moved | Woken::Timer => {}
+            }
+            if Instant::now() >= keepalive {
+                out.extend_from_slice(b": keepalive\n\n");
+                keepalive = Instant::now() + KEEPALIVE;
+            }
+            let read = match self.moved(key, cursor, woken) {
+                Some(known) => self.read(room, cursor, known, &mut out).await,
+                None => Ok(()),
+            };
+            let read = match read {
+                Ok(()) => self.read_members(room, cursor, &mut out).await,
+                e => e,
+            };
+            if let Err(e) = read {
+                let why = match e {
+                    Failed::Refused(a) => format!("status {}", a.status),
+                    Failed::NoNode(e) => e.to_string(),
+                };
+                tracing::debug!(error = %why, "a stream could not read its room");
+                return StreamEnd::Upstream;
+            }
+            if out.is_empty() {
+                continue;
+            }
+            let pushed = (woken == Woken::Moved)
+                .then(|| parked.last_move())
+                .flatten();
+            if !write(session, out.freeze()).await {
+                return StreamEnd::Gone;
+            }
+            if let Some(at) = pushed {
+                metrics().push.observe(at.elapsed().as_secs_f64());
+            }
+        }
+    }
+
+    /// Whether the messages must be read after a wake-up: `Some(version)`
+    /// the map vouches for (a move), `Some(None)` when it does not (read
+    /// from a node, at the unknown pace, or to refresh the map's word).
+    fn moved(&self, key: RoomHash, cursor: &Cursor, woken: Woken) -> Option<Option<RoomVersion>> {
+        match self
+            .map
+            .answerable(key, Resource::Messages, self.map.now(), Refresh::Claim)
+        {
+            Some(Known::Messages(v)) if Some(v) == cursor.version => None,
+            Some(Known::Messages(v)) => Some(Some(v)),
+            _ if woken == Woken::Timer || cursor.version.is_none() => Some(None),
+            _ => None,
+        }
+    }
+
+    /// Reads the events after the cursor, page after page, into `out`;
+    /// `known` is the version the map vouches for, if any.
+    async fn read(
+        &self,
+        room: &StreamRoom,
+        cursor: &mut Cursor,
+        mut known: Option<RoomVersion>,
+        out: &mut BytesMut,
+    ) -> Result<(), Failed> {
+        loop {
+            let page = self.page(room, cursor, known).await?;
+            let Some(body) = page.body else {
+                return Ok(());
+            };
+            let Ok(page_of) = serde_json::from_slice::<MessagesPage>(&body) else {
+                tracing::warn!("an API node answered a page that is not one");
+                return Err(Failed::NoNode(FetchError::NoNode));
+            };
+            for event in &page_of.events {
+                if event.seq > cursor.seq {
+                    frame_event(out, event);
+                    cursor.seq = event.seq;
+                }
+            }
+            cursor.seq = cursor.seq.max(page_of.seq);
+            if !page_of.more {
+                cursor.version = page.version;
+                return Ok(());
+            }
+            known = None;
+        }
+    }
+
+    /// The page after the cursor: from the cache at `known`, else from the
+    /// fetch in flight for it, else from a node.
+    async fn page(
+        &self,
+        room: &StreamRoom,
+        cursor: &Cursor,
+        known: Option<RoomVersion>,
+    ) -> Result<Page, Failed> {
+        let (key, after) = (room.key, cursor.seq);
+        let cached = |v: RoomVersion| {
+            self.pages.get(key, after, v).map(|body| Page {
+                version: Some(v),
+                body: Some(body),
+            })
+        };
+        if let Some(page) = known.and_then(cached) {
+            return Ok(page);
+        }
+        let flight = match self.flights.board(FlightKey {
+            room: key,
+            after,
+            version: known,
+        }) {
+            Seat::Lead(flight) => Some(flight),
+            Seat::Follow(landed) => {
+                if let Some(page) = follow(landed).await.and_then(cached) {
+                    return Ok(page);
+                }
+                None
+            }
+        };
+        // Conditional only when the cursor stands exactly at a version.
+        let have = cursor.version.filter(|v| v.seq == after);
+        let etag = have.map(|v| v.etag());
+        let sent_at = self.map.now();
+        let path = format!("{}/messages?after={after}", room.base);
+        let answer = self
+            .fetcher
+            .get(&path, etag.as_ref().map(|e| e.as_str()))
+            .await?;
+        let version = match answer
+            .etag
+            .as_deref()
+            .and_then(|e| self.map.observe_etag(key, Resource::Messages, e, sent_at))
+        {
+            Some(Known::Messages(v)) => Some(v),
+            _ => None,
+        };
+        match answer.status {
+            200 => {
+                if let (Some(v), true) = (version, answer.body.len() <= MAX_PAGE_BYTES) {
+                    self.pages.put(key, after, v, answer.body.clone());
+                    if let Some(flight) = &flight {
+                        flight.kept(v);
+                    }
+                }
+                Ok(Page {
+                    version,
+                    body: Some(answer.body),
+                })
+            }
+            304 => Ok(Page {
+                version: version.or(have),
+                body: None,
+            }),
+            _ => Err(Failed::Refused(answer)),
+        }
+    }
+
+    /// Reads the members into `out` when they moved (or were never sent),
+    /// at most once per [`MEMBERS_EVERY`].
+    async fn read_members(
+        &self,
+        room: &StreamRoom,
+        cursor: &mut Cursor,
+        out: &mut BytesMut,
+    ) -> Result<(), Failed> {
+        let key = room.key;
+        let known =
+            match self
+                .map
+                .answerable(key, Resource::Members, self.map.now(), Refresh::Leave)
+            {
+                Some(Known::Members(v)) if Some(v) == cursor.members => return Ok(()),
+                Some(Known::Members(v)) => Some(v),
+                _ => None,
+            };
+        let recent = cursor
+            .members_at
+            .is_some_and(|at| at.elapsed() < MEMBERS_EVERY);
+        // Without the map's word, ask again only at the unknown pace.
+        let due = cursor.members_at.is_none_or(|at| {
+            at.elapsed()
+                >= if known.is_some() {
+                    MEMBERS_EVERY
+                } else {
+                    UNKNOWN_PACE
+                }
+        });
+        if recent || !due {
+            return Ok(());
+        }
+        cursor.members_at = Some(Instant::now());
+        let as_version = |v: u64| RoomVersion::new(0, v);
+        let cached = |v: u64| self.members.get(key, 0, as_version(v));
+        if let Some(body) = known.and_then(cached) {
+            cursor.members = known;
+            frame_members(out, &body);
+            return Ok(());
+        }
+        let flight = match self.member_flights.board(FlightKey {
+            room: key,
+            after: 0,
+            version: known.map(as_version),
+        }) {
+            Seat::Lead(flight) => Some(flight),
+            Seat::Follow(landed) => {
+                if let Some((v, body)) = follow(landed)
+                    .await
+                    .and_then(|v| Some((v.seq, cached(v.seq)?)))
+                {
+                    cursor.members = Some(v);
+                    frame_members(out, &body);
+                    return Ok(());
+                }
+                None
+            }
+        };
+        let etag = cursor.members.map(chatty_shared::members_etag);
+        let sent_at = self.map.now();
+        let answer = self
+            .fetcher
+            .get(
+                &format!("{}/members", room.base),
+                etag.as_ref().map(|e| e.as_str()),
+            )
+            .await?;
+        let version = match answer
+            .etag
+            .as_deref()
+            .and_then(|e| self.map.observe_etag(key, Resource::Members, e, sent_at))
+        {
+            Some(Known::Members(v)) => Some(v),
+            _ => None,
+        };
+        match answer.status {
+            200 => {
+                if let (Some(v), Some(flight)) = (version, &flight) {
+                    self.members.put(key, 0, as_version(v), answer.body.clone());
+                    flight.kept(as_version(v));
+                }
+                cursor.members = version;
+                frame_members(out, &answer.body);
+                Ok(())
+            }
+            304 => Ok(()),
+            _ => Err(Failed::Refused(answer)),
+        }
+    }
+}
+
+/// The header of a stream.
+fn stream_header() -> pingora::Result<ResponseHeader> {
+    let mut resp = ResponseHeader::build(200, Some(5))?;
+    resp.insert_header(header::CONTENT_TYPE, "text/event-stream")?;
+    resp.insert_header(header::CACHE_CONTROL, "no-cache")?;
+    resp.insert_header("x-accel-buffering", "no")?;
+    resp.insert_header(header::TRANSFER_ENCODING, "chunked")?;
+    Ok(resp)
+}
+
+/// Answers a request that gets no stream with what the node said.
+async fn pass_on(session: &mut Session, answer: Answer) -> pingora::Result<()> {
+    let mut resp = ResponseHeader::build(answer.status, Some(4))?;
+    resp.insert_header(header::CONTENT_TYPE, "application/json")?;
+    resp.insert_header(header::CONTENT_LENGTH, answer.body.len())?;
+    if let Some(r) = answer.retry_after {
+        resp.insert_header(header::RETRY_AFTER, r)?;
+    }
+    session.set_keepalive(None);
+    session.write_response_header(Box::new(resp), false).await?;
+    session.write_response_body(Some(answer.body), true).await
+}
+
+/// Writes part of a stream; false when the client is gone or stopped
+/// reading.
+async fn write(session: &mut Session, bytes: Bytes) -> bool {
+    let written = session.write_response_body(Some(bytes), false);
+    matches!(tokio::time::timeout(WRITE_LIMIT, written).await, Ok(Ok(())))
+}
+
+fn retry(out: &mut BytesMut, ms: u64) {
+    let _ = write!(out, "retry: {ms}\n\n");
+}
+
+/// One log event: `id:` its seq, `data:` the event as in a page.
+fn frame_event(out: &mut BytesMut, event: &Event) {
+    let _ = write!(out, "id: {}\ndata: ", event.seq);
+    serde_json::to_writer((&mut *out).writer(), event).expect("an event serialises");
+    out.extend_from_slice(b"\n\n");
+}
+
+/// The members list, as a node answered it, on one `data:` line (a line
+/// break can only be whitespace between JSON tokens: a string holds `\n`).
+fn frame_members(out: &mut BytesMut, body: &[u8]) {
+    out.extend_from_slice(b"event: members\ndata: ");
+    out.extend(body.iter().map(|b| if *b == b'\n' { b' ' } else { *b }));
+    out.extend_from_slice(b"\n\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chatty_shared::wire::EventKind;
+
+    #[test]
+    fn who_wants_a_stream() {
+        let yes = |v: &str| wants_stream([v.as_bytes()]);
+        assert!(yes("text/event-stream"));
+        assert!(yes("application/json, TEXT/Event-Stream;q=0.9"));
+        assert!(!yes("application/json"));
+        assert!(!yes("text/event-streams"));
+        assert!(!wants_stream([]));
+        assert_eq!(last_event_id(Some(b" 42 ")), Some(42));
+        assert_eq!(last_event_id(Some(b"x")), None);
+        assert_eq!(last_event_id(None), None);
+    }
+
+    #[test]
+    fn frames() {
+        let mut out = BytesMut::new();
+        retry(&mut out, 2000);
+        let event = Event {
+            seq: 7,
+            kind: EventKind::Message,
+            member_id: "m1".into(),
+            nick: "ann".into(),
+            text: "two\nlines".into(),
+            client_id: Some("c1".into()),
+            deletes: None,
+            at_ms: 1,
+        };
+        frame_event(&mut out, &event);
+        frame_members(&mut out, b"{\"members\":\n[]}");
+        let text = std::str::from_utf8(&out).unwrap();
+        assert_eq!(
+            text,
+            "retry: 2000\n\nid: 7\ndata: {\"seq\":7,\"kind\":\"message\",\"member_id\":\"m1\",\"nick\":\"ann\",\"text\":\"two\\nlines\",\"client_id\":\"c1\",\"at_ms\":1}\n\nevent: members\ndata: {\"members\": []}\n\n"
+        );
+    }
+}
