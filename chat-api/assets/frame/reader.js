@@ -18,6 +18,12 @@ const STREAM_IDLE_MS = 45000;
 const STREAM_PAGE_LIMIT = 3;
 // A stream line longer than this is not from the edge: the stream is dropped.
 const STREAM_MAX_LINE = 1 << 20;
+// A held poll not answered this long after its wait is lost on the way: it is asked again.
+const HOLD_LOST_MS = (HOLD_WAIT_S + 15) * 1000;
+// A stream that ends sooner than this after its first byte did not work: the next waits longer.
+const STREAM_SHORT_MS = 5000;
+// Bounds of the reconnect delay a stream may ask for.
+const STREAM_RETRY_BOUNDS = [250, 60000];
 // The edge keeps a guest present this long after its last stream or held poll closed.
 const PRESENCE_GRACE_MS = 5000;
 
@@ -173,10 +179,15 @@ const holdLoop = async (gen, part, signal) => {
   const alive = () => holding.gen === gen && state.phase !== 'stopped' && !state.paused;
   let failures = 0;
   while (alive()) {
+    // Aborted when the loop's signal is (stop, a new token) or when the answer is lost.
+    const ctl = new AbortController();
+    const abort = () => ctl.abort();
+    signal.addEventListener('abort', abort);
+    const lost = setTimeout(abort, HOLD_LOST_MS);
     const first = {
       auth: true,
       headers: { Prefer: 'wait=' + HOLD_WAIT_S },
-      signal,
+      signal: ctl.signal,
       alive,
     };
     const authed = !!me.auth;
@@ -188,6 +199,8 @@ const holdLoop = async (gen, part, signal) => {
     } catch (e) {
       err = e;
     } finally {
+      clearTimeout(lost);
+      signal.removeEventListener('abort', abort);
       if (authed) closed(holding.presence);
     }
     if (!alive()) return;
@@ -341,14 +354,15 @@ const streamOnce = async (gen) => {
   const headers = { Accept: 'text/event-stream', 'Last-Event-ID': String(cursor.seq) };
   const authed = !!me.auth;
   if (authed) headers.Authorization = 'Bearer ' + me.auth.token;
-  // How it went: 'stream' (a stream that ended or failed after its first byte), 'silent'
-  // (nothing came in time), 'page' (a JSON page), 'failed' (a network error or an error
-  // answer, in `res`).
+  // How it went: 'stream' (a stream that ended or failed a while after its first byte),
+  // 'short' (one that ended soon after it), 'silent' (nothing came in time), 'page' (a JSON
+  // page), 'failed' (a network error or an error answer, in `res`).
   let outcome = 'failed';
   let res = null;
   let more = false;
   let watchdog = null;
   let quiet = false;
+  let since = 0; // when the first byte came
   const arm = (ms) => {
     clearTimeout(watchdog);
     watchdog = setTimeout(() => {
@@ -375,7 +389,7 @@ const streamOnce = async (gen) => {
       const body = answer.body.getReader();
       const decoder = new TextDecoder();
       const parser = sseParser(onStreamEvent, (ms) => {
-        streaming.retry = ms;
+        streaming.retry = Math.min(STREAM_RETRY_BOUNDS[1], Math.max(STREAM_RETRY_BOUNDS[0], ms));
       });
       let got = false;
       for (;;) {
@@ -383,9 +397,9 @@ const streamOnce = async (gen) => {
         if (chunk.done || !alive()) break;
         if (!got) {
           got = true;
+          since = Date.now();
           outcome = 'stream';
           if (streaming.failures >= 2) setStatus('ok', '');
-          streaming.failures = 0;
           streaming.silent = 0;
           streaming.pages = 0;
         }
@@ -393,6 +407,7 @@ const streamOnce = async (gen) => {
         parser.push(decoder.decode(chunk.value, { stream: true }));
       }
       if (!got) outcome = quiet ? 'silent' : 'failed';
+      else if (Date.now() - since < STREAM_SHORT_MS) outcome = 'short';
     } else {
       let data = null;
       try {
@@ -410,6 +425,7 @@ const streamOnce = async (gen) => {
   } catch (e) {
     // A network error, an abort (stop, the watchdog) or a stream that was not one.
     if (outcome !== 'stream') outcome = quiet ? 'silent' : 'failed';
+    else if (Date.now() - since < STREAM_SHORT_MS) outcome = 'short';
   } finally {
     clearTimeout(watchdog);
     ctl.abort();
@@ -423,6 +439,7 @@ const streamOnce = async (gen) => {
   }
   let delay = jitter(streaming.retry);
   if (outcome === 'stream') {
+    // It worked, then ended: back after `retry`, as the stream said.
     streaming.failures = 1;
   } else if (outcome === 'page') {
     streaming.failures = 0;
@@ -451,7 +468,7 @@ const streaming = {
   ctl: null, // aborts the stream open now
   timer: null, // the next stream
   retry: STREAM_RETRY_MS, // the reconnect delay the stream asked for
-  failures: 0, // streams in a row that failed (1: the last one ended after it worked)
+  failures: 0, // streams in a row that failed or were short (1: the last one worked, then ended)
   silent: 0, // streams in a row that stayed silent
   pages: 0, // answers in a row that were JSON pages
   presence: presence(),
