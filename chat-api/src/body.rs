@@ -1,4 +1,5 @@
-//! The JSON body extractor: reads at most [`MAX_BODY_BYTES`] (413 beyond),
+//! The JSON body extractor: reads at most [`MAX_BODY_BYTES`] (413 beyond;
+//! a route may allow more with the second parameter),
 //! refuses a content type other than JSON, and maps every parse failure to
 //! an [`ApiError`] (`invalid_json` for syntax and bad UTF-8, `invalid_field`
 //! for missing, unknown or mistyped fields).
@@ -17,9 +18,9 @@ use crate::error::ApiError;
 /// Largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
 
-/// A JSON request body of type `T`.
+/// A JSON request body of type `T`, of at most `MAX` bytes.
 #[derive(Debug)]
-pub struct JsonBody<T>(pub T);
+pub struct JsonBody<T, const MAX: usize = MAX_BODY_BYTES>(pub T);
 
 /// True for `application/json` and `application/*+json`, with any
 /// parameters; a request without a content type is read as JSON too.
@@ -38,10 +39,8 @@ fn json_content_type(req: &HttpRequest) -> bool {
         || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
-fn too_large() -> ApiError {
-    ApiError::TooLarge(format!(
-        "request body must be at most {MAX_BODY_BYTES} bytes"
-    ))
+fn too_large(max: usize) -> ApiError {
+    ApiError::TooLarge(format!("request body must be at most {max} bytes"))
 }
 
 /// Parses a body already read; the mapping of serde errors to codes.
@@ -57,7 +56,7 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     })
 }
 
-impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
+impl<T: DeserializeOwned + 'static, const MAX: usize> FromRequest for JsonBody<T, MAX> {
     type Error = ApiError;
     type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
 
@@ -75,17 +74,17 @@ impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
                     "content type must be application/json".into(),
                 ));
             }
-            if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
-                return Err(too_large());
+            if declared.is_some_and(|n| n > MAX as u64) {
+                return Err(too_large(MAX));
             }
             let mut buf = Vec::with_capacity(declared.map_or(256, |n| n as usize));
             while let Some(chunk) = payload.next().await {
                 let chunk = chunk.map_err(|e| match e {
-                    actix_web::error::PayloadError::Overflow => too_large(),
+                    actix_web::error::PayloadError::Overflow => too_large(MAX),
                     _ => ApiError::BadRequest("could not read the request body".into()),
                 })?;
-                if buf.len() + chunk.len() > MAX_BODY_BYTES {
-                    return Err(too_large());
+                if buf.len() + chunk.len() > MAX {
+                    return Err(too_large(MAX));
                 }
                 buf.extend_from_slice(&chunk);
             }

@@ -18,6 +18,7 @@ pub const ROUTES: &[&str] = &[
     "members",
     "heartbeat",
     "leave",
+    "presence",
     "admin",
     "assets",
     "health",
@@ -69,6 +70,7 @@ pub struct Metrics {
     pub publish_failures: IntCounter,
     pub rate_limited: IntCounterVec,
     pub presence_changes: IntCounterVec,
+    pub presence_batch_tokens: IntCounterVec,
     pub backend_up: IntGaugeVec,
 }
 
@@ -129,6 +131,11 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
             "Members list changes, by kind.",
             &["kind"],
         ),
+        presence_batch_tokens: counter_vec(
+            "chatty_api_presence_batch_tokens_total",
+            "Guest tokens of the edge's presence batches, by outcome (present, left, refused).",
+            &["outcome"],
+        ),
         backend_up: register_int_gauge_vec!(
             "chatty_api_backend_up",
             "1 when the backend answered its last check.",
@@ -151,6 +158,9 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     }
     for kind in ["join", "leave", "expire"] {
         let _ = m.presence_changes.with_label_values(&[kind]);
+    }
+    for outcome in ["present", "left", "refused"] {
+        let _ = m.presence_batch_tokens.with_label_values(&[outcome]);
     }
     m
 });
@@ -182,6 +192,8 @@ pub fn route_label(pattern: Option<&str>, method: &actix_web::http::Method) -> &
         "heartbeat"
     } else if p.ends_with("/leave") {
         "leave"
+    } else if p == "/v1/internal/presence" {
+        "presence"
     } else if p.starts_with("/v1/admin")
         || p.ends_with("/bans")
         || p.ends_with("/limits")
@@ -229,6 +241,10 @@ mod tests {
             "admin"
         );
         assert_eq!(route_label(Some("/v1/widget.js"), &Method::GET), "assets");
+        assert_eq!(
+            route_label(Some("/v1/internal/presence"), &Method::POST),
+            "presence"
+        );
         assert_eq!(route_label(None, &Method::GET), "other");
         for p in ["/x", "/healthz", "/metrics", "/v1/admin/sites"] {
             assert!(ROUTES.contains(&route_label(Some(p), &Method::GET)));

@@ -16,7 +16,7 @@
 //!   being sent (the member then expires from the list after its ttl).
 //! - **Bounds**: entries exist only for tokens of requests open now or
 //!   within the grace; a token longer than [`MAX_TOKEN_LEN`] is not kept;
-//!   one report carries at most [`MAX_BATCH`] tokens in each list.
+//!   one report carries at most [`MAX_PRESENCE_TOKENS`] tokens in each list.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -28,6 +28,8 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use tokio::time::Instant;
 
+use chatty_shared::wire::{PresenceBatch, MAX_PRESENCE_TOKENS};
+
 use crate::fetch::Fetcher;
 use crate::metrics::metrics;
 use crate::versions::RoomHash;
@@ -36,11 +38,9 @@ use crate::versions::RoomHash;
 pub const LEAVE_GRACE: Duration = Duration::from_secs(5);
 /// Longest token kept (the API refuses longer ones anyway).
 pub const MAX_TOKEN_LEN: usize = 1024;
-/// Most tokens in each list of one report.
-pub const MAX_BATCH: usize = 1000;
 /// How often the sender looks for rooms due.
 const TICK: Duration = Duration::from_secs(1);
-/// Reports in flight at once.
+/// PresenceBatchs in flight at once.
 const MAX_SENDING: usize = 16;
 /// The internal route of the API nodes.
 pub const ROUTE: &str = "/v1/internal/presence";
@@ -61,15 +61,6 @@ struct Room {
     room: String,
     guests: HashMap<String, Guest>,
     next_report: Instant,
-}
-
-/// One room's report, ready to send.
-#[derive(Debug, PartialEq, Eq, serde::Serialize)]
-pub struct Report {
-    pub site: String,
-    pub room: String,
-    pub present: Vec<String>,
-    pub left: Vec<String>,
 }
 
 /// Who is here, per room. See the module docs.
@@ -113,7 +104,7 @@ pub fn bearer(value: &[u8]) -> Option<&str> {
 }
 
 impl Presence {
-    /// Reports each room every `every`.
+    /// PresenceBatchs each room every `every`.
     pub fn new(every: Duration) -> Self {
         Self {
             rooms: Mutex::default(),
@@ -156,7 +147,7 @@ impl Presence {
     /// The reports due at `now`: rooms whose turn came, or with a guest
     /// past the grace. Tokens reported as left are forgotten, and so are
     /// rooms left empty.
-    pub fn due(&self, now: Instant) -> Vec<Report> {
+    pub fn due(&self, now: Instant) -> Vec<PresenceBatch> {
         let mut reports = Vec::new();
         self.rooms.lock().retain(|_, room| {
             let gone = |g: &Guest| g.open == 0 && now.duration_since(g.since) >= LEAVE_GRACE;
@@ -200,11 +191,16 @@ impl Presence {
     }
 }
 
-/// `present` and `left` as reports of at most [`MAX_BATCH`] tokens each.
-fn split(room: &Room, mut present: Vec<String>, mut left: Vec<String>, out: &mut Vec<Report>) {
+/// `present` and `left` as reports of at most [`MAX_PRESENCE_TOKENS`] tokens each.
+fn split(
+    room: &Room,
+    mut present: Vec<String>,
+    mut left: Vec<String>,
+    out: &mut Vec<PresenceBatch>,
+) {
     while !present.is_empty() || !left.is_empty() {
-        let take = |v: &mut Vec<String>| v.split_off(v.len().saturating_sub(MAX_BATCH));
-        out.push(Report {
+        let take = |v: &mut Vec<String>| v.split_off(v.len().saturating_sub(MAX_PRESENCE_TOKENS));
+        out.push(PresenceBatch {
             site: room.site.clone(),
             room: room.room.clone(),
             present: take(&mut present),
@@ -246,7 +242,7 @@ pub async fn report(presence: Arc<Presence>, fetcher: Arc<Fetcher>) {
     }
 }
 
-async fn send(fetcher: &Fetcher, report: &Report) {
+async fn send(fetcher: &Fetcher, report: &PresenceBatch) {
     let body = Bytes::from(serde_json::to_vec(report).expect("strings serialise"));
     let m = metrics();
     match fetcher.post_json(ROUTE, body).await {
@@ -349,7 +345,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn big_rooms_are_split_and_empty_rooms_forgotten() {
         let p = Arc::new(Presence::new(REPORT_EVERY));
-        let here: Vec<Here> = (0..MAX_BATCH as u32 + 5)
+        let here: Vec<Here> = (0..MAX_PRESENCE_TOKENS as u32 + 5)
             .map(|n| p.arrive(LOBBY, WHERE, &token(&n.to_string(), n)))
             .collect();
         tokio::time::advance(REPORT_EVERY).await;
@@ -358,11 +354,11 @@ mod tests {
             .iter()
             .map(|r| r.present.len())
             .collect();
-        assert_eq!(sizes, [MAX_BATCH, 5]);
+        assert_eq!(sizes, [MAX_PRESENCE_TOKENS, 5]);
         drop(here);
         tokio::time::advance(LEAVE_GRACE).await;
         let left: usize = p.due(Instant::now()).iter().map(|r| r.left.len()).sum();
-        assert_eq!(left, MAX_BATCH + 5);
+        assert_eq!(left, MAX_PRESENCE_TOKENS + 5);
         assert_eq!(p.len(), 0);
         assert!(p.rooms.lock().is_empty());
     }

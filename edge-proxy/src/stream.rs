@@ -84,6 +84,15 @@ enum Failed {
     NoNode(FetchError),
 }
 
+impl std::fmt::Display for Failed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failed::Refused(a) => write!(f, "a node answered {}", a.status),
+            Failed::NoNode(e) => e.fmt(f),
+        }
+    }
+}
+
 impl From<FetchError> for Failed {
     fn from(e: FetchError) -> Self {
         Failed::NoNode(e)
@@ -159,11 +168,7 @@ impl Streams {
         // The first read comes before the header, so that a room the API
         // does not know, or no node at all, is answered as a poll would be.
         let mut out = BytesMut::new();
-        let first = match self.read(room, &mut cursor, None, &mut out).await {
-            Ok(()) => self.read_members(room, &mut cursor, &mut out).await,
-            Err(e) => Err(e),
-        };
-        match first {
+        match self.read(room, &mut cursor, None, &mut out).await {
             Ok(()) => {}
             Err(Failed::Refused(answer)) => return pass_on(session, answer).await,
             Err(Failed::NoNode(e)) => {
@@ -172,6 +177,7 @@ impl Streams {
                 return Ok(());
             }
         }
+        self.members_if_moved(room, &mut cursor, &mut out).await;
         session
             .write_response_header(Box::new(stream_header()?), false)
             .await?;
@@ -206,13 +212,12 @@ impl Streams {
     ) -> StreamEnd {
         let key = room.key;
         let mut keepalive = Instant::now() + KEEPALIVE;
+        // When the map's word is due for a look: kept across wake-ups, so
+        // that wakes which bring nothing (a bus that keeps reconnecting)
+        // cannot put the look off.
+        let mut look_at = self.next_look(key);
         loop {
-            let now = self.map.now();
-            let look = self
-                .map
-                .settled_for(key, Resource::Messages, now)
-                .map_or(UNKNOWN_PACE, |d| d + LOOK_SLACK);
-            let until = keepalive.min(Instant::now() + look);
+            let until = keepalive.min(look_at);
             let (messages, members) = (cursor.version, cursor.members);
             let unchanged = || {
                 let now = self.map.now();
@@ -232,30 +237,24 @@ impl Streams {
                 _ = session.read_body_or_idle(true) => return StreamEnd::Gone,
             };
             let mut out = BytesMut::new();
-            match woken {
-                Woken::Closing => return StreamEnd::Shutdown,
-                Woken::Moved | Woken::Timer => {}
+            if woken == Woken::Closing {
+                return StreamEnd::Shutdown;
             }
+            let due = Instant::now() >= look_at;
             if Instant::now() >= keepalive {
                 out.extend_from_slice(b": keepalive\n\n");
                 keepalive = Instant::now() + KEEPALIVE;
             }
-            let read = match self.moved(key, cursor, woken) {
-                Some(known) => self.read(room, cursor, known, &mut out).await,
-                None => Ok(()),
-            };
-            let read = match read {
-                Ok(()) => self.read_members(room, cursor, &mut out).await,
-                e => e,
-            };
-            if let Err(e) = read {
-                let why = match e {
-                    Failed::Refused(a) => format!("status {}", a.status),
-                    Failed::NoNode(e) => e.to_string(),
-                };
-                tracing::debug!(error = %why, "a stream could not read its room");
-                return StreamEnd::Upstream;
+            if let Some(known) = self.moved(key, cursor, due) {
+                if let Err(e) = self.read(room, cursor, known, &mut out).await {
+                    tracing::debug!(error = %e, "a stream could not read its room");
+                    return StreamEnd::Upstream;
+                }
+                look_at = self.next_look(key);
+            } else if due {
+                look_at = self.next_look(key);
             }
+            self.members_if_moved(room, cursor, &mut out).await;
             if out.is_empty() {
                 continue;
             }
@@ -271,17 +270,30 @@ impl Streams {
         }
     }
 
+    /// When to look at the map again without a wake-up: once its word on
+    /// the room's messages is due for a refresh, or at the unknown pace.
+    fn next_look(&self, key: RoomHash) -> Instant {
+        let look = self
+            .map
+            .settled_for(key, Resource::Messages, self.map.now())
+            .map_or(UNKNOWN_PACE, |d| d + LOOK_SLACK);
+        Instant::now() + look
+    }
+
     /// Whether the messages must be read after a wake-up: `Some(version)`
-    /// the map vouches for (a move), `Some(None)` when it does not (read
-    /// from a node, at the unknown pace, or to refresh the map's word).
-    fn moved(&self, key: RoomHash, cursor: &Cursor, woken: Woken) -> Option<Option<RoomVersion>> {
+    /// the map vouches for (a move), `Some(None)` when it does not and the
+    /// look is `due` (read from a node, with `If-None-Match`, as a poll
+    /// would, which also renews the map's word).
+    fn moved(&self, key: RoomHash, cursor: &Cursor, due: bool) -> Option<Option<RoomVersion>> {
+        // Only a look that is due may take on the refresh of the map's word.
+        let refresh = if due { Refresh::Claim } else { Refresh::Leave };
         match self
             .map
-            .answerable(key, Resource::Messages, self.map.now(), Refresh::Claim)
+            .answerable(key, Resource::Messages, self.map.now(), refresh)
         {
             Some(Known::Messages(v)) if Some(v) == cursor.version => None,
             Some(Known::Messages(v)) => Some(Some(v)),
-            _ if woken == Woken::Timer || cursor.version.is_none() => Some(None),
+            _ if due || cursor.version.is_none() => Some(None),
             _ => None,
         }
     }
@@ -385,6 +397,15 @@ impl Streams {
                 body: None,
             }),
             _ => Err(Failed::Refused(answer)),
+        }
+    }
+
+    /// The members into `out` when they moved; when they cannot be read (a
+    /// node without its presence store answers 503), the stream goes on
+    /// with the messages and asks again at the unknown pace.
+    async fn members_if_moved(&self, room: &StreamRoom, cursor: &mut Cursor, out: &mut BytesMut) {
+        if let Err(e) = self.read_members(room, cursor, out).await {
+            tracing::debug!(error = %e, "a stream could not read its room's members");
         }
     }
 

@@ -138,6 +138,39 @@ pub struct BanRequest {
     pub member_id: String,
 }
 
+/// Most tokens in each list of a [`PresenceBatch`]; the edge splits a
+/// bigger room into several batches, and the API refuses a longer list
+/// (413 `too_large`).
+pub const MAX_PRESENCE_TOKENS: usize = 1000;
+
+/// Body of `POST /v1/internal/presence`, sent by the edge for one room:
+/// the guest tokens of its open streams and held polls (`present`) and of
+/// those closed past the grace (`left`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PresenceBatch {
+    pub site: String,
+    pub room: String,
+    #[serde(default)]
+    pub present: Vec<String>,
+    #[serde(default)]
+    pub left: Vec<String>,
+}
+
+/// Answer of `POST /v1/internal/presence`: every token of the batch is
+/// counted once, in one of the three.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PresenceCounts {
+    /// `present` tokens verified and not banned: their guest is listed.
+    pub present: u64,
+    /// `left` tokens verified: their guest is no longer listed (unless a
+    /// `present` token of the same guest kept them).
+    pub left: u64,
+    /// Tokens forged, expired, of another room, or (in `present`) of a
+    /// banned guest.
+    pub refused: u64,
+}
+
 /// The error body of every 4xx and 5xx answer.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ErrorBody {
@@ -180,6 +213,27 @@ mod tests {
         assert_eq!(
             (back.error.code.as_str(), back.error.message.as_str()),
             ("a", "b")
+        );
+    }
+
+    #[test]
+    fn presence_batches() {
+        let full: PresenceBatch =
+            serde_json::from_str(r#"{"site":"a","room":"b","present":["t1"],"left":["t2"]}"#)
+                .unwrap();
+        assert_eq!((full.present.len(), full.left.len()), (1, 1));
+        let lists_optional: PresenceBatch =
+            serde_json::from_str(r#"{"site":"a","room":"b"}"#).unwrap();
+        assert!(lists_optional.present.is_empty() && lists_optional.left.is_empty());
+        assert!(serde_json::from_str::<PresenceBatch>(r#"{"site":"a","room":"b","x":1}"#).is_err());
+        let counts = PresenceCounts {
+            present: 2,
+            left: 1,
+            refused: 0,
+        };
+        assert_eq!(
+            serde_json::to_string(&counts).unwrap(),
+            r#"{"present":2,"left":1,"refused":0}"#
         );
     }
 }

@@ -6,10 +6,9 @@
 use std::time::{Duration, Instant};
 
 use chatty::client::Poll;
-use chatty_shared::wire::MessagesPage;
 use chatty_tests::attack::{poll_failure, SHED};
 use chatty_tests::chat::{client, create_site, Guest, Reader};
-use chatty_tests::edge_polls::{learn, next_page};
+use chatty_tests::edge_polls::{held_poll, hold, learn, next_page, until_held};
 use chatty_tests::procs::{ApiNode, Edge};
 use chatty_tests::scrape::route_requests;
 use chatty_tests::services::{redis_prefix, FreshDb, PrivateRedis};
@@ -313,86 +312,6 @@ async fn a_send_through_one_edge_is_seen_through_another_within_200ms() {
     assert_eq!(page.events[0].seq, sent.seq);
 }
 
-/// The answer to one poll that prefers to wait, and how long it took.
-struct Held {
-    status: u16,
-    etag: Option<String>,
-    applied: Option<String>,
-    body: String,
-    took: Duration,
-}
-
-impl Held {
-    /// The seqs of the page it brought.
-    fn seqs(&self) -> Vec<u64> {
-        let page: MessagesPage = serde_json::from_str(&self.body).expect("a messages page");
-        page.events.iter().map(|e| e.seq).collect()
-    }
-}
-
-/// A poll of `room` after `seq` with `etag` through `base` that prefers to
-/// wait `wait` seconds.
-async fn held_poll(base: &str, (room, seq, etag): (&str, u64, &str), wait: u64) -> Held {
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(40))
-        .build()
-        .expect("http client");
-    let start = Instant::now();
-    let resp = http
-        .get(format!(
-            "{base}/v1/sites/acme/rooms/{room}/messages?after={seq}"
-        ))
-        .header("if-none-match", etag)
-        .header("prefer", format!("wait={wait}"))
-        .send()
-        .await
-        .expect("held poll");
-    let header = |name: &str| {
-        resp.headers()
-            .get(name)
-            .map(|v| v.to_str().expect("ascii header").to_owned())
-    };
-    let (status, etag, applied) = (
-        resp.status().as_u16(),
-        header("etag"),
-        header("preference-applied"),
-    );
-    let body = resp.text().await.expect("held poll body");
-    Held {
-        status,
-        etag,
-        applied,
-        body,
-        took: start.elapsed(),
-    }
-}
-
-/// Waits until the edge holds `n` polls.
-async fn until_held(edge: &Edge, n: f64) {
-    wait_for(Duration::from_secs(5), "polls held at the edge", || async {
-        (edge.metric("chatty_edge_held_polls").await == n).then_some(())
-    })
-    .await;
-}
-
-/// `n` polls of `hall` after `seq` with `etag`, each preferring to wait
-/// `wait` seconds, spawned and counted as held by the edge.
-async fn hold(
-    edge: &Edge,
-    n: usize,
-    (seq, etag): (u64, &str),
-    wait: u64,
-) -> Vec<tokio::task::JoinHandle<Held>> {
-    let held = (0..n)
-        .map(|_| {
-            let (base, tag) = (edge.base.clone(), etag.to_owned());
-            tokio::spawn(async move { held_poll(&base, ("hall", seq, &tag), wait).await })
-        })
-        .collect();
-    until_held(edge, n as f64).await;
-    held
-}
-
 #[tokio::test]
 async fn a_held_poll_gets_a_message_sent_through_a_node_at_once() {
     let s = stack(&[]).await;
@@ -444,60 +363,5 @@ async fn a_held_poll_of_a_quiet_room_gets_304_when_its_wait_ends() {
             .metric("chatty_edge_held_releases_total{reason=\"timeout\"}")
             .await
             >= 1.0
-    );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn fifty_held_polls_cost_one_upstream_fetch_per_message() {
-    const GUESTS: usize = 50;
-    // A long max-age: no held poll is let go early to re-confirm the
-    // room's version while the test counts fetches (Redis stays up).
-    let s = stack(&["--max-age", "30s"]).await;
-    let g = Guest::join(&s.b.base, "acme", "hall", "ada").await;
-    g.send("first", "c1").await;
-    let (etag, seq) = learn(&s.edge.base, "hall").await;
-    let held = hold(&s.edge, GUESTS, (seq, &etag), 10).await;
-    let before = s.polls_seen().await;
-    let sent = g.send("second", "c2").await;
-    let mut bodies = std::collections::HashSet::new();
-    for h in held {
-        let h = h.await.expect("held poll");
-        assert_eq!(h.status, 200, "{}", h.body);
-        assert_eq!(h.seqs(), [sent.seq]);
-        bodies.insert(h.body);
-    }
-    assert_eq!(bodies.len(), 1, "every guest got the same page");
-    // The node counts a request once its answer is written.
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let fetched = s.polls_seen().await - before;
-    assert_eq!(fetched, 1.0, "{fetched} upstream fetches for one message");
-    assert!(
-        s.edge
-            .metric("chatty_edge_held_releases_total{reason=\"moved\"}")
-            .await
-            >= GUESTS as f64
-    );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn sigterm_releases_every_held_poll_at_once() {
-    const GUESTS: usize = 10;
-    // Requests in flight get the drain (9 s); held polls are answered now.
-    let s = stack(&["--drain-timeout", "10s"]).await;
-    let g = Guest::join(&s.edge.base, "acme", "hall", "ada").await;
-    g.send("first", "c1").await;
-    let (etag, seq) = learn(&s.edge.base, "hall").await;
-    let held = hold(&s.edge, GUESTS, (seq, &etag), 30).await;
-    let stopped = Instant::now();
-    s.edge.proc.signal("TERM");
-    for h in held {
-        let h = h.await.expect("held poll");
-        assert_eq!(h.status, 304);
-        assert_eq!(h.etag.as_deref(), Some(etag.as_str()));
-    }
-    let took = stopped.elapsed();
-    assert!(
-        took < Duration::from_secs(2),
-        "released {took:?} after SIGTERM"
     );
 }

@@ -11,4 +11,5 @@ mod faults;
 mod harness_selftest;
 mod observability;
 mod outages;
+mod streams;
 mod taken_port;

@@ -8,6 +8,7 @@ use chatty::client::{ApiClient, Poll};
 use chatty_shared::wire::MessagesPage;
 
 use crate::chat::{client, Reader};
+use crate::procs::Edge;
 use crate::wait_for;
 
 /// Polls `room` of `acme` through `base` until a poll with the room's ETag
@@ -49,4 +50,84 @@ pub async fn next_page(
         }
         tokio::time::sleep(every).await;
     }
+}
+
+/// The answer to one poll that prefers to wait, and how long it took.
+pub struct Held {
+    pub status: u16,
+    pub etag: Option<String>,
+    pub applied: Option<String>,
+    pub body: String,
+    pub took: Duration,
+}
+
+impl Held {
+    /// The seqs of the page it brought.
+    pub fn seqs(&self) -> Vec<u64> {
+        let page: MessagesPage = serde_json::from_str(&self.body).expect("a messages page");
+        page.events.iter().map(|e| e.seq).collect()
+    }
+}
+
+/// A poll of `room` after `seq` with `etag` through `base` that prefers to
+/// wait `wait` seconds.
+pub async fn held_poll(base: &str, (room, seq, etag): (&str, u64, &str), wait: u64) -> Held {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(40))
+        .build()
+        .expect("http client");
+    let start = Instant::now();
+    let resp = http
+        .get(format!(
+            "{base}/v1/sites/acme/rooms/{room}/messages?after={seq}"
+        ))
+        .header("if-none-match", etag)
+        .header("prefer", format!("wait={wait}"))
+        .send()
+        .await
+        .expect("held poll");
+    let header = |name: &str| {
+        resp.headers()
+            .get(name)
+            .map(|v| v.to_str().expect("ascii header").to_owned())
+    };
+    let (status, etag, applied) = (
+        resp.status().as_u16(),
+        header("etag"),
+        header("preference-applied"),
+    );
+    let body = resp.text().await.expect("held poll body");
+    Held {
+        status,
+        etag,
+        applied,
+        body,
+        took: start.elapsed(),
+    }
+}
+
+/// Waits until the edge holds `n` polls.
+pub async fn until_held(edge: &Edge, n: f64) {
+    wait_for(Duration::from_secs(5), "polls held at the edge", || async {
+        (edge.metric("chatty_edge_held_polls").await == n).then_some(())
+    })
+    .await;
+}
+
+/// `n` polls of `hall` after `seq` with `etag`, each preferring to wait
+/// `wait` seconds, spawned and counted as held by the edge.
+pub async fn hold(
+    edge: &Edge,
+    n: usize,
+    (seq, etag): (u64, &str),
+    wait: u64,
+) -> Vec<tokio::task::JoinHandle<Held>> {
+    let held = (0..n)
+        .map(|_| {
+            let (base, tag) = (edge.base.clone(), etag.to_owned());
+            tokio::spawn(async move { held_poll(&base, ("hall", seq, &tag), wait).await })
+        })
+        .collect();
+    until_held(edge, n as f64).await;
+    held
 }

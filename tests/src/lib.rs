@@ -14,6 +14,7 @@ pub mod procs;
 pub mod raw;
 pub mod scrape;
 pub mod services;
+pub mod sse;
 pub mod stack;
 
 use std::time::{Duration, Instant};

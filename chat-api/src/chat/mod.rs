@@ -2,8 +2,9 @@
 //! limits and the version caches put together, and the helpers its use
 //! cases share (timed store calls, publishing, site and room lookups,
 //! token checks). The use cases are in the files beside: `guest.rs` (what a
-//! guest does in a room), `admin.rs` (site owners and the operator) and
-//! `node.rs` (the node's own life). Handlers in `routes/` only translate
+//! guest does in a room), `presence.rs` (the edge's presence batches),
+//! `admin.rs` (site owners and the operator) and `node.rs` (the node's own
+//! life). Handlers in `routes/` only translate
 //! HTTP to and from these calls.
 
 use std::future::Future;
@@ -28,6 +29,7 @@ use crate::token::{now_secs, Claims, TokenError, TokenKeys};
 mod admin;
 mod guest;
 mod node;
+mod presence;
 
 /// Events per page of `GET …/messages`.
 pub(crate) const PAGE_SIZE: usize = 100;
@@ -216,6 +218,12 @@ impl Chat {
     /// change is counted, the version cached and published.
     async fn members_moved(&self, key: &RoomKey, change: &'static str, version: u64) {
         METRICS.presence_changes.with_label_values(&[change]).inc();
+        self.publish_members(key, version).await;
+    }
+
+    /// The room's members list is at `version`: cached and published (the
+    /// changes that led there are counted by the caller).
+    async fn publish_members(&self, key: &RoomKey, version: u64) {
         self.caches.members.update(key.clone(), version);
         self.publish(BusMessage::Members {
             key: key.clone(),
@@ -271,13 +279,16 @@ impl Chat {
     }
 
     async fn check_banned(&self, site: &str, member_id: &str) -> Result<(), ApiError> {
-        if self
-            .store_call(StoreOp::IsBanned, self.store.is_banned(site, member_id))
-            .await?
-        {
+        if self.is_banned(site, member_id).await? {
             return Err(ApiError::Banned);
         }
         Ok(())
+    }
+
+    async fn is_banned(&self, site: &str, member_id: &str) -> Result<bool, ApiError> {
+        Ok(self
+            .store_call(StoreOp::IsBanned, self.store.is_banned(site, member_id))
+            .await?)
     }
 
     /// Verifies a guest token for this room.

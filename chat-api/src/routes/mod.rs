@@ -53,6 +53,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .default_service(web::to(method_not_allowed)),
     )
     .service(
+        web::resource("/v1/internal/presence")
+            .route(web::post().to(presence::batch))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
         web::resource(format!("{ROOM}/frame"))
             .route(web::get().to(assets::frame))
             .default_service(web::to(method_not_allowed)),

@@ -2,11 +2,12 @@
 //! served on port 0 and driven with reqwest: the test node here, the
 //! cases by subject in the modules below.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use chat_api::{App, Config};
 use chat_api::{Claims, TokenKeys};
-use chatty_shared::{parse_rate, Rate};
+use chatty_shared::{parse_rate, Bus, Rate};
 use reqwest::{Client, RequestBuilder, StatusCode};
 use serde_json::{json, Value};
 
@@ -14,6 +15,8 @@ struct Node {
     base: String,
     client: Client,
     dir: tempfile::TempDir,
+    /// The node's in-process bus, to hear what it publishes.
+    bus: Arc<dyn Bus>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
@@ -27,6 +30,7 @@ impl Node {
         config.workers = Some(1);
         tweak(&mut config);
         let app = App::build(config).await.unwrap();
+        let bus = app.bus();
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -37,6 +41,7 @@ impl Node {
             base: format!("http://{addr}"),
             client: Client::new(),
             dir,
+            bus,
             stop: Some(tx),
             task: Some(task),
         };
@@ -136,6 +141,7 @@ async fn status_of(request: RequestBuilder) -> StatusCode {
 }
 
 mod guests;
+mod presence;
 mod refused;
 mod service;
 mod sites;

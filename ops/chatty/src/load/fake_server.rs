@@ -1,8 +1,10 @@
 //! A tiny in-memory Chatty API (HTTP/1.1 over tokio, keep-alive) for the
 //! load generator's own tests: join, poll with ETags (held while the room is
-//! quiet when asked with `Prefer: wait=S`), idempotent sends, heartbeat,
-//! leave — a fault switch that hides one seq from readers, and a record of
-//! the peer addresses that connected.
+//! quiet when asked with `Prefer: wait=S`), the edge's event stream (chunked,
+//! events cut across chunks, ended after a while like an edge that stops,
+//! and sometimes a JSON page instead as from a full edge), idempotent sends,
+//! heartbeat, leave — a fault switch that hides one seq from readers, and a
+//! record of the peer addresses that connected and of what was asked.
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
@@ -39,8 +41,38 @@ struct Shared {
     peers: Mutex<BTreeSet<IpAddr>>,
     /// Polls that asked to be held.
     held: AtomicU64,
+    /// Of those, the ones that carried a token.
+    held_with_token: AtomicU64,
+    /// Heartbeats received.
+    heartbeats: AtomicU64,
+    /// Stream requests received.
+    streams: AtomicU64,
+    /// Stream requests that carried `Last-Event-ID`.
+    resumed: AtomicU64,
     /// Answer polls at once whatever they prefer, as RFC 7240 allows.
     ignore_wait: bool,
+    streaming: Streaming,
+}
+
+/// How the fake edge streams.
+#[derive(Debug, Clone, Copy)]
+pub struct Streaming {
+    /// Each stream ends this long after it opened (with `retry:` first).
+    pub life: Duration,
+    /// The `retry:` it sends.
+    pub retry_ms: u64,
+    /// Every n-th stream request (0: none) is answered with a JSON page.
+    pub page_every: u64,
+}
+
+impl Default for Streaming {
+    fn default() -> Self {
+        Self {
+            life: Duration::from_secs(3600),
+            retry_ms: 2000,
+            page_every: 0,
+        }
+    }
 }
 
 /// A running fake server.
@@ -60,24 +92,48 @@ impl FakeServer {
     pub fn held(&self) -> u64 {
         self.shared.held.load(Relaxed)
     }
+
+    /// How many of those carried `Authorization`.
+    pub fn held_with_token(&self) -> u64 {
+        self.shared.held_with_token.load(Relaxed)
+    }
+
+    /// How many heartbeats came.
+    pub fn heartbeats(&self) -> u64 {
+        self.shared.heartbeats.load(Relaxed)
+    }
+
+    /// Stream requests, and those of them with `Last-Event-ID`.
+    pub fn streams(&self) -> (u64, u64) {
+        (
+            self.shared.streams.load(Relaxed),
+            self.shared.resumed.load(Relaxed),
+        )
+    }
 }
 
 /// Starts the server on a free port.
 pub async fn start(hide_seq: Option<u64>) -> FakeServer {
-    start_with(hide_seq, false).await
+    start_with(hide_seq, false, Streaming::default()).await
 }
 
 /// Starts a server that never holds a poll (and never says
 /// `Preference-Applied`).
 pub async fn start_ignoring_wait() -> FakeServer {
-    start_with(None, true).await
+    start_with(None, true, Streaming::default()).await
 }
 
-async fn start_with(hide_seq: Option<u64>, ignore_wait: bool) -> FakeServer {
+/// Starts a server whose streams go as `streaming` says.
+pub async fn start_streaming(hide_seq: Option<u64>, streaming: Streaming) -> FakeServer {
+    start_with(hide_seq, false, streaming).await
+}
+
+async fn start_with(hide_seq: Option<u64>, ignore_wait: bool, streaming: Streaming) -> FakeServer {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let shared = Arc::new(Shared {
         ignore_wait,
+        streaming,
         ..Shared::default()
     });
     shared.state.lock().unwrap().hide_seq = hide_seq;
@@ -106,6 +162,9 @@ struct Request {
     auth: Option<String>,
     /// `Prefer: wait=S`.
     wait: Option<Duration>,
+    /// `Accept: text/event-stream`.
+    sse: bool,
+    last_event_id: Option<u64>,
     body: Vec<u8>,
 }
 
@@ -137,6 +196,8 @@ where
             "content-length" => len = value.parse().unwrap_or(0),
             "if-none-match" => req.inm = Some(value),
             "authorization" => req.auth = Some(value),
+            "accept" => req.sse = value.contains("text/event-stream"),
+            "last-event-id" => req.last_event_id = value.parse().ok(),
             "prefer" => {
                 let secs = value.strip_prefix("wait=").and_then(|s| s.parse().ok());
                 req.wait = secs.map(Duration::from_secs);
@@ -154,9 +215,25 @@ async fn serve(stream: tokio::net::TcpStream, shared: Arc<Shared>) -> std::io::R
     let (r, mut w) = stream.into_split();
     let mut r = BufReader::new(r);
     while let Some(req) = read_request(&mut r).await? {
+        if req.method == "GET" && req.sse {
+            let n = shared.streams.fetch_add(1, Relaxed) + 1;
+            if req.last_event_id.is_some() {
+                shared.resumed.fetch_add(1, Relaxed);
+            }
+            let every = shared.streaming.page_every;
+            if every == 0 || !n.is_multiple_of(every) {
+                return serve_stream(&mut w, &shared, &req).await;
+            }
+        }
+        if req.method == "POST" && req.target.ends_with("/heartbeat") {
+            shared.heartbeats.fetch_add(1, Relaxed);
+        }
         let held = match (&req.wait, &req.inm) {
             (Some(wait), Some(inm)) if req.method == "GET" => {
                 shared.held.fetch_add(1, Relaxed);
+                if req.auth.is_some() {
+                    shared.held_with_token.fetch_add(1, Relaxed);
+                }
                 if shared.ignore_wait {
                     None
                 } else {
@@ -183,6 +260,72 @@ async fn serve(stream: tokio::net::TcpStream, shared: Arc<Shared>) -> std::io::R
         w.write_all(&whole).await?;
     }
     Ok(())
+}
+
+/// Writes `bytes` as one chunk of a chunked body.
+async fn chunk<W: tokio::io::AsyncWrite + Unpin>(w: &mut W, bytes: &[u8]) -> std::io::Result<()> {
+    let mut out = format!("{:x}\r\n", bytes.len()).into_bytes();
+    out.extend_from_slice(bytes);
+    out.extend_from_slice(b"\r\n");
+    w.write_all(&out).await?;
+    w.flush().await
+}
+
+/// Serves an event stream as the contract says, from `Last-Event-ID` (or
+/// `after`) until its life ends; each batch of events goes out in two
+/// chunks cut in the middle of a line. The connection closes after it.
+async fn serve_stream<W: tokio::io::AsyncWrite + Unpin>(
+    w: &mut W,
+    shared: &Shared,
+    req: &Request,
+) -> std::io::Result<()> {
+    let Some((room, _, query)) = parse_target(&req.target) else {
+        return Ok(());
+    };
+    let after = query.strip_prefix("after=").and_then(|a| a.parse().ok());
+    let mut cursor: u64 = req.last_event_id.or(after).unwrap_or(0);
+    let cfg = shared.streaming;
+    w.write_all(
+        b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\n\
+          transfer-encoding: chunked\r\n\r\n",
+    )
+    .await?;
+    let start = format!(
+        "retry: {}\n\nevent: members\ndata: {{\"members\":[]}}\n\n: keepalive\n\n",
+        cfg.retry_ms
+    );
+    chunk(w, start.as_bytes()).await?;
+    let deadline = Instant::now() + cfg.life;
+    loop {
+        let moved = shared.moved.notified();
+        tokio::pin!(moved);
+        moved.as_mut().enable();
+        let mut text = String::new();
+        {
+            let mut st = shared.state.lock().unwrap();
+            let hide = st.hide_seq;
+            let r = st.rooms.entry(room.to_owned()).or_default();
+            for ev in r.events.iter().skip(cursor as usize) {
+                if Some(ev.seq) != hide {
+                    let json = serde_json::to_string(ev).unwrap();
+                    text.push_str(&format!("id: {}\ndata: {json}\n\n", ev.seq));
+                }
+                cursor = ev.seq;
+            }
+        }
+        if !text.is_empty() {
+            let (a, b) = text.as_bytes().split_at(text.len() / 2);
+            chunk(w, a).await?;
+            chunk(w, b).await?;
+        }
+        tokio::select! {
+            _ = moved => {}
+            _ = sleep_until(deadline) => break,
+        }
+    }
+    chunk(w, format!("retry: {}\n", cfg.retry_ms).as_bytes()).await?;
+    w.write_all(b"0\r\n\r\n").await?;
+    w.flush().await
 }
 
 /// Holds a poll while its room's version is still `inm`, until the room

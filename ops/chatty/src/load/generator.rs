@@ -17,6 +17,7 @@ use tokio::task::JoinSet;
 use tokio::time::{sleep, sleep_until, Instant};
 
 use super::checker::{message_text, Anomalies, Reader, RoomLog};
+use super::edge::EdgeClient;
 use super::guest::guest_task;
 use super::plan::{assign_rooms, Arrivals, SendTimetable, Transport};
 use super::report::{Latency, Percentiles};
@@ -61,6 +62,18 @@ pub struct Stats {
     pub poll_requests: AtomicU64,
     pub polls_due_in_window: AtomicU64,
     pub poll_304: AtomicU64,
+    /// Heartbeats sent (timed polls only).
+    pub heartbeats: AtomicU64,
+    /// Streams the edge opened (`200 text/event-stream`).
+    pub streams_opened: AtomicU64,
+    /// Stream requests after a guest's first (each with `Last-Event-ID`).
+    pub stream_reconnects: AtomicU64,
+    /// Streams the edge ended (cleanly, as on shutdown), not the guest.
+    pub stream_ends: AtomicU64,
+    /// Default events read from streams (one per log event).
+    pub stream_events: AtomicU64,
+    /// Stream requests answered with a JSON page instead.
+    pub stream_pages: AtomicU64,
     pub sends_due: AtomicU64,
     pub sends_acked: AtomicU64,
     pub poll_latency: Mutex<Latency>,
@@ -116,6 +129,8 @@ pub(super) struct Guest {
 pub(super) struct Ctx {
     /// One client per source address; guest `g` uses `clients[g % len]`.
     clients: Vec<ApiClient>,
+    /// The same for held polls and streams (they carry the guest's token).
+    edges: Vec<EdgeClient>,
     pub(super) plan: Plan,
     pub(super) rooms: Vec<Room>,
     pub(super) guests: Vec<Guest>,
@@ -135,12 +150,17 @@ pub struct RunResult {
     pub acknowledged_in_logs: usize,
 }
 
-/// Runs the whole plan against `clients` (at least one; guest `g` uses
-/// `clients[g % len]`). `stats` may be watched while it runs (the progress
-/// line does).
-pub async fn run(clients: Vec<ApiClient>, plan: Plan, stats: Arc<Stats>) -> RunResult {
+/// Runs the whole plan against `clients` and `edges` (as many, at least
+/// one; guest `g` uses `clients[g % len]` and `edges[g % len]`). `stats` may
+/// be watched while it runs (the progress line does).
+pub async fn run(
+    clients: Vec<ApiClient>,
+    edges: Vec<EdgeClient>,
+    plan: Plan,
+    stats: Arc<Stats>,
+) -> RunResult {
     let t0 = Instant::now();
-    let ctx = Ctx::new(clients, plan, stats, t0);
+    let ctx = Ctx::new(clients, edges, plan, stats, t0);
     let (stop_tx, stop_rx) = watch::channel(false);
 
     let mut guest_tasks = Vec::with_capacity(ctx.plan.guests);
@@ -179,8 +199,15 @@ pub async fn run(clients: Vec<ApiClient>, plan: Plan, stats: Arc<Stats>) -> RunR
 impl Ctx {
     /// The run's rooms and guests (each guest placed in its room), with the
     /// measured window starting after the ramp.
-    fn new(clients: Vec<ApiClient>, plan: Plan, stats: Arc<Stats>, t0: Instant) -> Arc<Ctx> {
+    fn new(
+        clients: Vec<ApiClient>,
+        edges: Vec<EdgeClient>,
+        plan: Plan,
+        stats: Arc<Stats>,
+        t0: Instant,
+    ) -> Arc<Ctx> {
         assert!(!clients.is_empty(), "a run needs at least one client");
+        assert_eq!(clients.len(), edges.len(), "one edge client per client");
         let window_start = t0 + plan.ramp;
         let window_end = window_start + plan.duration;
         let assignment = assign_rooms(plan.guests, plan.rooms, plan.seed);
@@ -200,6 +227,7 @@ impl Ctx {
             .collect();
         Arc::new(Ctx {
             clients,
+            edges,
             plan,
             rooms,
             guests,
@@ -214,6 +242,11 @@ impl Ctx {
     /// The client guest `g` makes its requests with.
     pub(super) fn client(&self, g: u32) -> &ApiClient {
         &self.clients[g as usize % self.clients.len()]
+    }
+
+    /// The client guest `g` holds polls and opens streams with.
+    pub(super) fn edge(&self, g: u32) -> &EdgeClient {
+        &self.edges[g as usize % self.edges.len()]
     }
 }
 

@@ -1,7 +1,8 @@
 //! One guest's life: join, read its room by the run's transport (polls on a
-//! jittered timetable, or held polls one after another) with heartbeats
-//! alongside, then leave; answers what it read, for the check. A new
-//! transport is one more reading loop here.
+//! jittered timetable with heartbeats alongside, held polls one after
+//! another, or an event stream in `stream.rs`), renewing its token before
+//! it expires, then leave; answers what it read, for the check. A new
+//! transport is one more reading loop.
 
 use std::future::Future;
 use std::sync::atomic::Ordering::Relaxed;
@@ -13,9 +14,12 @@ use rand::{Rng, SeedableRng};
 use tokio::sync::watch;
 use tokio::time::{sleep, sleep_until, Instant};
 
+use chatty_shared::wire::{Event, MessagesPage};
+
 use super::checker::Reader;
 use super::generator::{lock, with_retries, Ctx, Room, JOIN_ATTEMPTS, POLL_JITTER};
 use super::plan::{PollTimer, Transport};
+use super::stream::event_streams;
 use crate::client::{ClientError, Held, Poll};
 
 /// How a poll ended, which decides when a held poll's next one goes.
@@ -31,25 +35,61 @@ enum Outcome {
     Failed,
 }
 
-/// Where a guest has read to, carried from one poll to the next.
-struct Cursor {
+/// Where a guest has read to, carried from one poll (or stream) to the next.
+pub(super) struct Cursor {
     reader: Reader,
-    /// The `after` of the next poll.
-    after: u64,
+    /// The `after` of the next poll; on a stream, the last event's seq.
+    pub(super) after: u64,
     /// The last `ETag` seen, sent as `If-None-Match`.
     etag: String,
     /// Delivery latencies of the page being read (kept to reuse its memory).
     samples: Vec<Duration>,
 }
 
+impl Cursor {
+    /// `events` (in the order shown) reached the guest at `now`: checks
+    /// them, records their delivery latencies and moves the cursor past
+    /// the last.
+    pub(super) fn read(&mut self, ctx: &Ctx, room: &Room, events: &[Event], now: Instant) {
+        let samples = &mut self.samples;
+        samples.clear();
+        lock(&room.log).observe(&mut self.reader, events, now, |d| samples.push(d));
+        if !samples.is_empty() {
+            let mut h = lock(&ctx.stats.delivery_latency);
+            for d in samples.iter() {
+                h.record(*d);
+            }
+        }
+        if let Some(last) = events.last() {
+            self.after = self.after.max(last.seq);
+        }
+    }
+
+    /// A page answered at `now`: read as above; answers whether more pages
+    /// follow.
+    pub(super) fn read_page(
+        &mut self,
+        ctx: &Ctx,
+        room: &Room,
+        page: &MessagesPage,
+        now: Instant,
+    ) -> bool {
+        self.read(ctx, room, &page.events, now);
+        self.after = page.seq;
+        page.more && !page.events.is_empty()
+    }
+}
+
 /// A guest's membership: its token, renewed by joining again before it
-/// expires, and when its next heartbeat is due.
-struct Membership {
-    g: u32,
+/// expires, and when its next heartbeat is due (timed polls only).
+pub(super) struct Membership {
+    pub(super) g: u32,
     nick: String,
-    token: Arc<str>,
+    pub(super) token: Arc<str>,
     ttl: Duration,
     refresh_at: Instant,
+    /// Whether this guest heartbeats (its transport says).
+    beats: bool,
     next_beat: Instant,
 }
 
@@ -74,6 +114,7 @@ impl Membership {
             token,
             ttl,
             refresh_at: now + ttl.mul_f64(0.8),
+            beats: ctx.plan.transport.heartbeats(),
             next_beat: now + ctx.plan.heartbeat,
         };
         let cursor = Cursor {
@@ -85,10 +126,23 @@ impl Membership {
         Some((membership, cursor))
     }
 
-    /// At heartbeat time: join again when the token is about to expire
-    /// (reading on from where the guest was), else send a heartbeat
-    /// without waiting for it.
-    async fn beat(&mut self, ctx: &Arc<Ctx>, now: Instant) {
+    /// When [`Membership::tick`] has something to do: the next heartbeat,
+    /// or without heartbeats the token's renewal.
+    pub(super) fn next_due(&self) -> Instant {
+        if self.beats {
+            self.next_beat
+        } else {
+            self.refresh_at
+        }
+    }
+
+    /// At [`Membership::next_due`]: join again when the token is about to
+    /// expire (reading on from where the guest was), else send a heartbeat
+    /// without waiting for it. Answers whether the token was renewed.
+    pub(super) async fn tick(&mut self, ctx: &Arc<Ctx>, now: Instant) -> bool {
+        if self.beats && now >= self.next_beat {
+            self.next_beat += ctx.plan.heartbeat;
+        }
         let g = self.g;
         let guest = &ctx.guests[g as usize];
         let room_idx = guest.room as usize;
@@ -102,9 +156,17 @@ impl Membership {
                 self.token = again.token.into();
                 *lock(&guest.token) = Some(self.token.clone());
                 self.refresh_at = Instant::now() + self.ttl.mul_f64(0.8);
+                return true;
             }
-            return;
+            // Try again a heartbeat interval later (the token still has a
+            // fifth of its life).
+            self.refresh_at = Instant::now() + ctx.plan.heartbeat;
+            return false;
         }
+        if !self.beats {
+            return false;
+        }
+        ctx.stats.heartbeats.fetch_add(1, Relaxed);
         let ctx = ctx.clone();
         let token = self.token.clone();
         tokio::spawn(async move {
@@ -113,11 +175,13 @@ impl Membership {
                 ctx.stats.error("heartbeat", &e);
             }
         });
+        false
     }
 
-    /// Drives `work` to its end while heartbeats go out when due; `None`
-    /// when told to stop first (`work` is then dropped).
-    async fn beating<T>(
+    /// Drives `work` to its end while heartbeats go out (and the token is
+    /// renewed) when due; `None` when told to stop first (`work` is then
+    /// dropped).
+    pub(super) async fn beating<T>(
         &mut self,
         ctx: &Arc<Ctx>,
         stop: &mut watch::Receiver<bool>,
@@ -130,9 +194,8 @@ impl Membership {
             }
             tokio::select! {
                 out = &mut work => return Some(out),
-                _ = sleep_until(self.next_beat) => {
-                    self.next_beat += ctx.plan.heartbeat;
-                    self.beat(ctx, Instant::now()).await;
+                _ = sleep_until(self.next_due()) => {
+                    self.tick(ctx, Instant::now()).await;
                 }
                 _ = stop.changed() => return None,
             }
@@ -155,6 +218,7 @@ pub(super) async fn guest_task(
     match ctx.plan.transport {
         Transport::Poll => timed_polls(&ctx, room, m, c, s).await,
         Transport::Hold => held_polls(&ctx, room, m, c, s).await,
+        Transport::Stream => event_streams(&ctx, room, m, c, s).await,
     }
     if ctx.plan.leave {
         if let Err(e) = ctx.client(g).leave(&room.name, &membership.token).await {
@@ -181,13 +245,12 @@ async fn timed_polls(
         }
         let due = timer.due();
         tokio::select! {
-            _ = sleep_until(due.min(membership.next_beat)) => {}
+            _ = sleep_until(due.min(membership.next_due())) => {}
             _ = stop.changed() => break,
         }
         let now = Instant::now();
-        if now >= membership.next_beat {
-            membership.next_beat += ctx.plan.heartbeat;
-            membership.beat(ctx, now).await;
+        if now >= membership.next_due() {
+            membership.tick(ctx, now).await;
         }
         if now >= due {
             timer.advance();
@@ -196,10 +259,10 @@ async fn timed_polls(
     }
 }
 
-/// `--transport hold`: a held poll, and the next as soon as it is answered
-/// (a 304 when the wait ended, or a page); after an error, or a 304 the
-/// server did not hold, a jittered poll interval first, as a timed poll
-/// would wait.
+/// `--transport hold`: a held poll carrying the guest's token (so no
+/// heartbeats), and the next as soon as it is answered (a 304 when the wait
+/// ended, or a page); after an error, or a 304 the server did not hold, a
+/// jittered poll interval first, as a timed poll would wait.
 async fn held_polls(
     ctx: &Arc<Ctx>,
     room: &Room,
@@ -211,7 +274,9 @@ async fn held_polls(
     let mut rng = StdRng::seed_from_u64(ctx.plan.seed ^ u64::from(g) << 20);
     let wait = Some(ctx.plan.hold_wait);
     loop {
-        let poll = poll_once(ctx, room, g, cursor, Instant::now(), wait);
+        let token = membership.token.clone();
+        let hold = wait.map(|w| (w, &*token));
+        let poll = poll_once(ctx, room, g, cursor, Instant::now(), hold);
         match membership.beating(ctx, stop, poll).await {
             None => return,
             Some(Outcome::Answered) => continue,
@@ -226,15 +291,16 @@ async fn held_polls(
 }
 
 /// One poll due at `due` by guest `g`: asks for events after the cursor with
-/// the last ETag, following `more` pages; with `hold`, its first request is
-/// held that long at most. Its latency runs from `due` to its last answer.
+/// the last ETag, following `more` pages; with `hold` (a wait and the
+/// guest's token), its first request is held that long at most. Its latency
+/// runs from `due` to its last answer.
 async fn poll_once(
     ctx: &Ctx,
     room: &Room,
     g: u32,
     cursor: &mut Cursor,
     due: Instant,
-    mut hold: Option<Duration>,
+    mut hold: Option<(Duration, &str)>,
 ) -> Outcome {
     let stats = &ctx.stats;
     if due >= ctx.window_start && due < ctx.window_end {
@@ -245,14 +311,16 @@ async fn poll_once(
     loop {
         let (after, etag) = (cursor.after, &mut cursor.etag);
         let answer: Result<Poll, ClientError> = match hold.take() {
-            Some(wait) => client.poll_held(&room.name, after, etag, wait).await.map(
-                |Held { poll, applied }| {
+            Some((wait, token)) => ctx
+                .edge(g)
+                .poll_held(&room.name, after, etag, wait, token)
+                .await
+                .map(|Held { poll, applied }| {
                     if !applied && matches!(poll, Poll::NotModified) {
                         outcome = Outcome::NotHeld;
                     }
                     poll
-                },
-            ),
+                }),
             None => client.poll(&room.name, after, etag).await,
         };
         let now = Instant::now();
@@ -264,17 +332,7 @@ async fn poll_once(
             }
             Ok(Poll::Page(page)) => {
                 stats.poll_requests.fetch_add(1, Relaxed);
-                let samples = &mut cursor.samples;
-                samples.clear();
-                lock(&room.log).observe(&mut cursor.reader, &page.events, now, |d| samples.push(d));
-                if !samples.is_empty() {
-                    let mut h = lock(&stats.delivery_latency);
-                    for d in samples.iter() {
-                        h.record(*d);
-                    }
-                }
-                cursor.after = page.seq;
-                page.more && !page.events.is_empty()
+                cursor.read_page(ctx, room, &page, now)
             }
             Err(e) => {
                 stats.error("poll", &e);

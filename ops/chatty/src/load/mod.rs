@@ -1,14 +1,16 @@
 //! `chatty load`: the load generator's flags and entry point. The work is in
 //! plan (who goes where, when), generator (the run and its sends), guest (a
-//! guest's reading loop for each transport), checker (delivery rules),
-//! sockets (source addresses, the file limit) and report (figures and the
-//! JSON report).
+//! guest's reading loop for each transport; streams in stream, their parser
+//! in sse), edge (the held polls and streams that carry a guest's token),
+//! checker (delivery rules), sockets (source addresses, the file limit) and
+//! report (figures and the JSON report).
 //!
 //! For a load run against an embedded chat-api, turn its rate limits off
 //! (`chat-api --ip-rate off --guest-rate off`): every guest comes from one IP
 //! address here, and the default per-IP limit would refuse most of them.
 
 pub mod checker;
+pub mod edge;
 #[cfg(test)]
 mod fake_server;
 pub mod generator;
@@ -17,6 +19,8 @@ pub mod plan;
 pub mod report;
 pub mod scrape;
 pub mod sockets;
+pub mod sse;
+mod stream;
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering::Relaxed;
@@ -26,9 +30,10 @@ use std::time::Duration;
 use chatty_shared::{parse_duration, EXIT_BAD_CONFIG};
 
 use crate::client::{ApiClient, ClientError, ClientOptions};
+use edge::EdgeClient;
 use generator::{Plan, RunResult, Stats};
 use plan::{Arrivals, Transport};
-use report::{CheckReport, Report};
+use report::{CheckReport, Report, StreamReport};
 
 /// Flags of `chatty load`.
 #[derive(Debug, Clone, clap::Args)]
@@ -57,20 +62,24 @@ pub struct LoadArgs {
     /// How sends are spaced: poisson (exponential gaps) or even.
     #[arg(long, value_enum, default_value = "poisson")]
     pub arrivals: Arrivals,
-    /// How guests read their room: poll (a poll every --poll-interval) or
-    /// hold (held polls with `Prefer: wait`, the next one as soon as the
-    /// last is answered).
+    /// How guests read their room: poll (a poll every --poll-interval, and
+    /// a heartbeat every --heartbeat), hold (held polls with `Prefer: wait`,
+    /// the next one as soon as the last is answered) or stream (the edge's
+    /// event stream, reopened with `Last-Event-ID` when it ends). Held polls
+    /// and streams carry the guest's token and send no heartbeats: the edge
+    /// reports presence for them.
     #[arg(long, value_enum, default_value = "poll")]
     pub transport: Transport,
     /// Each guest polls this often, ±20% jitter per poll; with held polls,
-    /// how long a guest waits after a failed one.
+    /// how long a guest waits after a failed one; with streams, how long
+    /// after a JSON page instead of a stream (the edge is full).
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     pub poll_interval: Duration,
     /// What a held poll asks the server to wait at most (`Prefer: wait=S`,
     /// whole seconds), with --transport hold.
     #[arg(long, default_value = "25s", value_parser = parse_duration)]
     pub hold_wait: Duration,
-    /// Each guest sends a heartbeat this often.
+    /// Each guest on timed polls sends a heartbeat this often.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub heartbeat: Duration,
     /// Joins are spread evenly over this time before the window starts.
@@ -178,22 +187,30 @@ pub fn main(args: LoadArgs) -> i32 {
     rt.block_on(run(args))
 }
 
-/// The guests' clients: one, or one per source address.
-fn clients(args: &LoadArgs) -> Result<Vec<ApiClient>, ClientError> {
+/// The guests' clients, one or one per source address: for the API calls,
+/// and for the held polls and streams that carry their tokens.
+fn clients(args: &LoadArgs) -> Result<(Vec<ApiClient>, Vec<EdgeClient>), ClientError> {
     let mut opts = ClientOptions::new(args.target.clone(), args.site.clone());
     opts.max_in_flight = Some(args.connections);
     opts.timeout = args.timeout;
-    if args.transport == Transport::Hold {
-        opts.max_held = args.guests.div_ceil(args.source_addrs);
-    }
+    let held = match args.transport {
+        Transport::Poll => 0,
+        Transport::Hold | Transport::Stream => args.guests.div_ceil(args.source_addrs),
+    };
+    let edge = |source| EdgeClient::new(&args.target, &args.site, source, args.timeout, held);
     if args.source_addrs == 1 {
-        return Ok(vec![ApiClient::new(&opts)?]);
+        return Ok((vec![ApiClient::new(&opts)?], vec![edge(None)?]));
     }
-    ApiClient::per_source(&opts, &sockets::source_addrs(args.source_addrs))
+    let sources = sockets::source_addrs(args.source_addrs);
+    let edges = sources
+        .iter()
+        .map(|&a| edge(Some(a)))
+        .collect::<Result<_, _>>()?;
+    Ok((ApiClient::per_source(&opts, &sources)?, edges))
 }
 
 async fn run(args: LoadArgs) -> i32 {
-    let clients = match clients(&args) {
+    let (clients, edges) = match clients(&args) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("chatty load: {e}");
@@ -213,9 +230,9 @@ async fn run(args: LoadArgs) -> i32 {
         }
     };
     let stats = Arc::new(Stats::default());
-    let progress =
-        (!args.no_progress).then(|| tokio::spawn(progress_line(stats.clone(), args.guests)));
-    let result = generator::run(clients, plan(&args), stats.clone()).await;
+    let progress = (!args.no_progress)
+        .then(|| tokio::spawn(progress_line(stats.clone(), args.guests, args.transport)));
+    let result = generator::run(clients, edges, plan(&args), stats.clone()).await;
     if let Some(p) = progress {
         p.abort();
         eprintln!();
@@ -291,6 +308,14 @@ fn report(args: &LoadArgs, stats: &Stats, result: &RunResult, api_requests: Opti
         sends_acknowledged: stats.sends_acked.load(Relaxed),
         send_latency_ms: Stats::percentiles(&stats.send_latency),
         delivery_latency_ms: Stats::percentiles(&stats.delivery_latency),
+        heartbeats: stats.heartbeats.load(Relaxed),
+        streams: (args.transport == Transport::Stream).then(|| StreamReport {
+            opened: stats.streams_opened.load(Relaxed),
+            reconnects: stats.stream_reconnects.load(Relaxed),
+            ended_by_edge: stats.stream_ends.load(Relaxed),
+            events: stats.stream_events.load(Relaxed),
+            json_pages: stats.stream_pages.load(Relaxed),
+        }),
         errors: stats.errors(),
         api_requests,
         check: CheckReport {
@@ -330,7 +355,7 @@ fn verdict(args: &LoadArgs, report: &Report, result: &RunResult) -> i32 {
 }
 
 /// Redraws one status line on stderr every second.
-async fn progress_line(stats: Arc<Stats>, guests: usize) {
+async fn progress_line(stats: Arc<Stats>, guests: usize, transport: Transport) {
     use std::io::Write as _;
     let start = tokio::time::Instant::now();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -338,19 +363,33 @@ async fn progress_line(stats: Arc<Stats>, guests: usize) {
     loop {
         tick.tick().await;
         let polls = stats.polls.load(Relaxed);
-        let p = Stats::percentiles(&stats.poll_latency);
+        let reading = if transport == Transport::Stream {
+            let d = Stats::percentiles(&stats.delivery_latency);
+            format!(
+                "streams {} (reconnects {})  events {}  delivery p99 {:.1} ms",
+                stats.streams_opened.load(Relaxed),
+                stats.stream_reconnects.load(Relaxed),
+                stats.stream_events.load(Relaxed),
+                d.p99,
+            )
+        } else {
+            let p = Stats::percentiles(&stats.poll_latency);
+            format!(
+                "polls {} ({}/s)  304 {}  poll p99 {:.1} ms",
+                polls,
+                polls - last_polls,
+                stats.poll_304.load(Relaxed),
+                p.p99,
+            )
+        };
         let line = format!(
-            "\r\x1b[2K{:>4}s  joined {}/{}  polls {} ({}/s)  304 {}  sends {}/{}  errors {}  poll p99 {:.1} ms",
+            "\r\x1b[2K{:>4}s  joined {}/{}  {reading}  sends {}/{}  errors {}",
             start.elapsed().as_secs(),
             stats.joined.load(Relaxed),
             guests,
-            polls,
-            polls - last_polls,
-            stats.poll_304.load(Relaxed),
             stats.sends_acked.load(Relaxed),
             stats.sends_due.load(Relaxed),
             stats.error_total(),
-            p.p99,
         );
         last_polls = polls;
         let mut err = std::io::stderr().lock();
@@ -428,6 +467,10 @@ mod tests {
         assert!(report["delivery_latency_ms"]["count"].as_u64().unwrap() > 0);
         assert!(report["poll_latency_ms"]["p99"].as_f64().unwrap() > 0.0);
         assert_eq!(report["check"]["lost_acknowledged"], 0);
+        // Timed polls heartbeat (every 500 ms here).
+        assert!(report["heartbeats"].as_u64().unwrap() > 40, "{report:#}");
+        assert!(server.heartbeats() > 0);
+        assert!(report["streams"].is_null());
         assert!(
             report["errors"].as_object().unwrap().is_empty(),
             "{report:#}"
@@ -465,6 +508,10 @@ mod tests {
         assert!(report["sends"].as_u64().unwrap() > 20, "{report:#}");
         assert_eq!(report["sends"], report["sends_acknowledged"]);
         assert!(server.held() > 0, "{report:#}");
+        // Every held poll carries the token, and none heartbeats.
+        assert_eq!(server.held_with_token(), server.held());
+        assert_eq!(server.heartbeats(), 0);
+        assert_eq!(report["heartbeats"], 0);
         // Quiet rooms see their held polls end in 304 after the wait.
         assert!(report["poll_304_share"].as_f64().unwrap() > 0.0);
         // Timed polls 3 s apart would put the median near 1.5 s.
@@ -476,6 +523,66 @@ mod tests {
         }
         assert!(
             report["errors"].as_object().unwrap().is_empty(),
+            "{report:#}"
+        );
+    }
+
+    /// Streams: every guest reads each message as it is sent, across
+    /// streams the server ends every 700 ms (reconnects with
+    /// `Last-Event-ID`) and JSON pages in place of every 4th stream; no
+    /// heartbeats, and the check is clean.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_clean_run_with_streams() {
+        let streaming = fake_server::Streaming {
+            life: Duration::from_millis(700),
+            retry_ms: 50,
+            page_every: 4,
+        };
+        let server = fake_server::start_streaming(None, streaming).await;
+        let json = temp_json("stream");
+        let extra = ["--transport", "stream", "--poll-interval", "3s"];
+        let (status, report) = run_for_report(args_with(&server.base, &json, &extra)).await;
+        assert_eq!(status, 0, "{report:#}");
+        assert_eq!(report["transport"], "stream");
+        assert_eq!(report["guests_joined"], 40);
+        assert!(report["sends"].as_u64().unwrap() > 20, "{report:#}");
+        assert_eq!(report["sends"], report["sends_acknowledged"]);
+        let streams = &report["streams"];
+        let n = |k: &str| streams[k].as_u64().unwrap();
+        assert!(n("opened") > 40, "{report:#}");
+        assert!(n("reconnects") > 0 && n("ended_by_edge") > 0, "{report:#}");
+        assert!(n("json_pages") > 0 && n("events") > 0, "{report:#}");
+        // Each reconnect says where it was. A request in flight when the run
+        // stops may be counted on one side only: one per guest at most.
+        let (requests, resumed) = server.streams();
+        assert!(resumed <= n("reconnects") && n("reconnects") <= resumed + 40);
+        let answered = n("opened") + n("json_pages");
+        assert!(answered <= requests && requests <= answered + 40);
+        assert_eq!(report["poll_requests"], streams["json_pages"]);
+        // Timed polls 3 s apart would put the median near 1.5 s.
+        let delivery = &report["delivery_latency_ms"];
+        assert!(delivery["count"].as_u64().unwrap() > 0, "{report:#}");
+        assert!(delivery["p50"].as_f64().unwrap() < 1000.0, "{report:#}");
+        for key in ["missing", "duplicated", "out_of_order", "lost_acknowledged"] {
+            assert_eq!(report["check"][key], 0, "{report:#}");
+        }
+        assert!(
+            report["errors"].as_object().unwrap().is_empty(),
+            "{report:#}"
+        );
+        assert_eq!(server.heartbeats(), 0);
+        assert_eq!(report["heartbeats"], 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_hidden_event_on_a_stream_fails_the_check() {
+        let server = fake_server::start_streaming(Some(3), Default::default()).await;
+        let json = temp_json("stream-hidden");
+        let extra = ["--transport", "stream"];
+        let (status, report) = run_for_report(args_with(&server.base, &json, &extra)).await;
+        assert_eq!(status, 1, "{report:#}");
+        assert!(
+            report["check"]["missing"].as_u64().unwrap() > 0,
             "{report:#}"
         );
     }
@@ -542,13 +649,16 @@ mod tests {
         assert!(args_with("http://127.0.0.1:8080", &json, &short)
             .validate()
             .is_err());
+        let stream = args_with("http://127.0.0.1:8080", &json, &["--transport", "stream"]);
+        assert_eq!(stream.transport, Transport::Stream);
+        assert!(stream.validate().is_ok());
         let argv = [
             "load",
             "--target",
             "http://127.0.0.1:8080",
             "--transport",
-            "stream",
+            "sse",
         ];
-        assert!(parse(&argv).is_err(), "streams are not there yet");
+        assert!(parse(&argv).is_err());
     }
 }

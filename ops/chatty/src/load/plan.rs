@@ -74,8 +74,8 @@ pub enum Arrivals {
     Even,
 }
 
-/// How guests learn of new messages. Each variant is one reading loop in
-/// `guest.rs`; a stream transport (Server-Sent Events) is the next variant.
+/// How guests learn of new messages. Each variant is one reading loop
+/// (`guest.rs`, `stream.rs` for streams).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Transport {
     /// A poll every --poll-interval (±20%), answered at once.
@@ -83,6 +83,9 @@ pub enum Transport {
     /// Held polls: each carries `Prefer: wait=S` (--hold-wait) and the
     /// next one goes out as soon as the last is answered.
     Hold,
+    /// The edge's event stream (Server-Sent Events), reopened with
+    /// `Last-Event-ID` when it ends.
+    Stream,
 }
 
 impl Transport {
@@ -91,7 +94,15 @@ impl Transport {
         match self {
             Transport::Poll => "poll",
             Transport::Hold => "hold",
+            Transport::Stream => "stream",
         }
+    }
+
+    /// Whether guests send heartbeats: only on timed polls. A held poll or
+    /// a stream carries the guest's token, and the edge reports presence
+    /// for it (contract: presence without heartbeats).
+    pub fn heartbeats(self) -> bool {
+        self == Transport::Poll
     }
 }
 

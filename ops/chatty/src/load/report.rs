@@ -80,6 +80,22 @@ pub struct CheckReport {
     pub anomalies: Anomalies,
 }
 
+/// The `streams` section of the report (`--transport stream` only).
+#[derive(Debug, Default, Clone, PartialEq, Serialize)]
+pub struct StreamReport {
+    /// Streams the edge opened (`200 text/event-stream`).
+    pub opened: u64,
+    /// Stream requests after each guest's first, with `Last-Event-ID`.
+    pub reconnects: u64,
+    /// Streams the edge ended (as on shutdown), not the guest.
+    pub ended_by_edge: u64,
+    /// Log events read from streams.
+    pub events: u64,
+    /// Stream requests answered with a JSON page instead (the edge full,
+    /// or an API node as target).
+    pub json_pages: u64,
+}
+
 /// The JSON report written by `chatty load --json FILE`.
 ///
 /// ```text
@@ -88,13 +104,14 @@ pub struct CheckReport {
 ///   "guests_joined": 300,        // guests whose join succeeded
 ///   "rooms": 20,
 ///   "site": "demo",
-///   "transport": "poll",         // poll or hold (--transport)
+///   "transport": "poll",         // poll, hold or stream (--transport)
 ///   "seed": 1,
 ///   "duration_s": 15.0,          // the measured window (after the ramp)
 ///   "elapsed_s": 24.1,           // ramp + window + drain, wall clock
 ///   "polls": 2210,               // polls completed (all phases; a poll that
 ///                                //   followed `more` pages counts once)
-///   "poll_requests": 2215,       // GET …/messages requests answered
+///   "poll_requests": 2215,       // GET …/messages requests answered (with
+///                                //   streams: those answered with a page)
 ///   "polls_per_s": 147.3,        // polls due in the window / duration_s
 ///   "poll_304_share": 0.93,      // 304 answers / poll requests answered
 ///   "poll_latency_ms": {"count","p50","p95","p99","max"},  // from the time
@@ -108,8 +125,12 @@ pub struct CheckReport {
 ///                                //   the room seeing it; one sample per
 ///                                //   (message, receiver); 0 if seen before
 ///                                //   the 201 came back
+///   "heartbeats": 1200,          // heartbeats sent (timed polls only: held
+///                                //   polls and streams carry the token)
+///   "streams": {"opened", "reconnects", "ended_by_edge", "events",
+///               "json_pages"} | null,  // --transport stream only
 ///   "errors": {"poll:status_5xx": 3, "send:timeout": 1, ...}
-///                                // by operation (join, poll, send,
+///                                // by operation (join, poll, stream, send,
 ///                                //   heartbeat, leave) and kind (status_4xx,
 ///                                //   status_429, status_5xx, timeout,
 ///                                //   connect, decode, other); retries count
@@ -139,6 +160,8 @@ pub struct Report {
     pub sends_acknowledged: u64,
     pub send_latency_ms: Percentiles,
     pub delivery_latency_ms: Percentiles,
+    pub heartbeats: u64,
+    pub streams: Option<StreamReport>,
     pub errors: BTreeMap<String, u64>,
     pub api_requests: Option<u64>,
     pub check: CheckReport,
@@ -159,19 +182,27 @@ impl Report {
             "chatty load: {} guests ({} joined) in {} rooms of site {}, {:.1}s window ({:.1}s in all)",
             self.guests, self.guests_joined, self.rooms, self.site, self.duration_s, self.elapsed_s
         );
-        let _ = writeln!(
-            s,
-            "{:<11}{} ({:.1}/s in the window), {:.1}% answered 304",
-            if self.transport == "hold" {
-                "held polls"
-            } else {
-                "polls"
-            },
-            self.polls,
-            self.polls_per_s,
-            self.poll_304_share * 100.0
-        );
-        let _ = writeln!(s, "  latency  {}", p(&self.poll_latency_ms));
+        if let Some(st) = &self.streams {
+            let _ = writeln!(
+                s,
+                "streams    {} opened, {} reconnects ({} ended by the edge), {} events, {} JSON pages instead",
+                st.opened, st.reconnects, st.ended_by_edge, st.events, st.json_pages
+            );
+        } else {
+            let _ = writeln!(
+                s,
+                "{:<11}{} ({:.1}/s in the window), {:.1}% answered 304",
+                if self.transport == "hold" {
+                    "held polls"
+                } else {
+                    "polls"
+                },
+                self.polls,
+                self.polls_per_s,
+                self.poll_304_share * 100.0
+            );
+            let _ = writeln!(s, "  latency  {}", p(&self.poll_latency_ms));
+        }
         let _ = writeln!(
             s,
             "sends      {} due, {} acknowledged",
@@ -179,6 +210,7 @@ impl Report {
         );
         let _ = writeln!(s, "  latency  {}", p(&self.send_latency_ms));
         let _ = writeln!(s, "delivery   {}", p(&self.delivery_latency_ms));
+        let _ = writeln!(s, "heartbeats {}", self.heartbeats);
         if let Some(n) = self.api_requests {
             let _ = writeln!(s, "api        {n} requests reached the API nodes");
         }
@@ -256,6 +288,8 @@ mod tests {
             sends_acknowledged: 0,
             send_latency_ms: Percentiles::default(),
             delivery_latency_ms: Percentiles::default(),
+            heartbeats: 0,
+            streams: None,
             errors: BTreeMap::new(),
             api_requests: None,
             check: CheckReport {
@@ -277,6 +311,8 @@ mod tests {
             "sends_acknowledged",
             "send_latency_ms",
             "delivery_latency_ms",
+            "heartbeats",
+            "streams",
             "errors",
             "api_requests",
             "check",
@@ -284,6 +320,7 @@ mod tests {
             assert!(v.get(key).is_some(), "{key}");
         }
         assert!(v["api_requests"].is_null());
+        assert!(v["streams"].is_null());
         assert_eq!(v["poll_latency_ms"]["p99"], 0.0);
         for key in [
             "enabled",
@@ -295,5 +332,17 @@ mod tests {
             assert!(v["check"].get(key).is_some(), "check.{key}");
         }
         assert!(r.summary().contains("check      OK"));
+        let streamed = Report {
+            transport: "stream",
+            streams: Some(StreamReport {
+                opened: 4,
+                reconnects: 2,
+                ..StreamReport::default()
+            }),
+            ..r
+        };
+        let v = serde_json::to_value(&streamed).unwrap();
+        assert_eq!(v["streams"]["reconnects"], 2);
+        assert!(streamed.summary().contains("4 opened, 2 reconnects"));
     }
 }

@@ -43,12 +43,12 @@ pub fn check_source_addrs(target: &reqwest::Url, n: usize) -> Result<(), String>
 }
 
 /// Open files a run may need: a connection and a spare per guest that can
-/// hold a request open (every guest with held polls; with timed polls, no
-/// more than the requests in flight).
+/// hold a request open (every guest with held polls or a stream; with timed
+/// polls, no more than the requests in flight).
 pub fn files_needed(guests: usize, connections: usize, transport: Transport) -> u64 {
     let open = match transport {
         Transport::Poll => guests.min(connections),
-        Transport::Hold => guests,
+        Transport::Hold | Transport::Stream => guests,
     };
     open as u64 * 2
 }
@@ -114,6 +114,7 @@ mod tests {
         assert_eq!(files_needed(20_000, 256, Transport::Poll), 512);
         assert_eq!(files_needed(100, 256, Transport::Poll), 200);
         assert_eq!(files_needed(20_000, 256, Transport::Hold), 40_000);
+        assert_eq!(files_needed(20_000, 256, Transport::Stream), 40_000);
     }
 
     #[test]

@@ -1,0 +1,329 @@
+//! Push from the edge with two real chat-api nodes on MariaDB and a private
+//! Redis: held polls and event streams get a message sent through another
+//! node at once, many parked guests cost one upstream fetch per message,
+//! Redis cut while guests are parked, SIGTERM, a stream resumed after a
+//! node is killed, and presence reported by the edge instead of heartbeats.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use chatty_tests::chat::{create_site, Guest};
+use chatty_tests::edge_polls::{hold, learn};
+use chatty_tests::procs::{ApiNode, Edge};
+use chatty_tests::scrape::route_requests;
+use chatty_tests::services::{redis_prefix, FreshDb, PrivateRedis};
+use chatty_tests::sse::{Ask, Sse, Stream};
+use chatty_tests::stack::{edge_opts, node_opts, RATES_OFF};
+use chatty_tests::wait_for;
+
+const LONG: Duration = Duration::from_secs(10);
+
+struct Stack {
+    _db: FreshDb,
+    redis: PrivateRedis,
+    a: ApiNode,
+    b: ApiNode,
+    edge: Edge,
+}
+
+async fn stack(api_extra: &[&str], edge_extra: &[&str]) -> Stack {
+    let db = FreshDb::create().await;
+    let redis = PrivateRedis::start().await;
+    let prefix = redis_prefix().await;
+    let extra: Vec<&str> = RATES_OFF.iter().chain(api_extra).copied().collect();
+    let opts = node_opts(&db, &redis.url(), &prefix, &extra);
+    let a = ApiNode::start(opts.clone()).await;
+    let b = ApiNode::start(opts).await;
+    create_site(&a.base, "acme").await;
+    let edge = Edge::start(edge_opts([&a, &b], &redis.url(), &prefix, edge_extra)).await;
+    Stack {
+        _db: db,
+        redis,
+        a,
+        b,
+        edge,
+    }
+}
+
+impl Stack {
+    /// Pages both nodes served (the edge forwarded or fetched them).
+    async fn pages_served(&self) -> f64 {
+        route_requests(&self.a, "messages_get").await
+            + route_requests(&self.b, "messages_get").await
+    }
+}
+
+/// A stream of `hall` after `after`, read up to its first members event:
+/// the edge has it parked from then on.
+async fn parked_stream(edge: &Edge, after: u64, token: Option<&str>) -> Stream {
+    let ask = Ask {
+        after: Some(after),
+        token,
+        ..Ask::default()
+    };
+    let mut s = Stream::open(&edge.base, ("acme", "hall"), ask).await;
+    assert_eq!(
+        (s.status, s.content_type.as_str()),
+        (200, "text/event-stream")
+    );
+    loop {
+        match s.next(LONG).await.expect("a stream stays open") {
+            Sse::Members(_) => return s,
+            Sse::Log(e) => assert!(e.seq > after, "seq {} not after {after}", e.seq),
+            Sse::Retry(_) | Sse::Comment(_) => {}
+        }
+    }
+}
+
+async fn until_streams(edge: &Edge, n: f64) {
+    wait_for(
+        Duration::from_secs(5),
+        "streams open at the edge",
+        || async { (edge.metric("chatty_edge_open_streams").await == n).then_some(()) },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_send_through_node_b_reaches_a_held_poll_and_a_stream_at_once() {
+    const ROUNDS: usize = 5;
+    let s = stack(&[], &[]).await;
+    let g = Guest::join(&s.b.base, "acme", "hall", "ada").await;
+    g.send("first", "c1").await;
+    let (mut etag, mut seq) = learn(&s.edge.base, "hall").await;
+    let mut stream = parked_stream(&s.edge, seq, None).await;
+    let (mut to_poll, mut to_stream) = (Vec::new(), Vec::new());
+    for round in 0..ROUNDS {
+        let held = hold(&s.edge, 1, (seq, &etag), 10).await;
+        let sent = g.send(&format!("m{round}"), &format!("r{round}")).await;
+        let acked = Instant::now();
+        let event = stream.next_log(LONG).await.expect("the stream's event");
+        to_stream.push(acked.elapsed());
+        let h = held.into_iter().next().expect("one").await.expect("held");
+        to_poll.push(acked.elapsed());
+        assert_eq!((h.status, h.seqs()), (200, vec![sent.seq]), "{}", h.body);
+        assert_eq!(event.seq, sent.seq);
+        (etag, seq) = (h.etag.expect("an ETag"), sent.seq);
+    }
+    // Each is measured from the acknowledgement, after the other was
+    // read: the median says what a guest sees, the worst bounds a stall.
+    for (what, mut took) in [("held poll", to_poll), ("stream", to_stream)] {
+        took.sort();
+        let median = took[ROUNDS / 2];
+        assert!(
+            median <= Duration::from_millis(100),
+            "{what}: median {median:?} of {took:?}"
+        );
+        assert!(
+            took[ROUNDS - 1] < Duration::from_secs(1),
+            "{what}: {took:?}"
+        );
+    }
+    let pushed = s.edge.metric("chatty_edge_push_seconds_count").await;
+    assert!(
+        pushed >= 2.0 * ROUNDS as f64,
+        "push latency counted: {pushed}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_hundred_parked_guests_cost_one_upstream_fetch_per_message() {
+    const POLLS: usize = 150;
+    const STREAMS: usize = 50;
+    // A long max-age: no guest is let go early to re-confirm the room's
+    // version while the test counts fetches (Redis stays up).
+    let s = stack(&[], &["--max-age", "30s"]).await;
+    let g = Guest::join(&s.b.base, "acme", "hall", "ada").await;
+    g.send("first", "c1").await;
+    let (etag, seq) = learn(&s.edge.base, "hall").await;
+    let mut streams = Vec::new();
+    for _ in 0..STREAMS {
+        streams.push(parked_stream(&s.edge, seq, None).await);
+    }
+    let mut held = hold(&s.edge, POLLS, (seq, &etag), 10).await;
+    until_streams(&s.edge, STREAMS as f64).await;
+    // The first message wakes all 200; the second only the streams.
+    for round in 0..2 {
+        let before = s.pages_served().await;
+        let sent = g.send(&format!("m{round}"), &format!("r{round}")).await;
+        if round == 0 {
+            let mut bodies = HashSet::new();
+            for h in held.drain(..) {
+                let h = h.await.expect("held poll");
+                assert_eq!((h.status, h.seqs()), (200, vec![sent.seq]), "{}", h.body);
+                bodies.insert(h.body);
+            }
+            assert_eq!(bodies.len(), 1, "every guest got the same page");
+        }
+        for stream in &mut streams {
+            let e = stream.next_log(LONG).await.expect("the stream's event");
+            assert_eq!(e.seq, sent.seq);
+        }
+        // The node counts a request once its answer is written.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let fetched = s.pages_served().await - before;
+        assert_eq!(
+            fetched, 1.0,
+            "{fetched} upstream fetches for message {round}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_cut_while_guests_are_parked_releases_them_within_max_age_and_loses_nothing() {
+    let mut s = stack(&[], &["--max-age", "2s"]).await;
+    let g = Guest::join(&s.a.base, "acme", "hall", "ada").await;
+    g.send("first", "c1").await;
+    let (etag, seq) = learn(&s.edge.base, "hall").await;
+    let mut stream = parked_stream(&s.edge, seq, None).await;
+    let held = hold(&s.edge, 10, (seq, &etag), 30).await;
+    s.redis.kill();
+    let cut = Instant::now();
+    // Without the bus the edge cannot vouch for the room past max-age:
+    // every held poll is let go (304, or forwarded) within it.
+    for h in held {
+        let h = h.await.expect("held poll");
+        assert!(matches!(h.status, 200 | 304), "{} {}", h.status, h.body);
+    }
+    let released = cut.elapsed();
+    assert!(
+        released < Duration::from_secs(4),
+        "released {released:?} after the cut"
+    );
+    let sent = g.send("while redis is down", "c2").await;
+    let e = stream
+        .next_log(LONG)
+        .await
+        .expect("the stream reads a node itself");
+    assert_eq!(e.seq, sent.seq);
+    s.redis.restart().await;
+    wait_for(LONG, "the edge's bus back up", || async {
+        (s.edge.metric("chatty_edge_bus_up").await == 1.0).then_some(())
+    })
+    .await;
+    let after = g.send("redis is back", "c3").await;
+    let e = stream
+        .next_log(LONG)
+        .await
+        .expect("the event after the cut");
+    assert_eq!(e.seq, after.seq, "no gap and no duplicate");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_releases_held_polls_and_ends_streams_with_a_retry_hint_at_once() {
+    const GUESTS: usize = 10;
+    // Requests in flight get the drain (9 s); parked guests are let go now.
+    let s = stack(&[], &["--drain-timeout", "10s"]).await;
+    let g = Guest::join(&s.edge.base, "acme", "hall", "ada").await;
+    g.send("first", "c1").await;
+    let (etag, seq) = learn(&s.edge.base, "hall").await;
+    let mut streams = Vec::new();
+    for _ in 0..GUESTS {
+        streams.push(parked_stream(&s.edge, seq, None).await);
+    }
+    let held = hold(&s.edge, GUESTS, (seq, &etag), 30).await;
+    let stopped = Instant::now();
+    s.edge.proc.signal("TERM");
+    for h in held {
+        let h = h.await.expect("held poll");
+        assert_eq!(h.status, 304);
+        assert_eq!(h.etag.as_deref(), Some(etag.as_str()));
+    }
+    for stream in &mut streams {
+        let rest = stream.rest(LONG).await;
+        assert!(
+            matches!(rest.last(), Some(Sse::Retry(ms)) if *ms <= 1000),
+            "ends with a retry hint: {rest:?}"
+        );
+    }
+    let took = stopped.elapsed();
+    assert!(
+        took < Duration::from_secs(2),
+        "let go {took:?} after SIGTERM"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stream_resumed_with_last_event_id_after_a_node_is_killed_sees_every_message_once() {
+    let mut s = stack(&[], &[]).await;
+    let g = Guest::join(&s.a.base, "acme", "hall", "ada").await;
+    let mut seen = Vec::new();
+    let mut sent = Vec::new();
+    let mut stream = parked_stream(&s.edge, 0, None).await;
+    for n in 0..20 {
+        if n == 10 {
+            // The stream's connection goes with the edge's fetches to B.
+            s.b.proc.kill();
+            let last = *seen.last().expect("events before the kill");
+            stream = Stream::open(
+                &s.edge.base,
+                ("acme", "hall"),
+                Ask {
+                    after: Some(0),
+                    last_event_id: Some(last),
+                    ..Ask::default()
+                },
+            )
+            .await;
+        }
+        sent.push(g.send(&format!("m{n}"), &format!("c{n}")).await.seq);
+        let e = stream.next_log(LONG).await.expect("an event");
+        seen.push(e.seq);
+    }
+    assert_eq!(seen, sent, "every message once, in order");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn streaming_guests_stay_present_without_heartbeats_and_leave_after_the_grace() {
+    let s = stack(&["--presence-ttl", "3s"], &["--presence-every", "1s"]).await;
+    let ada = Guest::join(&s.a.base, "acme", "hall", "ada").await;
+    let bob = Guest::join(&s.a.base, "acme", "hall", "bob").await;
+    let mut ada_stream = parked_stream(&s.edge, 0, Some(&ada.joined.token)).await;
+    let bob_stream = parked_stream(&s.edge, 0, Some(&bob.joined.token)).await;
+    // Three presence ttls with no heartbeat: both are still listed.
+    tokio::time::sleep(Duration::from_secs(9)).await;
+    let nicks = |m: &chatty_shared::wire::MembersList| {
+        let mut n: Vec<String> = m.members.iter().map(|m| m.nick.clone()).collect();
+        n.sort();
+        n
+    };
+    let members: chatty_shared::wire::MembersList =
+        reqwest::get(format!("{}/v1/sites/acme/rooms/hall/members", s.a.base))
+            .await
+            .expect("members")
+            .json()
+            .await
+            .expect("a members list");
+    assert_eq!(nicks(&members), ["ada", "bob"]);
+    assert!(
+        s.edge
+            .metric("chatty_edge_presence_batches_total{outcome=\"ok\"}")
+            .await
+            >= 5.0
+    );
+    assert_eq!(route_requests(&s.a, "heartbeat").await, 0.0);
+    assert_eq!(route_requests(&s.b, "heartbeat").await, 0.0);
+    // Bob closes his stream: he leaves after the grace, and ada's stream
+    // hears it.
+    drop(bob_stream);
+    let closed = Instant::now();
+    loop {
+        match ada_stream.next(LONG).await.expect("ada's stream") {
+            Sse::Members(m) if nicks(&m) == ["ada"] => break,
+            _ => {}
+        }
+    }
+    let left = closed.elapsed();
+    assert!(
+        left < Duration::from_secs(9),
+        "bob left {left:?} after closing"
+    );
+    // The route the edge reports on is not reachable through the edge.
+    let resp = reqwest::Client::new()
+        .post(format!("{}/v1/internal/presence", s.edge.base))
+        .body("{}")
+        .send()
+        .await
+        .expect("internal route through the edge");
+    assert_eq!(resp.status().as_u16(), 404);
+}
