@@ -3,6 +3,9 @@
  * Usage:
  *   <script src="https://chat.example/v1/widget.js" data-site="demo" data-room="lobby" async></script>
  *
+ * data-transport="stream|hold|poll" (default auto: the best that works) makes the chat read
+ * the room through that one transport only; it is meant for tests.
+ *
  * It adds one <chatty-widget> element (everything else lives in its shadow root), one
  * `message` listener and the guard `window.__chattyWidgetLoaded`; nothing else in the page
  * is read or changed. Messages with the frame:
@@ -20,6 +23,7 @@
   const SRC_RE = /\/v1\/widget\.js(?:[?#].*)?$/;
   const SITE_RE = /^[a-z0-9-]{1,32}$/;
   const ROOM_RE = /^[A-Za-z0-9_-]{1,64}$/;
+  const TRANSPORTS = ['auto', 'stream', 'hold', 'poll'];
 
   let script = d.currentScript;
   if (!script || !SRC_RE.test(script.src || '')) {
@@ -55,13 +59,20 @@
     warn('data-room must be 1-64 characters of A-Z, a-z, 0-9, "-" and "_"');
     return;
   }
+  let transport = script.getAttribute('data-transport') || 'auto';
+  if (TRANSPORTS.indexOf(transport) < 0) {
+    warn('data-transport must be one of ' + TRANSPORTS.join(', ') + '; using auto');
+    transport = 'auto';
+  }
   if (!d.documentElement || !d.documentElement.attachShadow) {
     warn('this browser is not supported');
     return;
   }
   w.__chattyWidgetLoaded = true;
 
-  const frameUrl = origin + '/v1/sites/' + site + '/rooms/' + room + '/frame';
+  const frameUrl =
+    origin + '/v1/sites/' + site + '/rooms/' + room + '/frame' +
+    (transport === 'auto' ? '' : '?transport=' + transport);
 
   const CSS = `
 :host { all: initial; }

@@ -122,9 +122,24 @@ impl Drop for HostPage {
 
 /// A page of a host site that embeds the chat with the widget snippet.
 pub fn host_page_html(chat_origin: &str, site: &str, room: &str) -> String {
+    host_page_html_with_transport(chat_origin, site, room, None)
+}
+
+/// Like [`host_page_html`], with `data-transport="{transport}"` on the
+/// widget's script tag when `transport` is given (the frame then reads the
+/// room through that transport only).
+pub fn host_page_html_with_transport(
+    chat_origin: &str,
+    site: &str,
+    room: &str,
+    transport: Option<&str>,
+) -> String {
+    let attr = transport
+        .map(|t| format!(" data-transport=\"{t}\""))
+        .unwrap_or_default();
     format!(
         "<!doctype html><html><head><title>host</title></head><body><h1>A host page</h1>\
-         <script src=\"{chat_origin}/v1/widget.js\" data-site=\"{site}\" data-room=\"{room}\" async></script>\
+         <script src=\"{chat_origin}/v1/widget.js\" data-site=\"{site}\" data-room=\"{room}\"{attr} async></script>\
          </body></html>"
     )
 }

@@ -13,8 +13,10 @@ const retrying = (why, ms) => why + ' Retrying in ' + secs(ms) + '\u2026';
 
 // ---------------------------------------------------------------- HTTP
 
+// opts: body (sent as JSON), token or auth (Authorization from me.auth), etag
+// (If-None-Match), headers (more request headers), signal (an AbortSignal).
 const api = async (method, path, opts = {}) => {
-  const headers = {};
+  const headers = Object.assign({}, opts.headers);
   let body;
   if (opts.body !== undefined) {
     headers['Content-Type'] = 'application/json';
@@ -32,6 +34,7 @@ const api = async (method, path, opts = {}) => {
       body,
       cache: 'no-store',
       credentials: 'same-origin',
+      signal: opts.signal,
     });
     if (res.status !== 204 && res.status !== 304) {
       const text = await res.text();

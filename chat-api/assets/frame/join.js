@@ -50,6 +50,7 @@ const showHistory = (data) => {
 };
 
 const applyJoin = (data) => {
+  const before = me.auth ? me.auth.token : null;
   me.auth = {
     token: data.token,
     member: { id: String(data.member.id), nick: String(data.member.nick) },
@@ -63,6 +64,9 @@ const applyJoin = (data) => {
     cursor.membersEtag = typeof data.members_etag === 'string' ? data.members_etag : null;
   }
   enter('live', data);
+  // A later join (token refresh, 401, nickname): a stream or held polls go out again with the
+  // new token, so the edge reports this guest as present.
+  if (before && before !== me.auth.token) reader.retoken();
   showMe();
   setStatus('ok', '');
   if (canSend()) setComposer(true);

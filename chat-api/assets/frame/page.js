@@ -2,9 +2,12 @@
 /*! Chatty chat frame: the chat UI served at /v1/sites/{site}/rooms/{room}/frame, usually
  * inside the iframe that widget.js adds to a host page, same-origin with the API.
  *
- * Flow: nickname (remembered per site in localStorage) -> POST join -> render -> poll
- * messages every ~2 s with If-None-Match (304 = nothing new) and members every other tick,
- * heartbeat every 10 s, leave by sendBeacon on pagehide. Sends go through an outbox kept in
+ * Flow: nickname (remembered per site in localStorage) -> POST join -> render -> read the room
+ * through the best transport that works (reader.js): the edge's event stream, else held polls
+ * (Prefer: wait), else polls every ~2 s with If-None-Match (304 = nothing new) and members
+ * every other tick; heartbeat every 10 s only on those plain polls (on a stream or held polls
+ * the edge reports presence); leave by sendBeacon on pagehide. `?transport=stream|hold|poll`
+ * on the frame's address forces one transport (the widget's data-transport). Sends go through an outbox kept in
  * sessionStorage; each message keeps one client_id for all its retries, so a retry never
  * duplicates it. All user text is rendered with textContent, never as HTML.
  *

@@ -39,7 +39,8 @@ const readJson = (area, key) => {
 
 // The frame's life is one phase, and enter() is the only place that changes it:
 //   joining  nothing on screen yet: the first join is under way, or the nickname dialog waits
-//   live     the room's history is on screen: the room is read, heartbeats and messages go out
+//   live     the room's history is on screen: the room is read, messages go out, and so do
+//            heartbeats unless the edge reports the guest as present (reader.present())
 //   banned   the API refused this guest (403): the room is still read, nothing goes out
 //   stopped  nothing more to do: the room or site does not exist (404), or the first join
 //            was refused by a ban (with nothing on screen there is nothing to read either)
@@ -167,7 +168,8 @@ const resume = () => {
 };
 
 // Starts (again) what runs while the room is on screen: reading it, heartbeats (not for a
-// banned guest) and the refresh of relative times.
+// banned guest; each one is skipped while the reader keeps the guest present) and the refresh
+// of relative times.
 const startLoops = () => {
   reader.start();
   clearInterval(timers.heartbeat);
@@ -182,8 +184,10 @@ const stopHeartbeats = () => {
 
 // ---------------------------------------------------------------- heartbeats
 
+// Only on plain polls: while the frame holds a stream or held polls with the guest's token,
+// the edge reports the guest as present and a heartbeat would say nothing new.
 const heartbeat = async () => {
-  if (!me.auth || !canSend() || state.paused) return;
+  if (!me.auth || !canSend() || state.paused || reader.present()) return;
   try {
     const res = await api('POST', '/heartbeat', { auth: true });
     if (res.status === 401) rejoin();
