@@ -60,7 +60,7 @@ const applyJoin = (data) => {
   saveSession();
   scheduleRefresh(data.token_ttl_secs);
   if (Array.isArray(data.members)) {
-    renderMembers(data.members);
+    renderMembers(data.members, data.members_count);
     cursor.membersEtag = typeof data.members_etag === 'string' ? data.members_etag : null;
   }
   enter('live', data);

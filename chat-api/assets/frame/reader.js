@@ -110,7 +110,7 @@ const pollMembers = async (first = {}) => {
   const res = await api('GET', '/members', Object.assign({}, first, { etag: cursor.membersEtag }));
   if (!alive() || res.status === 304) return res;
   if (res.status === 200 && res.data && Array.isArray(res.data.members)) {
-    renderMembers(res.data.members);
+    renderMembers(res.data.members, res.data.count);
     cursor.membersEtag = res.headers.get('ETag');
     return res;
   }
@@ -322,7 +322,7 @@ const onStreamEvent = (ev) => {
   }
   if (ev.type === 'members') {
     if (data && Array.isArray(data.members)) {
-      renderMembers(data.members);
+      renderMembers(data.members, data.count);
       // The members list on screen is newer than any ETag kept for it.
       cursor.membersEtag = null;
     }

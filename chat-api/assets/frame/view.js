@@ -101,7 +101,8 @@ document.addEventListener('keydown', (e) => {
 
 // ---------------------------------------------------------------- rendering: members
 
-const renderMembers = (list) => {
+// `count`: how many the room has (a list names at most the first 100).
+const renderMembers = (list, count) => {
   const members = list
     .filter((m) => m && typeof m.id === 'string' && typeof m.nick === 'string')
     .sort((a, b) => a.nick.localeCompare(b.nick) || a.id.localeCompare(b.id));
@@ -117,7 +118,8 @@ const renderMembers = (list) => {
     frag.appendChild(li);
   }
   ui.members.replaceChildren(frag);
-  ui.memberCount.textContent = String(members.length);
+  const total = Number.isInteger(count) && count >= members.length ? count : members.length;
+  ui.memberCount.textContent = String(total);
 };
 
 // ---------------------------------------------------------------- rendering: messages
