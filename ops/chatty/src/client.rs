@@ -5,14 +5,15 @@
 //! Errors are sorted into a few kinds ([`ClientError::kind`]) so a caller can
 //! count them without keeping their text. An optional semaphore bounds the
 //! number of requests in flight, which bounds the connections the pool opens;
-//! held polls ([`ApiClient::poll_held`]) stand outside it.
+//! the load generator's held polls and streams (`load/edge.rs`) stand
+//! outside it.
 
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chatty_shared::wire::{ErrorBody, Event, JoinRequest, JoinResponse, MessagesPage, SendRequest};
-use reqwest::header::{HeaderName, HeaderValue, AUTHORIZATION, ETAG, IF_NONE_MATCH, RETRY_AFTER};
+use reqwest::header::{HeaderValue, AUTHORIZATION, ETAG, IF_NONE_MATCH, RETRY_AFTER};
 use reqwest::StatusCode;
 use tokio::sync::Semaphore;
 
@@ -69,7 +70,7 @@ impl ClientError {
         }
     }
 
-    fn from_reqwest(e: reqwest::Error) -> Self {
+    pub(crate) fn from_reqwest(e: reqwest::Error) -> Self {
         if e.is_timeout() {
             ClientError::Timeout
         } else if e.is_connect() {
@@ -109,8 +110,6 @@ struct Answer {
     status: StatusCode,
     etag: Option<HeaderValue>,
     retry_after: Option<u64>,
-    /// `Preference-Applied` names `wait`.
-    wait_applied: bool,
     body: bytes::Bytes,
 }
 
@@ -124,7 +123,7 @@ pub struct ClientOptions {
     /// Most requests in flight at once (and so most connections), or `None`
     /// for no bound.
     pub max_in_flight: Option<usize>,
-    /// Whole-request timeout (a held poll gets its wait on top).
+    /// Whole-request timeout.
     pub timeout: Duration,
     /// Held polls the client may have open besides `max_in_flight`: the
     /// pool keeps that many more idle connections, so each held poll finds
@@ -151,7 +150,6 @@ pub struct ApiClient {
     /// `{base}/v1/sites/{site}/rooms/`
     rooms_prefix: Arc<str>,
     permits: Option<Arc<Semaphore>>,
-    timeout: Duration,
 }
 
 impl ApiClient {
@@ -192,7 +190,6 @@ impl ApiClient {
             http,
             rooms_prefix: format!("{base}/v1/sites/{}/rooms/", opts.site).into(),
             permits,
-            timeout: opts.timeout,
         })
     }
 
@@ -226,19 +223,11 @@ impl ApiClient {
             .get(RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse().ok());
-        let wait_applied = resp
-            .headers()
-            .get_all(PREFERENCE_APPLIED)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|p| p.trim().to_ascii_lowercase().starts_with("wait"));
         let body = resp.bytes().await.map_err(ClientError::from_reqwest)?;
         Ok(Answer {
             status,
             etag,
             retry_after,
-            wait_applied,
             body,
         })
     }
@@ -271,30 +260,6 @@ impl ApiClient {
         let req = self.poll_request(room, after, etag);
         let answer = self.execute(req).await?;
         read_poll(answer, etag)
-    }
-
-    /// The same poll held by the server: it carries `Prefer: wait=S`
-    /// (RFC 7240, whole seconds) so the server may keep it until the room
-    /// moves or `wait` ends. Its timeout is the client's plus `wait`, and it
-    /// takes no permit: a guest holds at most one, so guests bound them.
-    pub async fn poll_held(
-        &self,
-        room: &str,
-        after: u64,
-        etag: &mut String,
-        wait: Duration,
-    ) -> Result<Held, ClientError> {
-        let mut prefer = String::with_capacity(16);
-        prefer.push_str("wait=");
-        prefer.push_str(itoa_u64(wait.as_secs()).as_str());
-        let req = self
-            .poll_request(room, after, etag)
-            .header(PREFER, prefer)
-            .timeout(self.timeout + wait);
-        let answer = Self::answer(req).await?;
-        let applied = answer.wait_applied;
-        let poll = read_poll(answer, etag)?;
-        Ok(Held { poll, applied })
     }
 
     fn poll_request(&self, room: &str, after: u64, etag: &str) -> reqwest::RequestBuilder {
@@ -370,8 +335,6 @@ fn permits(opts: &ClientOptions) -> Option<Arc<Semaphore>> {
 
 /// RFC 7240's request header, and the answer's header saying it was
 /// honoured.
-const PREFER: HeaderName = HeaderName::from_static("prefer");
-const PREFERENCE_APPLIED: HeaderName = HeaderName::from_static("preference-applied");
 
 /// Reads a poll's answer; copies its `ETag` into `etag` when it changed.
 fn read_poll(answer: Answer, etag: &mut String) -> Result<Poll, ClientError> {
@@ -399,7 +362,20 @@ fn expect(answer: &Answer, ok: &[StatusCode]) -> Result<(), ClientError> {
     if ok.contains(&answer.status) {
         return Ok(());
     }
-    let body = &answer.body;
+    Err(status_error(
+        answer.status,
+        answer.retry_after,
+        &answer.body,
+    ))
+}
+
+/// The error of an answer with an unexpected status: its JSON error body's
+/// code and message, else the start of the body.
+pub(crate) fn status_error(
+    status: StatusCode,
+    retry_after: Option<u64>,
+    body: &[u8],
+) -> ClientError {
     let (code, message) = match serde_json::from_slice::<ErrorBody>(body) {
         Ok(e) => (e.error.code, e.error.message),
         Err(_) => (
@@ -407,15 +383,15 @@ fn expect(answer: &Answer, ok: &[StatusCode]) -> Result<(), ClientError> {
             String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned(),
         ),
     };
-    Err(ClientError::Status {
-        status: answer.status.as_u16(),
+    ClientError::Status {
+        status: status.as_u16(),
         code,
         message,
-        retry_after: answer.retry_after,
-    })
+        retry_after,
+    }
 }
 
-fn decode<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ClientError> {
+pub(crate) fn decode<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ClientError> {
     serde_json::from_slice(body).map_err(|e| ClientError::Decode(e.to_string()))
 }
 

@@ -4,22 +4,21 @@
 //! per source address; neither request takes a permit of `--connections`:
 //! a guest holds one at most, so the guests bound them.
 //!
-//! `crate::client::ApiClient::poll_held` sends no token, hence the held poll
-//! here; the answers are read by the same rules (ETag, 304,
-//! `Preference-Applied`, JSON error bodies).
+//! The answers are read by the client's rules (ETag, 304, JSON error
+//! bodies), plus `Preference-Applied`.
 
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use chatty_shared::wire::{ErrorBody, MessagesPage};
+use chatty_shared::wire::MessagesPage;
 use reqwest::header::{
     HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, ETAG, IF_NONE_MATCH, RETRY_AFTER,
 };
 use reqwest::StatusCode;
 
-use crate::client::{ClientError, Held, Poll};
+use crate::client::{self, decode, ClientError, Held, Poll};
 
 /// An event stream the edge opened.
 pub struct EventStream {
@@ -30,7 +29,7 @@ impl EventStream {
     /// The next piece of the body (chunked transfer decoded), `None` at its
     /// end.
     pub async fn chunk(&mut self) -> Result<Option<Bytes>, ClientError> {
-        self.resp.chunk().await.map_err(from_reqwest)
+        self.resp.chunk().await.map_err(ClientError::from_reqwest)
     }
 }
 
@@ -108,10 +107,10 @@ impl EdgeClient {
                 req = req.header(IF_NONE_MATCH, v);
             }
         }
-        let resp = req.send().await.map_err(from_reqwest)?;
+        let resp = req.send().await.map_err(ClientError::from_reqwest)?;
         let status = resp.status();
         let headers = resp.headers().clone();
-        let body = resp.bytes().await.map_err(from_reqwest)?;
+        let body = resp.bytes().await.map_err(ClientError::from_reqwest)?;
         if let Some(tag) = headers.get(ETAG).and_then(|v| v.to_str().ok()) {
             if tag != etag.as_str() {
                 etag.clear();
@@ -150,7 +149,7 @@ impl EdgeClient {
         }
         let resp = match tokio::time::timeout(self.timeout, req.send()).await {
             Err(_) => return Err(ClientError::Timeout),
-            Ok(r) => r.map_err(from_reqwest)?,
+            Ok(r) => r.map_err(ClientError::from_reqwest)?,
         };
         let status = resp.status();
         if status == StatusCode::OK && is_event_stream(resp.headers()) {
@@ -159,7 +158,7 @@ impl EdgeClient {
         let headers = resp.headers().clone();
         let body = match tokio::time::timeout(self.timeout, resp.bytes()).await {
             Err(_) => return Err(ClientError::Timeout),
-            Ok(b) => b.map_err(from_reqwest)?,
+            Ok(b) => b.map_err(ClientError::from_reqwest)?,
         };
         if status != StatusCode::OK {
             return Err(status_error(status, &headers, &body));
@@ -177,40 +176,13 @@ fn is_event_stream(headers: &HeaderMap) -> bool {
         .is_some_and(|t| t.trim().eq_ignore_ascii_case("text/event-stream"))
 }
 
+/// The error of an answer with an unexpected status.
 fn status_error(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> ClientError {
-    let (code, message) = match serde_json::from_slice::<ErrorBody>(body) {
-        Ok(e) => (e.error.code, e.error.message),
-        Err(_) => (
-            String::new(),
-            String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned(),
-        ),
-    };
-    ClientError::Status {
-        status: status.as_u16(),
-        code,
-        message,
-        retry_after: headers
-            .get(RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse().ok()),
-    }
-}
-
-fn decode<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ClientError> {
-    serde_json::from_slice(body).map_err(|e| ClientError::Decode(e.to_string()))
-}
-
-/// The same sorting as `ApiClient`'s.
-fn from_reqwest(e: reqwest::Error) -> ClientError {
-    if e.is_timeout() {
-        ClientError::Timeout
-    } else if e.is_connect() || e.is_request() {
-        ClientError::Connect(e.to_string())
-    } else if e.is_decode() || e.is_body() {
-        ClientError::Decode(e.to_string())
-    } else {
-        ClientError::Other(e.to_string())
-    }
+    let retry_after = headers
+        .get(RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok());
+    client::status_error(status, retry_after, body)
 }
 
 #[cfg(test)]
