@@ -4,7 +4,7 @@
 # `deps.sh test`: also MariaDB, Redis, Chromium, Prometheus and the Python
 # checkers that the test suite uses, and starts MariaDB and Redis.
 # `deps.sh bench`: what `test` needs, plus what ops/bench compares against
-# and measures with (nginx with nchan, wrk, perf, matplotlib).
+# and measures with (nginx with nchan, wrk, perf, matplotlib, REDbot).
 set -euo pipefail
 
 mode=${1:-run}
@@ -68,10 +68,12 @@ if [ ${#py_missing[@]} -gt 0 ]; then
 fi
 if [ "$mode" = bench ]; then
   apt_install nginx-light libnginx-mod-nchan wrk linux-perf
-  if ! py_has matplotlib; then
-    echo "deps: pip installing matplotlib"
-    python3 -m pip install -q matplotlib 2>/dev/null \
-      || python3 -m pip install -q --break-system-packages matplotlib
-  fi
+  for mod in matplotlib redbot; do
+    if ! py_has "$mod"; then
+      echo "deps: pip installing $mod"
+      python3 -m pip install -q "$mod" 2>/dev/null \
+        || python3 -m pip install -q --break-system-packages "$mod"
+    fi
+  done
 fi
 echo "deps: ready"

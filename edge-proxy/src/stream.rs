@@ -505,7 +505,8 @@ impl Streams {
 fn stream_header() -> pingora::Result<ResponseHeader> {
     let mut resp = ResponseHeader::build(200, Some(5))?;
     resp.insert_header(header::CONTENT_TYPE, "text/event-stream")?;
-    resp.insert_header(header::CACHE_CONTROL, "no-cache")?;
+    // Never stored: a stream has no validator and no end.
+    resp.insert_header(header::CACHE_CONTROL, "no-store")?;
     resp.insert_header("x-accel-buffering", "no")?;
     resp.insert_header(header::TRANSFER_ENCODING, "chunked")?;
     Ok(resp)
