@@ -24,7 +24,7 @@ pub(crate) mod subscriber;
 pub(crate) mod upstreams;
 pub(crate) mod versions;
 
-pub use config::{ConfigError, EdgeConfig};
+pub use config::{ConfigError, EdgeConfig, DEFAULT_MAX_HELD};
 pub use listen::{check_addresses, ListenError};
 pub use server::{run, run_until, BusSource, EdgeError};
 pub use versions::{Tick, VersionMap};

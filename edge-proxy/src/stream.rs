@@ -111,9 +111,10 @@ struct Cursor {
     seq: u64,
     /// The version read up to, once a whole page said it.
     version: Option<RoomVersion>,
-    /// The members version sent, and when.
+    /// The members version sent, and the earliest time they are read
+    /// again.
     members: Option<u64>,
-    members_at: Option<Instant>,
+    members_next: Instant,
 }
 
 /// The room a stream reads.
@@ -163,7 +164,7 @@ impl Streams {
             seq: after,
             version: None,
             members: None,
-            members_at: None,
+            members_next: Instant::now(),
         };
         // The first read comes before the header, so that a room the API
         // does not know, or no node at all, is answered as a poll would be.
@@ -217,20 +218,33 @@ impl Streams {
         // cannot put the look off.
         let mut look_at = self.next_look(key);
         loop {
-            let until = keepalive.min(look_at);
             let (messages, members) = (cursor.version, cursor.members);
+            let members_next = cursor.members_next;
+            let members_moved =
+                || match self
+                    .map
+                    .answerable(key, Resource::Members, self.map.now(), Refresh::Leave)
+                {
+                    Some(Known::Members(v)) => Some(v) != members,
+                    _ => false,
+                };
+            // A members move waits for its turn (at most one list a
+            // second), then wakes the stream by itself.
+            let until = match members_moved() && Instant::now() < members_next {
+                true => keepalive.min(look_at).min(members_next),
+                false => keepalive.min(look_at),
+            };
             let unchanged = || {
                 let now = self.map.now();
-                let known = |part| self.map.answerable(key, part, now, Refresh::Leave);
-                let same_messages = match known(Resource::Messages) {
-                    Some(Known::Messages(v)) => Some(v) == messages,
-                    _ => true,
-                };
-                let same_members = match known(Resource::Members) {
-                    Some(Known::Members(v)) => Some(v) == members,
-                    _ => true,
-                };
-                same_messages && same_members
+                let same_messages =
+                    match self
+                        .map
+                        .answerable(key, Resource::Messages, now, Refresh::Leave)
+                    {
+                        Some(Known::Messages(v)) => Some(v) == messages,
+                        _ => true,
+                    };
+                same_messages && !(members_moved() && Instant::now() >= members_next)
             };
             let woken = tokio::select! {
                 woken = parked.wait(until, unchanged) => woken,
@@ -418,31 +432,24 @@ impl Streams {
         out: &mut BytesMut,
     ) -> Result<(), Failed> {
         let key = room.key;
-        let known =
-            match self
-                .map
-                .answerable(key, Resource::Members, self.map.now(), Refresh::Leave)
-            {
-                Some(Known::Members(v)) if Some(v) == cursor.members => return Ok(()),
-                Some(Known::Members(v)) => Some(v),
-                _ => None,
-            };
-        let recent = cursor
-            .members_at
-            .is_some_and(|at| at.elapsed() < MEMBERS_EVERY);
-        // Without the map's word, ask again only at the unknown pace.
-        let due = cursor.members_at.is_none_or(|at| {
-            at.elapsed()
-                >= if known.is_some() {
-                    MEMBERS_EVERY
-                } else {
-                    UNKNOWN_PACE
-                }
-        });
-        if recent || !due {
+        if Instant::now() < cursor.members_next {
             return Ok(());
         }
-        cursor.members_at = Some(Instant::now());
+        // Like the messages: a look that is due may take on the refresh of
+        // the map's word; without its word, the stream asks a node itself,
+        // at the unknown pace.
+        let due = cursor.members.is_none() || Instant::now() >= cursor.members_next + UNKNOWN_PACE;
+        let refresh = if due { Refresh::Claim } else { Refresh::Leave };
+        let known = match self
+            .map
+            .answerable(key, Resource::Members, self.map.now(), refresh)
+        {
+            Some(Known::Members(v)) if Some(v) == cursor.members => return Ok(()),
+            Some(Known::Members(v)) => Some(v),
+            _ if due => None,
+            _ => return Ok(()),
+        };
+        cursor.members_next = Instant::now() + MEMBERS_EVERY;
         let as_version = |v: u64| RoomVersion::new(0, v);
         let cached = |v: u64| self.members.get(key, 0, as_version(v));
         if let Some(body) = known.and_then(cached) {

@@ -79,6 +79,11 @@ pub struct UpArgs {
     #[arg(long)]
     pub edge_threads: Option<usize>,
 
+    /// Held polls and event streams the edge keeps open at once, together
+    /// (the edge's `--max-held`).
+    #[arg(long, env = "CHATTY_EDGE_MAX_HELD", default_value_t = edge_proxy::DEFAULT_MAX_HELD)]
+    pub max_held: usize,
+
     /// Once the stack answers, write its addresses and process ids into
     /// FILE as shell `KEY=value` lines (for scripts: `. FILE`); removed
     /// when it stops.
@@ -140,6 +145,7 @@ fn edge_config(args: &UpArgs) -> anyhow::Result<EdgeConfig> {
     if let Some(threads) = args.edge_threads {
         edge.threads = threads;
     }
+    edge.max_held = args.max_held;
     Ok(edge)
 }
 
