@@ -27,6 +27,11 @@ pub struct EventStream {
 }
 
 impl EventStream {
+    /// A `200 text/event-stream` answer, its body to be read.
+    pub(super) fn new(resp: reqwest::Response) -> Self {
+        Self { resp }
+    }
+
     /// The next piece of the body (chunked transfer decoded), `None` at its
     /// end.
     pub async fn chunk(&mut self) -> Result<Option<Bytes>, ClientError> {
@@ -154,7 +159,7 @@ impl EdgeClient {
         };
         let status = resp.status();
         if status == StatusCode::OK && is_event_stream(resp.headers()) {
-            return Ok(Opened::Stream(EventStream { resp }));
+            return Ok(Opened::Stream(EventStream::new(resp)));
         }
         let headers = resp.headers().clone();
         let body = match tokio::time::timeout(self.timeout, resp.bytes()).await {
@@ -169,7 +174,7 @@ impl EdgeClient {
 }
 
 /// `Content-Type: text/event-stream` (parameters aside).
-fn is_event_stream(headers: &HeaderMap) -> bool {
+pub(super) fn is_event_stream(headers: &HeaderMap) -> bool {
     headers
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -177,7 +182,7 @@ fn is_event_stream(headers: &HeaderMap) -> bool {
         .is_some_and(|t| t.trim().eq_ignore_ascii_case("text/event-stream"))
 }
 
-fn status_error(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> ClientError {
+pub(super) fn status_error(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> ClientError {
     let (code, message) = match serde_json::from_slice::<ErrorBody>(body) {
         Ok(e) => (e.error.code, e.error.message),
         Err(_) => (
@@ -201,7 +206,7 @@ fn decode<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ClientError>
 }
 
 /// The same sorting as `ApiClient`'s.
-fn from_reqwest(e: reqwest::Error) -> ClientError {
+pub(super) fn from_reqwest(e: reqwest::Error) -> ClientError {
     if e.is_timeout() {
         ClientError::Timeout
     } else if e.is_connect() || e.is_request() {

@@ -3,7 +3,8 @@
 //! guest's reading loop for each transport; streams in stream, their parser
 //! in sse), edge (the held polls and streams that carry a guest's token),
 //! checker (delivery rules), sockets (source addresses, the file limit) and
-//! report (figures and the JSON report).
+//! report (figures and the JSON report). With `--nchan` the same plan runs
+//! against nginx + nchan instead (nchan: subscribers and publishes).
 //!
 //! For a load run against an embedded chat-api, turn its rate limits off
 //! (`chat-api --ip-rate off --guest-rate off`): every guest comes from one IP
@@ -15,6 +16,7 @@ pub mod edge;
 mod fake_server;
 pub mod generator;
 mod guest;
+pub mod nchan;
 pub mod plan;
 pub mod report;
 pub mod scrape;
@@ -31,7 +33,8 @@ use chatty_shared::{parse_duration, EXIT_BAD_CONFIG};
 
 use crate::client::{ApiClient, ClientError, ClientOptions};
 use edge::EdgeClient;
-use generator::{Plan, RunResult, Stats};
+use generator::{Plan, RunResult, Stats, Target};
+use nchan::NchanClient;
 use plan::{Arrivals, Transport};
 use report::{CheckReport, Report, StreamReport};
 
@@ -39,9 +42,25 @@ use report::{CheckReport, Report, StreamReport};
 #[derive(Debug, Clone, clap::Args)]
 pub struct LoadArgs {
     /// Base URL of the deployment to load (the edge, or one API node), e.g.
-    /// http://127.0.0.1:8080.
+    /// http://127.0.0.1:8080; with --nchan, nginx's.
     #[arg(long, env = "CHATTY_TARGET")]
     pub target: String,
+    /// Load nginx + nchan instead, for comparison: each room is a channel,
+    /// guests subscribe with nchan's long-poll (--transport hold) or
+    /// EventSource (--transport stream) and senders publish to it; no
+    /// joins, tokens or heartbeats. Delivery counts from the publish's
+    /// 201/202.
+    #[arg(long, env = "CHATTY_LOAD_NCHAN")]
+    pub nchan: bool,
+    /// With --nchan: the path a channel id is appended to for publishing
+    /// (an `nchan_publisher` location).
+    #[arg(long, env = "CHATTY_LOAD_NCHAN_PUB", default_value = "/pub/")]
+    pub nchan_pub: String,
+    /// With --nchan: the path a channel id is appended to for subscribing
+    /// (an `nchan_subscriber longpoll` location for --transport hold, its
+    /// subscriber timeout the --hold-wait; `eventsource` for stream).
+    #[arg(long, env = "CHATTY_LOAD_NCHAN_SUB", default_value = "/sub/")]
+    pub nchan_sub: String,
     /// Site id the guests join.
     #[arg(long, env = "CHATTY_SITE", default_value = "demo")]
     pub site: String,
@@ -76,7 +95,8 @@ pub struct LoadArgs {
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     pub poll_interval: Duration,
     /// What a held poll asks the server to wait at most (`Prefer: wait=S`,
-    /// whole seconds), with --transport hold.
+    /// whole seconds), with --transport hold. With --nchan, the server's
+    /// subscriber timeout decides; this bounds the request's timeout.
     #[arg(long, default_value = "25s", value_parser = parse_duration)]
     pub hold_wait: Duration,
     /// Each guest on timed polls sends a heartbeat this often.
@@ -153,6 +173,21 @@ impl LoadArgs {
         if self.hold_wait < Duration::from_secs(1) {
             return Err("--hold-wait must be at least 1s".into());
         }
+        if self.nchan {
+            if self.transport == Transport::Poll {
+                return Err("--nchan reads by --transport hold (long-poll) or stream (EventSource), not poll".into());
+            }
+            for (flag, path) in [
+                ("--nchan-pub", &self.nchan_pub),
+                ("--nchan-sub", &self.nchan_sub),
+            ] {
+                if !path.starts_with('/') || !path.ends_with('/') {
+                    return Err(format!(
+                        "{flag} {path:?}: a path starting and ending with '/'"
+                    ));
+                }
+            }
+        }
         sockets::check_source_addrs(&url, self.source_addrs)?;
         for u in &self.api_metrics {
             reqwest::Url::parse(u).map_err(|e| format!("--api-metrics {u:?}: {e}"))?;
@@ -187,9 +222,32 @@ pub fn main(args: LoadArgs) -> i32 {
     rt.block_on(run(args))
 }
 
-/// The guests' clients, one or one per source address: for the API calls,
-/// and for the held polls and streams that carry their tokens.
-fn clients(args: &LoadArgs) -> Result<(Vec<ApiClient>, Vec<EdgeClient>), ClientError> {
+/// What the run loads: the guests' clients, one or one per source address
+/// (for the API calls, and for the held polls and streams that carry their
+/// tokens; or nchan's).
+fn target(args: &LoadArgs) -> Result<Target, ClientError> {
+    let sources = match args.source_addrs {
+        1 => vec![None],
+        n => sockets::source_addrs(n).into_iter().map(Some).collect(),
+    };
+    if args.nchan {
+        let idle = args.guests.div_ceil(args.source_addrs);
+        let clients = sources
+            .iter()
+            .map(|&source| {
+                let (p, s) = (&args.nchan_pub, &args.nchan_sub);
+                NchanClient::new(&args.target, p, s, source, args.timeout, idle)
+            })
+            .collect::<Result<_, _>>()?;
+        return Ok(Target::Nchan(clients));
+    }
+    let (clients, edges) = chatty_clients(args)?;
+    Ok(Target::Chatty { clients, edges })
+}
+
+/// Chatty's clients: for the API calls, and for the held polls and streams
+/// that carry the guests' tokens.
+fn chatty_clients(args: &LoadArgs) -> Result<(Vec<ApiClient>, Vec<EdgeClient>), ClientError> {
     let mut opts = ClientOptions::new(args.target.clone(), args.site.clone());
     opts.max_in_flight = Some(args.connections);
     opts.timeout = args.timeout;
@@ -210,14 +268,21 @@ fn clients(args: &LoadArgs) -> Result<(Vec<ApiClient>, Vec<EdgeClient>), ClientE
 }
 
 async fn run(args: LoadArgs) -> i32 {
-    let (clients, edges) = match clients(&args) {
+    let target = match target(&args) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("chatty load: {e}");
+            return 1;
+        }
+    };
+    // For --api-metrics (the API nodes' pages).
+    let client = match ApiClient::new(&ClientOptions::new(args.target.clone(), args.site.clone())) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("chatty load: {e}");
             return 1;
         }
     };
-    let client = clients[0].clone();
     let before = if args.api_metrics.is_empty() {
         None
     } else {
@@ -232,7 +297,7 @@ async fn run(args: LoadArgs) -> i32 {
     let stats = Arc::new(Stats::default());
     let progress = (!args.no_progress)
         .then(|| tokio::spawn(progress_line(stats.clone(), args.guests, args.transport)));
-    let result = generator::run(clients, edges, plan(&args), stats.clone()).await;
+    let result = generator::run(target, plan(&args), stats.clone()).await;
     if let Some(p) = progress {
         p.abort();
         eprintln!();
@@ -291,6 +356,7 @@ fn report(args: &LoadArgs, stats: &Stats, result: &RunResult, api_requests: Opti
         guests_joined: stats.joined.load(Relaxed),
         rooms: args.rooms,
         site: args.site.clone(),
+        server: if args.nchan { "nchan" } else { "chatty" },
         transport: args.transport.as_str(),
         seed: args.seed,
         duration_s: window_s,
