@@ -13,6 +13,8 @@
 pub mod checker;
 pub mod edge;
 #[cfg(test)]
+mod fake_nchan;
+#[cfg(test)]
 mod fake_server;
 pub mod generator;
 mod guest;
@@ -685,6 +687,110 @@ mod tests {
         assert_eq!(status, 0, "{report:#}");
         let peers: Vec<String> = server.peers().iter().map(|p| p.to_string()).collect();
         assert_eq!(peers, ["127.0.0.1", "127.0.0.2", "127.0.0.3"]);
+    }
+
+    fn fake_nchan_behaviour(hide: Option<usize>) -> fake_nchan::Behaviour {
+        fake_nchan::Behaviour {
+            wait: Duration::from_millis(400),
+            life: Duration::from_millis(700),
+            hide,
+        }
+    }
+
+    /// nchan's long-poll: every subscriber reads each message (one per
+    /// answer) soon after it is published, walking on with `If-None-Match`
+    /// and `If-Modified-Since`; quiet channels end their waits in `408`.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_clean_run_against_a_fake_nchan_with_long_polls() {
+        let server = fake_nchan::start(fake_nchan_behaviour(None)).await;
+        let json = temp_json("nchan-hold");
+        let extra = ["--nchan", "--transport", "hold", "--poll-interval", "3s"];
+        let (status, report) = run_for_report(args_with(&server.base, &json, &extra)).await;
+        assert_eq!(status, 0, "{report:#}");
+        assert_eq!(report["server"], "nchan");
+        assert_eq!(report["transport"], "hold");
+        assert_eq!(report["guests_joined"], 40);
+        assert!(report["sends"].as_u64().unwrap() > 20, "{report:#}");
+        assert_eq!(report["sends"], report["sends_acknowledged"]);
+        assert_eq!(server.published(), report["sends"].as_u64().unwrap());
+        assert!(server.long_polls() > 40, "{report:#}");
+        assert!(
+            report["poll_304_share"].as_f64().unwrap() > 0.0,
+            "{report:#}"
+        );
+        let delivery = &report["delivery_latency_ms"];
+        assert!(delivery["count"].as_u64().unwrap() > 0, "{report:#}");
+        assert!(delivery["p50"].as_f64().unwrap() < 1000.0, "{report:#}");
+        for key in ["missing", "duplicated", "out_of_order", "lost_acknowledged"] {
+            assert_eq!(report["check"][key], 0, "{report:#}");
+        }
+        assert!(
+            report["errors"].as_object().unwrap().is_empty(),
+            "{report:#}"
+        );
+        assert_eq!(report["heartbeats"], 0);
+    }
+
+    /// nchan's EventSource: streams the server ends every 700 ms are
+    /// reopened with `Last-Event-ID`, and nothing is lost or repeated.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_clean_run_against_a_fake_nchan_with_event_source() {
+        let server = fake_nchan::start(fake_nchan_behaviour(None)).await;
+        let json = temp_json("nchan-stream");
+        let extra = ["--nchan", "--transport", "stream"];
+        let (status, report) = run_for_report(args_with(&server.base, &json, &extra)).await;
+        assert_eq!(status, 0, "{report:#}");
+        assert_eq!(report["server"], "nchan");
+        let streams = &report["streams"];
+        let n = |k: &str| streams[k].as_u64().unwrap();
+        assert!(n("opened") > 40 && n("reconnects") > 0, "{report:#}");
+        assert!(n("ended_by_edge") > 0 && n("events") > 0, "{report:#}");
+        let (requests, resumed) = server.streams();
+        assert!(resumed <= n("reconnects") && n("reconnects") <= resumed + 40);
+        assert!(n("opened") <= requests && requests <= n("opened") + 40);
+        assert!(report["delivery_latency_ms"]["count"].as_u64().unwrap() > 0);
+        for key in ["missing", "duplicated", "out_of_order", "lost_acknowledged"] {
+            assert_eq!(report["check"][key], 0, "{report:#}");
+        }
+        assert!(
+            report["errors"].as_object().unwrap().is_empty(),
+            "{report:#}"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_message_nchan_hides_fails_the_check() {
+        for transport in ["hold", "stream"] {
+            let server = fake_nchan::start(fake_nchan_behaviour(Some(1))).await;
+            let json = temp_json(&format!("nchan-hidden-{transport}"));
+            let extra = ["--nchan", "--transport", transport];
+            let (status, report) = run_for_report(args_with(&server.base, &json, &extra)).await;
+            assert_eq!(status, 1, "{report:#}");
+            assert!(
+                report["check"]["missing"].as_u64().unwrap() > 0,
+                "{report:#}"
+            );
+            assert!(
+                report["check"]["lost_acknowledged"].as_u64().unwrap() > 0,
+                "{report:#}"
+            );
+        }
+    }
+
+    #[test]
+    fn nchan_flags() {
+        let json = temp_json("nchan-flags");
+        let url = "http://127.0.0.1:8080";
+        let ok = args_with(url, &json, &["--nchan", "--transport", "stream"]);
+        assert!(ok.nchan && ok.validate().is_ok());
+        assert_eq!(
+            (ok.nchan_pub.as_str(), ok.nchan_sub.as_str()),
+            ("/pub/", "/sub/")
+        );
+        let poll = args_with(url, &json, &["--nchan"]);
+        assert!(poll.validate().unwrap_err().contains("not poll"));
+        let bad = ["--nchan", "--transport", "hold", "--nchan-sub", "/sub"];
+        assert!(args_with(url, &json, &bad).validate().is_err());
     }
 
     #[test]
