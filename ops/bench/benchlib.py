@@ -62,6 +62,9 @@ def merge(a):
             for e, v in (r.get("errors") or {}).items():
                 out["errors"][e] = out["errors"].get(e, 0) + v
         out["errors_total"] = sum(out["errors"].values())
+        # Delivery anomalies (counted whether or not --check was on).
+        kinds = ("missing", "duplicated", "out_of_order", "lost_acknowledged")
+        out["check_anomalies"] = sum((r.get("check") or {}).get(k, 0) for r in ok for k in kinds)
     print(json.dumps(out, sort_keys=True))
 
 
@@ -80,6 +83,27 @@ def table(a):
     for r in runs:
         print(" | ".join(str(r.get(c, "-")) for c in cols) + " | " +
               ", ".join("%s %s" % kv for kv in sorted(r.get("cpu_pct_per_1000_guests", {}).items())))
+
+
+def push_table(a):
+    """push.sh's runs: one line per (server, transport, guests), delivery
+    latency, errors and anomalies, API load, and server CPU per 1,000 guests
+    (per process in the last column)."""
+    runs = load_runs(a.jsonl)
+    head = ["server", "transport", "guests", "delivery p50 ms", "delivery p99 ms", "samples", "errors",
+            "anomalies", "API req/s", "server CPU %/1000 g", "generator CPU %/1000 g", "CPU % of a core per 1000 guests, by process"]
+    rows = []
+    for r in runs:
+        pct = r.get("cpu_pct_per_1000_guests", {})
+        rows.append([r.get("server", "-"), r.get("transport", "-"), r["guests"], r.get("delivery_p50_ms", "-"),
+                     r.get("delivery_p99_ms", "-"), r.get("delivery_samples", "-"), r.get("errors_total", "-"),
+                     r.get("check_anomalies", "-"), r.get("api_requests_per_s", "-") if r.get("server") == "chatty" else "-",
+                     r.get("server_cpu_pct_per_1000_guests", "-"), pct.get("load_generator", "-"),
+                     ", ".join("%s %s" % kv for kv in sorted(pct.items()) if kv[0] != "load_generator")])
+    print(" | ".join(head))
+    print(" | ".join("---" for _ in head))
+    for row in rows:
+        print(" | ".join(str(c) for c in row))
 
 
 def plot(a):
@@ -130,6 +154,8 @@ def main():
     m.add_argument("files", nargs="+")
     t = sub.add_parser("table")
     t.add_argument("jsonl")
+    pt = sub.add_parser("push-table")
+    pt.add_argument("jsonl")
     g = sub.add_parser("plot")
     g.add_argument("jsonl")
     g.add_argument("png")
@@ -141,7 +167,7 @@ def main():
     g.add_argument("--title", default="")
     g.add_argument("--logx", action="store_true")
     a = p.parse_args()
-    {"merge": merge, "table": table, "plot": plot}[a.cmd](a)
+    {"merge": merge, "table": table, "push-table": push_table, "plot": plot}[a.cmd](a)
 
 
 if __name__ == "__main__":

@@ -172,35 +172,50 @@ impl RoomLog {
         mut delivery: impl FnMut(Duration),
     ) {
         for ev in events {
-            let seq = ev.seq;
-            if seq <= reader.last_seq {
-                self.anomalies.out_of_order += 1;
-                let (g, last) = (reader.guest, reader.last_seq);
-                self.note(|| format!("guest {g} was shown seq {seq} after seq {last}"));
-                continue;
-            }
-            if seq > reader.last_seq + 1 {
-                let (from, to) = (reader.last_seq + 1, seq - 1);
-                self.anomalies.missing += to - from + 1;
-                reader.gaps.push((from, to));
-                let g = reader.guest;
-                self.note(|| format!("guest {g} skipped seqs {from}..={to}"));
-            }
-            reader.last_seq = seq;
-            if ev.kind != EventKind::Message {
-                continue;
-            }
-            let Some((sender, n)) = parse_text(&ev.text, &self.run) else {
-                continue;
+            let message = match ev.kind {
+                EventKind::Message => parse_text(&ev.text, &self.run),
+                _ => None,
             };
-            self.stored(sender, n, seq);
-            if sender == reader.guest {
-                continue;
-            }
-            match self.acked.get(&seq) {
-                Some(ack) => delivery(now.saturating_duration_since(ack.at)),
-                None => *self.early.entry(seq).or_insert(0) += 1,
-            }
+            self.observe_one(reader, ev.seq, message, now, &mut delivery);
+        }
+    }
+
+    /// `reader` was shown the event `seq` at `now`: a check message
+    /// `(sender, n)` of this run, or `None` for anything else (a deletion,
+    /// another run's message). The rules of [`RoomLog::observe`], for
+    /// readers whose events are not the API's (nchan's subscribers).
+    pub fn observe_one(
+        &mut self,
+        reader: &mut Reader,
+        seq: u64,
+        message: Option<(u32, u32)>,
+        now: Instant,
+        delivery: &mut impl FnMut(Duration),
+    ) {
+        if seq <= reader.last_seq {
+            self.anomalies.out_of_order += 1;
+            let (g, last) = (reader.guest, reader.last_seq);
+            self.note(|| format!("guest {g} was shown seq {seq} after seq {last}"));
+            return;
+        }
+        if seq > reader.last_seq + 1 {
+            let (from, to) = (reader.last_seq + 1, seq - 1);
+            self.anomalies.missing += to - from + 1;
+            reader.gaps.push((from, to));
+            let g = reader.guest;
+            self.note(|| format!("guest {g} skipped seqs {from}..={to}"));
+        }
+        reader.last_seq = seq;
+        let Some((sender, n)) = message else {
+            return;
+        };
+        self.stored(sender, n, seq);
+        if sender == reader.guest {
+            return;
+        }
+        match self.acked.get(&seq) {
+            Some(ack) => delivery(now.saturating_duration_since(ack.at)),
+            None => *self.early.entry(seq).or_insert(0) += 1,
         }
     }
 

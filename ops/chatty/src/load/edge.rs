@@ -26,6 +26,11 @@ pub struct EventStream {
 }
 
 impl EventStream {
+    /// A `200 text/event-stream` answer, its body to be read.
+    pub(super) fn new(resp: reqwest::Response) -> Self {
+        Self { resp }
+    }
+
     /// The next piece of the body (chunked transfer decoded), `None` at its
     /// end.
     pub async fn chunk(&mut self) -> Result<Option<Bytes>, ClientError> {
@@ -153,7 +158,7 @@ impl EdgeClient {
         };
         let status = resp.status();
         if status == StatusCode::OK && is_event_stream(resp.headers()) {
-            return Ok(Opened::Stream(EventStream { resp }));
+            return Ok(Opened::Stream(EventStream::new(resp)));
         }
         let headers = resp.headers().clone();
         let body = match tokio::time::timeout(self.timeout, resp.bytes()).await {
@@ -168,7 +173,7 @@ impl EdgeClient {
 }
 
 /// `Content-Type: text/event-stream` (parameters aside).
-fn is_event_stream(headers: &HeaderMap) -> bool {
+pub(super) fn is_event_stream(headers: &HeaderMap) -> bool {
     headers
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -177,7 +182,7 @@ fn is_event_stream(headers: &HeaderMap) -> bool {
 }
 
 /// The error of an answer with an unexpected status.
-fn status_error(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> ClientError {
+pub(super) fn status_error(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> ClientError {
     let retry_after = headers
         .get(RETRY_AFTER)
         .and_then(|v| v.to_str().ok())

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -19,6 +19,7 @@ use tokio::time::{sleep, sleep_until, Instant};
 use super::checker::{message_text, Anomalies, Reader, RoomLog};
 use super::edge::EdgeClient;
 use super::guest::guest_task;
+use super::nchan::{publish_task, subscriber_task, Nchan, NchanClient};
 use super::plan::{assign_rooms, Arrivals, SendTimetable, Transport};
 use super::report::{Latency, Percentiles};
 
@@ -122,7 +123,29 @@ pub(super) struct Guest {
     pub(super) room: u32,
     /// The guest's current token, once it has joined (senders read it).
     pub(super) token: Mutex<Option<Arc<str>>>,
-    sent: AtomicU32,
+    /// With nchan (no joins): the guest has started reading its room.
+    pub(super) started: AtomicBool,
+    /// Messages the guest has sent so far.
+    pub(super) sent: AtomicU32,
+}
+
+impl Guest {
+    /// Whether the guest is in its room, so may be picked to send.
+    fn can_send(&self) -> bool {
+        self.started.load(Relaxed) || lock(&self.token).is_some()
+    }
+}
+
+/// What a run loads.
+pub enum Target {
+    /// Chatty: one API client per source address, and as many edge clients
+    /// for the held polls and streams that carry a guest's token.
+    Chatty {
+        clients: Vec<ApiClient>,
+        edges: Vec<EdgeClient>,
+    },
+    /// nginx + nchan (`nchan.rs`): one client per source address.
+    Nchan(Vec<NchanClient>),
 }
 
 /// What every task of a run shares.
@@ -131,6 +154,9 @@ pub(super) struct Ctx {
     clients: Vec<ApiClient>,
     /// The same for held polls and streams (they carry the guest's token).
     edges: Vec<EdgeClient>,
+    /// With nchan, its clients and channels (`clients` and `edges` are then
+    /// empty: guests make no request of Chatty's).
+    pub(super) nchan: Option<Nchan>,
     pub(super) plan: Plan,
     pub(super) rooms: Vec<Room>,
     pub(super) guests: Vec<Guest>,
@@ -150,17 +176,13 @@ pub struct RunResult {
     pub acknowledged_in_logs: usize,
 }
 
-/// Runs the whole plan against `clients` and `edges` (as many, at least
-/// one; guest `g` uses `clients[g % len]` and `edges[g % len]`). `stats` may
-/// be watched while it runs (the progress line does).
-pub async fn run(
-    clients: Vec<ApiClient>,
-    edges: Vec<EdgeClient>,
-    plan: Plan,
-    stats: Arc<Stats>,
-) -> RunResult {
+/// Runs the whole plan against `target` (Chatty's clients and edges as
+/// many, at least one, guest `g` using `clients[g % len]` and
+/// `edges[g % len]`; or nchan's). `stats` may be watched while it runs (the
+/// progress line does).
+pub async fn run(target: Target, plan: Plan, stats: Arc<Stats>) -> RunResult {
     let t0 = Instant::now();
-    let ctx = Ctx::new(clients, edges, plan, stats, t0);
+    let ctx = Ctx::new(target, plan, stats, t0);
     let (stop_tx, stop_rx) = watch::channel(false);
 
     let mut guest_tasks = Vec::with_capacity(ctx.plan.guests);
@@ -168,9 +190,12 @@ pub async fn run(
         let offset = ctx.plan.ramp.mul_f64(g as f64 / ctx.plan.guests as f64);
         let ctx = ctx.clone();
         let stop = stop_rx.clone();
-        guest_tasks.push(tokio::spawn(async move {
-            guest_task(ctx, g as u32, t0 + offset, stop).await
-        }));
+        let (g, start) = (g as u32, t0 + offset);
+        guest_tasks.push(if ctx.nchan.is_some() {
+            tokio::spawn(subscriber_task(ctx, g, start, stop))
+        } else {
+            tokio::spawn(guest_task(ctx, g, start, stop))
+        });
     }
     run_sends(&ctx).await;
     sleep_until(Instant::now().max(ctx.window_end) + ctx.plan.drain).await;
@@ -199,21 +224,26 @@ pub async fn run(
 impl Ctx {
     /// The run's rooms and guests (each guest placed in its room), with the
     /// measured window starting after the ramp.
-    fn new(
-        clients: Vec<ApiClient>,
-        edges: Vec<EdgeClient>,
-        plan: Plan,
-        stats: Arc<Stats>,
-        t0: Instant,
-    ) -> Arc<Ctx> {
-        assert!(!clients.is_empty(), "a run needs at least one client");
-        assert_eq!(clients.len(), edges.len(), "one edge client per client");
+    fn new(target: Target, plan: Plan, stats: Arc<Stats>, t0: Instant) -> Arc<Ctx> {
         let window_start = t0 + plan.ramp;
         let window_end = window_start + plan.duration;
         let assignment = assign_rooms(plan.guests, plan.rooms, plan.seed);
-        let rooms = (0..plan.rooms)
-            .map(|k| Room {
-                name: format!("load-{k}"),
+        let names: Vec<String> = (0..plan.rooms).map(|k| format!("load-{k}")).collect();
+        let (clients, edges, nchan) = match target {
+            Target::Chatty { clients, edges } => {
+                assert!(!clients.is_empty(), "a run needs at least one client");
+                assert_eq!(clients.len(), edges.len(), "one edge client per client");
+                (clients, edges, None)
+            }
+            Target::Nchan(clients) => {
+                let nchan = Nchan::new(clients, &plan.run_tag, &names);
+                (Vec::new(), Vec::new(), Some(nchan))
+            }
+        };
+        let rooms = names
+            .into_iter()
+            .map(|name| Room {
+                name,
                 log: Mutex::new(RoomLog::new(&plan.run_tag)),
             })
             .collect();
@@ -222,12 +252,14 @@ impl Ctx {
             .map(|&room| Guest {
                 room,
                 token: Mutex::new(None),
+                started: AtomicBool::new(false),
                 sent: AtomicU32::new(0),
             })
             .collect();
         Arc::new(Ctx {
             clients,
             edges,
+            nchan,
             plan,
             rooms,
             guests,
@@ -260,7 +292,11 @@ async fn run_sends(ctx: &Arc<Ctx>) {
         ctx.stats.sends_due.fetch_add(1, Relaxed);
         if let Some(g) = pick_guest(ctx, &mut pick) {
             let ctx = ctx.clone();
-            sends.spawn(async move { send_task(ctx, g, due).await });
+            if ctx.nchan.is_some() {
+                sends.spawn(publish_task(ctx, g, due));
+            } else {
+                sends.spawn(send_task(ctx, g, due));
+            }
         } else {
             let e = ClientError::Other("no guest has joined".into());
             ctx.stats.error("send", &e);
@@ -316,7 +352,7 @@ fn pick_guest(ctx: &Ctx, rng: &mut StdRng) -> Option<u32> {
     }
     for _ in 0..32 {
         let g = rng.gen_range(0..n);
-        if lock(&ctx.guests[g].token).is_some() {
+        if ctx.guests[g].can_send() {
             return Some(g as u32);
         }
     }
@@ -324,7 +360,7 @@ fn pick_guest(ctx: &Ctx, rng: &mut StdRng) -> Option<u32> {
     let start = rng.gen_range(0..n);
     (0..n)
         .map(|i| (start + i) % n)
-        .find(|&g| lock(&ctx.guests[g].token).is_some())
+        .find(|&g| ctx.guests[g].can_send())
         .map(|g| g as u32)
 }
 

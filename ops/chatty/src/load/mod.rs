@@ -3,7 +3,8 @@
 //! guest's reading loop for each transport; streams in stream, their parser
 //! in sse), edge (the held polls and streams that carry a guest's token),
 //! checker (delivery rules), sockets (source addresses, the file limit) and
-//! report (figures and the JSON report).
+//! report (figures and the JSON report). With `--nchan` the same plan runs
+//! against nginx + nchan instead (nchan: subscribers and publishes).
 //!
 //! For a load run against an embedded chat-api, turn its rate limits off
 //! (`chat-api --ip-rate off --guest-rate off`): every guest comes from one IP
@@ -12,9 +13,12 @@
 pub mod checker;
 pub mod edge;
 #[cfg(test)]
+mod fake_nchan;
+#[cfg(test)]
 mod fake_server;
 pub mod generator;
 mod guest;
+pub mod nchan;
 pub mod plan;
 pub mod report;
 pub mod scrape;
@@ -31,7 +35,8 @@ use chatty_shared::{parse_duration, EXIT_BAD_CONFIG};
 
 use crate::client::{ApiClient, ClientError, ClientOptions};
 use edge::EdgeClient;
-use generator::{Plan, RunResult, Stats};
+use generator::{Plan, RunResult, Stats, Target};
+use nchan::NchanClient;
 use plan::{Arrivals, Transport};
 use report::{CheckReport, Report, StreamReport};
 
@@ -39,9 +44,25 @@ use report::{CheckReport, Report, StreamReport};
 #[derive(Debug, Clone, clap::Args)]
 pub struct LoadArgs {
     /// Base URL of the deployment to load (the edge, or one API node), e.g.
-    /// http://127.0.0.1:8080.
+    /// http://127.0.0.1:8080; with --nchan, nginx's.
     #[arg(long, env = "CHATTY_TARGET")]
     pub target: String,
+    /// Load nginx + nchan instead, for comparison: each room is a channel,
+    /// guests subscribe with nchan's long-poll (--transport hold) or
+    /// EventSource (--transport stream) and senders publish to it; no
+    /// joins, tokens or heartbeats. Delivery counts from the publish's
+    /// 201/202.
+    #[arg(long, env = "CHATTY_LOAD_NCHAN")]
+    pub nchan: bool,
+    /// With --nchan: the path a channel id is appended to for publishing
+    /// (an `nchan_publisher` location).
+    #[arg(long, env = "CHATTY_LOAD_NCHAN_PUB", default_value = "/pub/")]
+    pub nchan_pub: String,
+    /// With --nchan: the path a channel id is appended to for subscribing
+    /// (an `nchan_subscriber longpoll` location for --transport hold, its
+    /// subscriber timeout the --hold-wait; `eventsource` for stream).
+    #[arg(long, env = "CHATTY_LOAD_NCHAN_SUB", default_value = "/sub/")]
+    pub nchan_sub: String,
     /// Site id the guests join.
     #[arg(long, env = "CHATTY_SITE", default_value = "demo")]
     pub site: String,
@@ -76,7 +97,8 @@ pub struct LoadArgs {
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     pub poll_interval: Duration,
     /// What a held poll asks the server to wait at most (`Prefer: wait=S`,
-    /// whole seconds), with --transport hold.
+    /// whole seconds), with --transport hold. With --nchan, the server's
+    /// subscriber timeout decides; this bounds the request's timeout.
     #[arg(long, default_value = "25s", value_parser = parse_duration)]
     pub hold_wait: Duration,
     /// Each guest on timed polls sends a heartbeat this often.
@@ -153,6 +175,21 @@ impl LoadArgs {
         if self.hold_wait < Duration::from_secs(1) {
             return Err("--hold-wait must be at least 1s".into());
         }
+        if self.nchan {
+            if self.transport == Transport::Poll {
+                return Err("--nchan reads by --transport hold (long-poll) or stream (EventSource), not poll".into());
+            }
+            for (flag, path) in [
+                ("--nchan-pub", &self.nchan_pub),
+                ("--nchan-sub", &self.nchan_sub),
+            ] {
+                if !path.starts_with('/') || !path.ends_with('/') {
+                    return Err(format!(
+                        "{flag} {path:?}: a path starting and ending with '/'"
+                    ));
+                }
+            }
+        }
         sockets::check_source_addrs(&url, self.source_addrs)?;
         for u in &self.api_metrics {
             reqwest::Url::parse(u).map_err(|e| format!("--api-metrics {u:?}: {e}"))?;
@@ -187,9 +224,32 @@ pub fn main(args: LoadArgs) -> i32 {
     rt.block_on(run(args))
 }
 
-/// The guests' clients, one or one per source address: for the API calls,
-/// and for the held polls and streams that carry their tokens.
-fn clients(args: &LoadArgs) -> Result<(Vec<ApiClient>, Vec<EdgeClient>), ClientError> {
+/// What the run loads: the guests' clients, one or one per source address
+/// (for the API calls, and for the held polls and streams that carry their
+/// tokens; or nchan's).
+fn target(args: &LoadArgs) -> Result<Target, ClientError> {
+    let sources = match args.source_addrs {
+        1 => vec![None],
+        n => sockets::source_addrs(n).into_iter().map(Some).collect(),
+    };
+    if args.nchan {
+        let idle = args.guests.div_ceil(args.source_addrs);
+        let clients = sources
+            .iter()
+            .map(|&source| {
+                let (p, s) = (&args.nchan_pub, &args.nchan_sub);
+                NchanClient::new(&args.target, p, s, source, args.timeout, idle)
+            })
+            .collect::<Result<_, _>>()?;
+        return Ok(Target::Nchan(clients));
+    }
+    let (clients, edges) = chatty_clients(args)?;
+    Ok(Target::Chatty { clients, edges })
+}
+
+/// Chatty's clients: for the API calls, and for the held polls and streams
+/// that carry the guests' tokens.
+fn chatty_clients(args: &LoadArgs) -> Result<(Vec<ApiClient>, Vec<EdgeClient>), ClientError> {
     let mut opts = ClientOptions::new(args.target.clone(), args.site.clone());
     opts.max_in_flight = Some(args.connections);
     opts.timeout = args.timeout;
@@ -210,14 +270,21 @@ fn clients(args: &LoadArgs) -> Result<(Vec<ApiClient>, Vec<EdgeClient>), ClientE
 }
 
 async fn run(args: LoadArgs) -> i32 {
-    let (clients, edges) = match clients(&args) {
+    let target = match target(&args) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("chatty load: {e}");
+            return 1;
+        }
+    };
+    // For --api-metrics (the API nodes' pages).
+    let client = match ApiClient::new(&ClientOptions::new(args.target.clone(), args.site.clone())) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("chatty load: {e}");
             return 1;
         }
     };
-    let client = clients[0].clone();
     let before = if args.api_metrics.is_empty() {
         None
     } else {
@@ -232,7 +299,7 @@ async fn run(args: LoadArgs) -> i32 {
     let stats = Arc::new(Stats::default());
     let progress = (!args.no_progress)
         .then(|| tokio::spawn(progress_line(stats.clone(), args.guests, args.transport)));
-    let result = generator::run(clients, edges, plan(&args), stats.clone()).await;
+    let result = generator::run(target, plan(&args), stats.clone()).await;
     if let Some(p) = progress {
         p.abort();
         eprintln!();
@@ -291,6 +358,7 @@ fn report(args: &LoadArgs, stats: &Stats, result: &RunResult, api_requests: Opti
         guests_joined: stats.joined.load(Relaxed),
         rooms: args.rooms,
         site: args.site.clone(),
+        server: if args.nchan { "nchan" } else { "chatty" },
         transport: args.transport.as_str(),
         seed: args.seed,
         duration_s: window_s,
@@ -619,6 +687,110 @@ mod tests {
         assert_eq!(status, 0, "{report:#}");
         let peers: Vec<String> = server.peers().iter().map(|p| p.to_string()).collect();
         assert_eq!(peers, ["127.0.0.1", "127.0.0.2", "127.0.0.3"]);
+    }
+
+    fn fake_nchan_behaviour(hide: Option<usize>) -> fake_nchan::Behaviour {
+        fake_nchan::Behaviour {
+            wait: Duration::from_millis(400),
+            life: Duration::from_millis(700),
+            hide,
+        }
+    }
+
+    /// nchan's long-poll: every subscriber reads each message (one per
+    /// answer) soon after it is published, walking on with `If-None-Match`
+    /// and `If-Modified-Since`; quiet channels end their waits in `408`.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_clean_run_against_a_fake_nchan_with_long_polls() {
+        let server = fake_nchan::start(fake_nchan_behaviour(None)).await;
+        let json = temp_json("nchan-hold");
+        let extra = ["--nchan", "--transport", "hold", "--poll-interval", "3s"];
+        let (status, report) = run_for_report(args_with(&server.base, &json, &extra)).await;
+        assert_eq!(status, 0, "{report:#}");
+        assert_eq!(report["server"], "nchan");
+        assert_eq!(report["transport"], "hold");
+        assert_eq!(report["guests_joined"], 40);
+        assert!(report["sends"].as_u64().unwrap() > 20, "{report:#}");
+        assert_eq!(report["sends"], report["sends_acknowledged"]);
+        assert_eq!(server.published(), report["sends"].as_u64().unwrap());
+        assert!(server.long_polls() > 40, "{report:#}");
+        assert!(
+            report["poll_304_share"].as_f64().unwrap() > 0.0,
+            "{report:#}"
+        );
+        let delivery = &report["delivery_latency_ms"];
+        assert!(delivery["count"].as_u64().unwrap() > 0, "{report:#}");
+        assert!(delivery["p50"].as_f64().unwrap() < 1000.0, "{report:#}");
+        for key in ["missing", "duplicated", "out_of_order", "lost_acknowledged"] {
+            assert_eq!(report["check"][key], 0, "{report:#}");
+        }
+        assert!(
+            report["errors"].as_object().unwrap().is_empty(),
+            "{report:#}"
+        );
+        assert_eq!(report["heartbeats"], 0);
+    }
+
+    /// nchan's EventSource: streams the server ends every 700 ms are
+    /// reopened with `Last-Event-ID`, and nothing is lost or repeated.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_clean_run_against_a_fake_nchan_with_event_source() {
+        let server = fake_nchan::start(fake_nchan_behaviour(None)).await;
+        let json = temp_json("nchan-stream");
+        let extra = ["--nchan", "--transport", "stream"];
+        let (status, report) = run_for_report(args_with(&server.base, &json, &extra)).await;
+        assert_eq!(status, 0, "{report:#}");
+        assert_eq!(report["server"], "nchan");
+        let streams = &report["streams"];
+        let n = |k: &str| streams[k].as_u64().unwrap();
+        assert!(n("opened") > 40 && n("reconnects") > 0, "{report:#}");
+        assert!(n("ended_by_edge") > 0 && n("events") > 0, "{report:#}");
+        let (requests, resumed) = server.streams();
+        assert!(resumed <= n("reconnects") && n("reconnects") <= resumed + 40);
+        assert!(n("opened") <= requests && requests <= n("opened") + 40);
+        assert!(report["delivery_latency_ms"]["count"].as_u64().unwrap() > 0);
+        for key in ["missing", "duplicated", "out_of_order", "lost_acknowledged"] {
+            assert_eq!(report["check"][key], 0, "{report:#}");
+        }
+        assert!(
+            report["errors"].as_object().unwrap().is_empty(),
+            "{report:#}"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_message_nchan_hides_fails_the_check() {
+        for transport in ["hold", "stream"] {
+            let server = fake_nchan::start(fake_nchan_behaviour(Some(1))).await;
+            let json = temp_json(&format!("nchan-hidden-{transport}"));
+            let extra = ["--nchan", "--transport", transport];
+            let (status, report) = run_for_report(args_with(&server.base, &json, &extra)).await;
+            assert_eq!(status, 1, "{report:#}");
+            assert!(
+                report["check"]["missing"].as_u64().unwrap() > 0,
+                "{report:#}"
+            );
+            assert!(
+                report["check"]["lost_acknowledged"].as_u64().unwrap() > 0,
+                "{report:#}"
+            );
+        }
+    }
+
+    #[test]
+    fn nchan_flags() {
+        let json = temp_json("nchan-flags");
+        let url = "http://127.0.0.1:8080";
+        let ok = args_with(url, &json, &["--nchan", "--transport", "stream"]);
+        assert!(ok.nchan && ok.validate().is_ok());
+        assert_eq!(
+            (ok.nchan_pub.as_str(), ok.nchan_sub.as_str()),
+            ("/pub/", "/sub/")
+        );
+        let poll = args_with(url, &json, &["--nchan"]);
+        assert!(poll.validate().unwrap_err().contains("not poll"));
+        let bad = ["--nchan", "--transport", "hold", "--nchan-sub", "/sub"];
+        assert!(args_with(url, &json, &bad).validate().is_err());
     }
 
     #[test]

@@ -104,6 +104,9 @@ pub struct StreamReport {
 ///   "guests_joined": 300,        // guests whose join succeeded
 ///   "rooms": 20,
 ///   "site": "demo",
+///   "server": "chatty",          // chatty, or nchan (--nchan: guests are
+///                                //   nchan subscribers, "guests_joined"
+///                                //   those that started, sends publishes)
 ///   "transport": "poll",         // poll, hold or stream (--transport)
 ///   "seed": 1,
 ///   "duration_s": 15.0,          // the measured window (after the ramp)
@@ -147,6 +150,7 @@ pub struct Report {
     pub guests_joined: u64,
     pub rooms: usize,
     pub site: String,
+    pub server: &'static str,
     pub transport: &'static str,
     pub seed: u64,
     pub duration_s: f64,
@@ -275,6 +279,7 @@ mod tests {
             guests_joined: 2,
             rooms: 1,
             site: "demo".into(),
+            server: "chatty",
             transport: "poll",
             seed: 1,
             duration_s: 1.0,
@@ -301,6 +306,7 @@ mod tests {
         for key in [
             "guests",
             "rooms",
+            "server",
             "transport",
             "duration_s",
             "polls",

@@ -52,6 +52,21 @@ impl Reconnect {
         }
     }
 
+    /// A stream opened: failures in a row start again from zero.
+    pub fn opened(&mut self) {
+        self.failures = 0;
+    }
+
+    /// A request or a stream failed.
+    pub fn failed(&mut self) {
+        self.failures += 1;
+    }
+
+    /// The stream said `retry: <ms>`.
+    pub fn set_hint(&mut self, hint: Duration) {
+        self.hint = hint;
+    }
+
     /// The delay before the next request: the hint doubled for each failure
     /// in a row beyond the first, bounded, then spread over ½…1½ of itself
     /// so that streams an edge ended together do not come back together;
@@ -165,7 +180,7 @@ async fn read_stream(
         .await;
     let mut body = match opened {
         Err(e) => {
-            reconnect.failures += 1;
+            reconnect.failed();
             return failed(e);
         }
         Ok(Opened::Page(page)) => {
@@ -176,7 +191,7 @@ async fn read_stream(
         Ok(Opened::Stream(body)) => body,
     };
     stats.streams_opened.fetch_add(1, Relaxed);
-    reconnect.failures = 0;
+    reconnect.opened();
     let mut parser = SseParser::new();
     let mut events: Vec<Event> = Vec::new();
     loop {
@@ -192,7 +207,7 @@ async fn read_stream(
         let mut bad: Option<ClientError> = None;
         let parsed = parser.feed(&chunk, &mut |item| match item {
             _ if bad.is_some() => {}
-            SseItem::Retry(hint) => reconnect.hint = hint,
+            SseItem::Retry(hint) => reconnect.set_hint(hint),
             SseItem::Comment => {}
             SseItem::Event(e) if e.is_default() => match read_event(&e.data, e.id.as_deref()) {
                 Ok(ev) => events.push(ev),
