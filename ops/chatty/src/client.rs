@@ -333,9 +333,6 @@ fn permits(opts: &ClientOptions) -> Option<Arc<Semaphore>> {
         .map(|n| Arc::new(Semaphore::new(n.max(1))))
 }
 
-/// RFC 7240's request header, and the answer's header saying it was
-/// honoured.
-
 /// Reads a poll's answer; copies its `ETag` into `etag` when it changed.
 fn read_poll(answer: Answer, etag: &mut String) -> Result<Poll, ClientError> {
     if let Some(tag) = answer.etag.as_ref().and_then(|v| v.to_str().ok()) {
