@@ -169,7 +169,18 @@ impl Streams {
         // The first read comes before the header, so that a room the API
         // does not know, or no node at all, is answered as a poll would be.
         let mut out = BytesMut::new();
-        match self.read(room, &mut cursor, None, &mut out).await {
+        // What the map vouches for lets the first page come from the cache
+        // (or the fetch in flight for it) like any other.
+        let known = match self.map.answerable(
+            room.key,
+            Resource::Messages,
+            self.map.now(),
+            Refresh::Leave,
+        ) {
+            Some(Known::Messages(v)) => Some(v),
+            _ => None,
+        };
+        match self.read(room, &mut cursor, known, &mut out).await {
             Ok(()) => {}
             Err(Failed::Refused(answer)) => return pass_on(session, answer).await,
             Err(Failed::NoNode(e)) => {
