@@ -18,7 +18,8 @@
 //! A stream parks on both parts of its room ([`Holds::park_stream`]) and
 //! reads only when the map says a part moved: the page after its cursor
 //! from the page cache, else one fetch per (room, after, version) shared
-//! with every poll and stream that wants it ([`Flights`]). While the map
+//! with every poll and stream that wants it ([`Flights`]); a whole page is
+//! parsed and framed once, and kept framed for the other streams. While the map
 //! cannot vouch for the room (no bus), a stream asks an API node itself
 //! every [`UNKNOWN_PACE`], with `If-None-Match`, as a poll would.
 
@@ -54,6 +55,8 @@ const RETRY_MS: u64 = 2000;
 const RETRY_STOPPING_MS: u64 = 250;
 /// Longest a write may wait for a client that does not read.
 const WRITE_LIMIT: Duration = Duration::from_secs(30);
+/// Budget of the framed pages kept for streams.
+const FRAMED_CACHE_BYTES: usize = 16 << 20;
 /// Budget of the members lists kept for streams, and the largest kept.
 const MEMBERS_CACHE_BYTES: usize = 16 << 20;
 const MAX_MEMBERS_BYTES: usize = 512 << 10;
@@ -129,6 +132,8 @@ pub struct Streams {
     map: Arc<VersionMap>,
     pages: Arc<PageCache>,
     flights: Arc<Flights>,
+    /// Whole pages as framed events, keyed like the page cache.
+    framed: PageCache,
     members: PageCache,
     member_flights: Arc<Flights>,
     fetcher: Arc<Fetcher>,
@@ -145,6 +150,7 @@ impl Streams {
             map,
             pages,
             flights,
+            framed: PageCache::with_limit(FRAMED_CACHE_BYTES, 2 * MAX_PAGE_BYTES),
             members: PageCache::with_limit(MEMBERS_CACHE_BYTES, MAX_MEMBERS_BYTES),
             member_flights: Arc::default(),
             fetcher,
@@ -171,15 +177,14 @@ impl Streams {
         let mut out = BytesMut::new();
         // What the map vouches for lets the first page come from the cache
         // (or the fetch in flight for it) like any other.
-        let known = match self.map.answerable(
-            room.key,
-            Resource::Messages,
-            self.map.now(),
-            Refresh::Leave,
-        ) {
-            Some(Known::Messages(v)) => Some(v),
-            _ => None,
-        };
+        let known =
+            match self
+                .map
+                .answerable(room.key, Resource::Messages, self.map.now(), Refresh::Leave)
+            {
+                Some(Known::Messages(v)) => Some(v),
+                _ => None,
+            };
         match self.read(room, &mut cursor, known, &mut out).await {
             Ok(()) => {}
             Err(Failed::Refused(answer)) => return pass_on(session, answer).await,
@@ -333,6 +338,18 @@ impl Streams {
         out: &mut BytesMut,
     ) -> Result<(), Failed> {
         loop {
+            let (key, after) = (room.key, cursor.seq);
+            // The events of a whole page, framed once for every stream at
+            // the same place: a message to a room of G streams is parsed
+            // and framed once, not G times.
+            if let Some((v, framed)) =
+                known.and_then(|v| Some((v, self.framed.get(key, after, v)?)))
+            {
+                out.extend_from_slice(&framed);
+                cursor.seq = v.seq;
+                cursor.version = Some(v);
+                return Ok(());
+            }
             let page = self.page(room, cursor, known).await?;
             let Some(body) = page.body else {
                 return Ok(());
@@ -341,6 +358,7 @@ impl Streams {
                 tracing::warn!("an API node answered a page that is not one");
                 return Err(Failed::NoNode(FetchError::NoNode));
             };
+            let start = out.len();
             for event in &page_of.events {
                 if event.seq > cursor.seq {
                     frame_event(out, event);
@@ -350,6 +368,12 @@ impl Streams {
             cursor.seq = cursor.seq.max(page_of.seq);
             if !page_of.more {
                 cursor.version = page.version;
+                // Kept only where the page ends at its version, as a hit
+                // above assumes.
+                if let Some(v) = page.version.filter(|v| v.seq == cursor.seq) {
+                    let framed = Bytes::copy_from_slice(&out[start..]);
+                    self.framed.put(key, after, v, framed);
+                }
                 return Ok(());
             }
             known = None;
