@@ -5,7 +5,7 @@
 build_release
 export BENCH_SKIP_BUILD=1
 rc=0
-for s in poll304 api fullstack microcache sends edge-memory; do
+for s in poll304 api fullstack microcache sends edge-memory push held; do
   log "=== $s"
   run "$BENCH_DIR/$s.sh" || { log "$s failed with $?"; rc=1; }
 done
