@@ -7,53 +7,15 @@ use std::time::{Duration, Instant};
 
 use chatty::client::Poll;
 use chatty_tests::attack::{poll_failure, SHED};
-use chatty_tests::chat::{client, create_site, Guest, Reader};
+use chatty_tests::chat::{client, Guest, Reader};
 use chatty_tests::edge_polls::{held_poll, hold, learn, next_page, until_held};
-use chatty_tests::procs::{ApiNode, Edge};
-use chatty_tests::scrape::route_requests;
-use chatty_tests::services::{redis_prefix, FreshDb, PrivateRedis};
-use chatty_tests::stack::{edge_opts, node_opts, RATES_OFF};
+use chatty_tests::procs::Edge;
+use chatty_tests::stack::{edge_opts, TwoNodes};
 use chatty_tests::wait_for;
-
-struct Stack {
-    _db: FreshDb,
-    redis: PrivateRedis,
-    a: ApiNode,
-    b: ApiNode,
-    edge: Edge,
-    prefix: String,
-}
-
-async fn stack(edge_extra: &[&str]) -> Stack {
-    let db = FreshDb::create().await;
-    let redis = PrivateRedis::start().await;
-    let prefix = redis_prefix().await;
-    let opts = node_opts(&db, &redis.url(), &prefix, RATES_OFF);
-    let a = ApiNode::start(opts.clone()).await;
-    let b = ApiNode::start(opts).await;
-    create_site(&a.base, "acme").await;
-    let edge = Edge::start(edge_opts([&a, &b], &redis.url(), &prefix, edge_extra)).await;
-    Stack {
-        _db: db,
-        redis,
-        a,
-        b,
-        edge,
-        prefix,
-    }
-}
-
-impl Stack {
-    /// Polls both nodes counted (the edge forwarded or could not answer).
-    async fn polls_seen(&self) -> f64 {
-        route_requests(&self.a, "messages_get").await
-            + route_requests(&self.b, "messages_get").await
-    }
-}
 
 #[tokio::test]
 async fn answers_304_from_memory_with_every_api_node_frozen() {
-    let s = stack(&[]).await;
+    let s = TwoNodes::start(&[], &[]).await;
     let g = Guest::join(&s.edge.base, "acme", "hall", "ada").await;
     g.send("hi", "c1").await;
     let (etag, seq) = learn(&s.edge.base, "hall").await;
@@ -79,7 +41,7 @@ async fn answers_304_from_memory_with_every_api_node_frozen() {
 
 #[tokio::test]
 async fn a_send_to_one_node_reaches_an_edge_poller_within_200ms() {
-    let s = stack(&[]).await;
+    let s = TwoNodes::start(&[], &[]).await;
     let g = Guest::join(&s.b.base, "acme", "hall", "ada").await;
     g.send("first", "c1").await;
     let (etag, seq) = learn(&s.edge.base, "hall").await;
@@ -95,7 +57,7 @@ async fn a_send_to_one_node_reaches_an_edge_poller_within_200ms() {
 
 #[tokio::test]
 async fn a_message_to_twenty_readers_costs_the_api_one_poll() {
-    let s = stack(&[]).await;
+    let s = TwoNodes::start(&[], &[]).await;
     let g = Guest::join(&s.edge.base, "acme", "hall", "ada").await;
     g.send("first", "c1").await;
     let (etag, seq) = learn(&s.edge.base, "hall").await;
@@ -111,7 +73,7 @@ async fn a_message_to_twenty_readers_costs_the_api_one_poll() {
         }
     })
     .await;
-    let before = s.polls_seen().await;
+    let before = s.pages_served().await;
     for reader in 0..20 {
         let mut held = etag.clone();
         match c.poll("hall", seq, &mut held).await.expect("poll") {
@@ -123,7 +85,7 @@ async fn a_message_to_twenty_readers_costs_the_api_one_poll() {
             Poll::NotModified => panic!("reader {reader}: a stale 304"),
         }
     }
-    let after = s.polls_seen().await;
+    let after = s.pages_served().await;
     assert_eq!(
         after, before,
         "every reader was answered from the page cache"
@@ -138,7 +100,7 @@ async fn a_message_to_twenty_readers_costs_the_api_one_poll() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_killed_api_node_costs_nothing_after_two_seconds() {
-    let mut s = stack(&[]).await;
+    let mut s = TwoNodes::start(&[], &[]).await;
     let g = Guest::join(&s.edge.base, "acme", "hall", "ada").await;
     let c = client(&s.edge.base, "acme");
     let mut acked = Vec::new();
@@ -197,7 +159,7 @@ async fn a_killed_api_node_costs_nothing_after_two_seconds() {
 
 #[tokio::test]
 async fn redis_killed_and_restarted_bounds_staleness_and_resumes() {
-    let mut s = stack(&["--max-age", "2s"]).await;
+    let mut s = TwoNodes::start(&[], &["--max-age", "2s"]).await;
     let g = Guest::join(&s.a.base, "acme", "hall", "ada").await;
     g.send("first", "c1").await;
     let (etag, seq) = learn(&s.edge.base, "hall").await;
@@ -219,14 +181,14 @@ async fn redis_killed_and_restarted_bounds_staleness_and_resumes() {
     .await;
     // Short-circuiting resumes: polls with the current ETag stop reaching the API.
     let (etag, seq) = learn(&s.edge.base, "hall").await;
-    let before = s.polls_seen().await;
+    let before = s.pages_served().await;
     for _ in 0..50 {
         assert!(matches!(
             c.poll("hall", seq, &mut etag.clone()).await,
             Ok(Poll::NotModified)
         ));
     }
-    let after = s.polls_seen().await;
+    let after = s.pages_served().await;
     assert!(
         after - before <= 2.0,
         "{} polls reached the API",
@@ -239,7 +201,7 @@ async fn invented_rooms_stay_within_the_cap_and_are_forwarded() {
     const CAP: u64 = 1000;
     const POLLS: usize = 100_000;
     // One address sends all of it: lift the edge's per-address rate.
-    let s = stack(&["--max-rooms", "1000", "--ip-rate", "off"]).await;
+    let s = TwoNodes::start(&[], &["--max-rooms", "1000", "--ip-rate", "off"]).await;
     let before = s
         .edge
         .metric("chatty_edge_requests_total{outcome=\"short_circuit\"}")
@@ -297,7 +259,7 @@ async fn invented_rooms_stay_within_the_cap_and_are_forwarded() {
 
 #[tokio::test]
 async fn a_send_through_one_edge_is_seen_through_another_within_200ms() {
-    let s = stack(&[]).await;
+    let s = TwoNodes::start(&[], &[]).await;
     let edge2 = Edge::start(edge_opts([&s.a, &s.b], &s.redis.url(), &s.prefix, &[])).await;
     let g = Guest::join(&s.edge.base, "acme", "hall", "ada").await;
     g.send("first", "c1").await;
@@ -314,7 +276,7 @@ async fn a_send_through_one_edge_is_seen_through_another_within_200ms() {
 
 #[tokio::test]
 async fn a_held_poll_gets_a_message_sent_through_a_node_at_once() {
-    let s = stack(&[]).await;
+    let s = TwoNodes::start(&[], &[]).await;
     let g = Guest::join(&s.b.base, "acme", "hall", "ada").await;
     g.send("first", "c1").await;
     let (etag, seq) = learn(&s.edge.base, "hall").await;
@@ -342,11 +304,11 @@ async fn a_held_poll_gets_a_message_sent_through_a_node_at_once() {
 
 #[tokio::test]
 async fn a_held_poll_of_a_quiet_room_gets_304_when_its_wait_ends() {
-    let s = stack(&[]).await;
+    let s = TwoNodes::start(&[], &[]).await;
     let g = Guest::join(&s.edge.base, "acme", "hall", "ada").await;
     g.send("first", "c1").await;
     let (etag, seq) = learn(&s.edge.base, "hall").await;
-    let before = s.polls_seen().await;
+    let before = s.pages_served().await;
     let h = held_poll(&s.edge.base, ("hall", seq, &etag), 1).await;
     assert_eq!(h.status, 304);
     assert_eq!(h.etag.as_deref(), Some(etag.as_str()));
@@ -357,7 +319,7 @@ async fn a_held_poll_of_a_quiet_room_gets_304_when_its_wait_ends() {
         h.took
     );
     assert!(h.took < Duration::from_secs(3), "held {:?}", h.took);
-    assert_eq!(s.polls_seen().await, before, "no API request while held");
+    assert_eq!(s.pages_served().await, before, "no API request while held");
     assert!(
         s.edge
             .metric("chatty_edge_held_releases_total{reason=\"timeout\"}")

@@ -7,51 +7,15 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use chatty_tests::chat::{create_site, Guest};
+use chatty_tests::chat::Guest;
 use chatty_tests::edge_polls::{hold, learn};
-use chatty_tests::procs::{ApiNode, Edge};
+use chatty_tests::procs::Edge;
 use chatty_tests::scrape::route_requests;
-use chatty_tests::services::{redis_prefix, FreshDb, PrivateRedis};
 use chatty_tests::sse::{Ask, Sse, Stream};
-use chatty_tests::stack::{edge_opts, node_opts, RATES_OFF};
+use chatty_tests::stack::TwoNodes;
 use chatty_tests::wait_for;
 
 const LONG: Duration = Duration::from_secs(10);
-
-struct Stack {
-    _db: FreshDb,
-    redis: PrivateRedis,
-    a: ApiNode,
-    b: ApiNode,
-    edge: Edge,
-}
-
-async fn stack(api_extra: &[&str], edge_extra: &[&str]) -> Stack {
-    let db = FreshDb::create().await;
-    let redis = PrivateRedis::start().await;
-    let prefix = redis_prefix().await;
-    let extra: Vec<&str> = RATES_OFF.iter().chain(api_extra).copied().collect();
-    let opts = node_opts(&db, &redis.url(), &prefix, &extra);
-    let a = ApiNode::start(opts.clone()).await;
-    let b = ApiNode::start(opts).await;
-    create_site(&a.base, "acme").await;
-    let edge = Edge::start(edge_opts([&a, &b], &redis.url(), &prefix, edge_extra)).await;
-    Stack {
-        _db: db,
-        redis,
-        a,
-        b,
-        edge,
-    }
-}
-
-impl Stack {
-    /// Pages both nodes served (the edge forwarded or fetched them).
-    async fn pages_served(&self) -> f64 {
-        route_requests(&self.a, "messages_get").await
-            + route_requests(&self.b, "messages_get").await
-    }
-}
 
 /// A stream of `hall` after `after`, read up to its first members event:
 /// the edge has it parked from then on.
@@ -87,7 +51,7 @@ async fn until_streams(edge: &Edge, n: f64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_send_through_node_b_reaches_a_held_poll_and_a_stream_at_once() {
     const ROUNDS: usize = 5;
-    let s = stack(&[], &[]).await;
+    let s = TwoNodes::start(&[], &[]).await;
     let g = Guest::join(&s.b.base, "acme", "hall", "ada").await;
     g.send("first", "c1").await;
     let (mut etag, mut seq) = learn(&s.edge.base, "hall").await;
@@ -132,7 +96,7 @@ async fn two_hundred_parked_guests_cost_one_upstream_fetch_per_message() {
     const STREAMS: usize = 50;
     // A long max-age: no guest is let go early to re-confirm the room's
     // version while the test counts fetches (Redis stays up).
-    let s = stack(&[], &["--max-age", "30s"]).await;
+    let s = TwoNodes::start(&[], &["--max-age", "30s"]).await;
     let g = Guest::join(&s.b.base, "acme", "hall", "ada").await;
     g.send("first", "c1").await;
     let (etag, seq) = learn(&s.edge.base, "hall").await;
@@ -171,7 +135,7 @@ async fn two_hundred_parked_guests_cost_one_upstream_fetch_per_message() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn redis_cut_while_guests_are_parked_releases_them_within_max_age_and_loses_nothing() {
-    let mut s = stack(&[], &["--max-age", "2s"]).await;
+    let mut s = TwoNodes::start(&[], &["--max-age", "2s"]).await;
     let g = Guest::join(&s.a.base, "acme", "hall", "ada").await;
     g.send("first", "c1").await;
     let (etag, seq) = learn(&s.edge.base, "hall").await;
@@ -213,7 +177,7 @@ async fn redis_cut_while_guests_are_parked_releases_them_within_max_age_and_lose
 async fn sigterm_releases_held_polls_and_ends_streams_with_a_retry_hint_at_once() {
     const GUESTS: usize = 10;
     // Requests in flight get the drain (9 s); parked guests are let go now.
-    let s = stack(&[], &["--drain-timeout", "10s"]).await;
+    let s = TwoNodes::start(&[], &["--drain-timeout", "10s"]).await;
     let g = Guest::join(&s.edge.base, "acme", "hall", "ada").await;
     g.send("first", "c1").await;
     let (etag, seq) = learn(&s.edge.base, "hall").await;
@@ -245,7 +209,7 @@ async fn sigterm_releases_held_polls_and_ends_streams_with_a_retry_hint_at_once(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_stream_resumed_with_last_event_id_after_a_node_is_killed_sees_every_message_once() {
-    let mut s = stack(&[], &[]).await;
+    let mut s = TwoNodes::start(&[], &[]).await;
     let g = Guest::join(&s.a.base, "acme", "hall", "ada").await;
     let mut seen = Vec::new();
     let mut sent = Vec::new();
@@ -275,7 +239,7 @@ async fn a_stream_resumed_with_last_event_id_after_a_node_is_killed_sees_every_m
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn streaming_guests_stay_present_without_heartbeats_and_leave_after_the_grace() {
-    let s = stack(&["--presence-ttl", "3s"], &["--presence-every", "1s"]).await;
+    let s = TwoNodes::start(&["--presence-ttl", "3s"], &["--presence-every", "1s"]).await;
     let ada = Guest::join(&s.a.base, "acme", "hall", "ada").await;
     let bob = Guest::join(&s.a.base, "acme", "hall", "bob").await;
     let mut ada_stream = parked_stream(&s.edge, 0, Some(&ada.joined.token)).await;

@@ -4,7 +4,8 @@
 
 use crate::chat::create_site;
 use crate::procs::{ApiNode, ApiOpts, Edge, EdgeOpts};
-use crate::services::{redis_prefix, FreshDb, REDIS_URL};
+use crate::scrape::route_requests;
+use crate::services::{redis_prefix, FreshDb, PrivateRedis, REDIS_URL};
 
 /// chat-api flags that lift its per-guest and per-address rate limits (one
 /// test client is one address and sends fast).
@@ -81,5 +82,47 @@ impl Stack {
     /// The edge's proxy address, `127.0.0.1:port`.
     pub fn edge_addr(&self) -> String {
         format!("127.0.0.1:{}", self.edge.port)
+    }
+}
+
+/// Two API nodes and an edge on a fresh database and a private Redis that
+/// a test may kill and restart, with `acme`; rates off on the nodes.
+pub struct TwoNodes {
+    _db: FreshDb,
+    pub redis: PrivateRedis,
+    pub prefix: String,
+    pub a: ApiNode,
+    pub b: ApiNode,
+    pub edge: Edge,
+}
+
+impl TwoNodes {
+    /// The nodes started with `api_extra` (after [`RATES_OFF`]), the edge
+    /// with `edge_extra`.
+    pub async fn start(api_extra: &[&str], edge_extra: &[&str]) -> TwoNodes {
+        let db = FreshDb::create().await;
+        let redis = PrivateRedis::start().await;
+        let prefix = redis_prefix().await;
+        let extra: Vec<&str> = RATES_OFF.iter().chain(api_extra).copied().collect();
+        let opts = node_opts(&db, &redis.url(), &prefix, &extra);
+        let a = ApiNode::start(opts.clone()).await;
+        let b = ApiNode::start(opts).await;
+        create_site(&a.base, "acme").await;
+        let edge = Edge::start(edge_opts([&a, &b], &redis.url(), &prefix, edge_extra)).await;
+        TwoNodes {
+            _db: db,
+            redis,
+            prefix,
+            a,
+            b,
+            edge,
+        }
+    }
+
+    /// Pages both nodes served (`GET …/messages` the edge forwarded or
+    /// fetched).
+    pub async fn pages_served(&self) -> f64 {
+        route_requests(&self.a, "messages_get").await
+            + route_requests(&self.b, "messages_get").await
     }
 }
