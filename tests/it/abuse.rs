@@ -202,6 +202,7 @@ async fn the_edge_limits_requests_per_address_before_any_node() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_invented_rooms_a_second_keep_the_edge_memory_flat() {
+    let _heavy = chatty_tests::heavy().await;
     // A cap a debug build can fill in a few seconds; the bound is the same
     // code at any size.
     const CAP: f64 = 2_000.0;
@@ -272,6 +273,7 @@ async fn ten_thousand_invented_rooms_a_second_keep_the_edge_memory_flat() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_slowloris_connections_do_not_starve_real_clients() {
+    let _heavy = chatty_tests::heavy().await;
     const SLOW: usize = 1000;
     let own_limit = open_files_limit("self");
     assert!(

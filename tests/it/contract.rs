@@ -14,6 +14,7 @@ const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
 
 #[tokio::test]
 async fn schemathesis_through_the_edge_finds_no_server_error_and_no_schema_violation() {
+    let _heavy = chatty_tests::heavy().await;
     let found = Command::new("schemathesis").arg("--version").output();
     assert!(
         found.is_ok_and(|o| o.status.success()),

@@ -198,6 +198,7 @@ async fn redis_killed_and_restarted_bounds_staleness_and_resumes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn invented_rooms_stay_within_the_cap_and_are_forwarded() {
+    let _heavy = chatty_tests::heavy().await;
     const CAP: u64 = 1000;
     const POLLS: usize = 100_000;
     // One address sends all of it: lift the edge's per-address rate.
@@ -280,7 +281,7 @@ async fn a_held_poll_gets_a_message_sent_through_a_node_at_once() {
     let g = Guest::join(&s.b.base, "acme", "hall", "ada").await;
     g.send("first", "c1").await;
     let (etag, seq) = learn(&s.edge.base, "hall").await;
-    let held = hold(&s.edge, 1, (seq, &etag), 10).await;
+    let held = hold(&s.edge, "hall", 1, (seq, &etag), 10).await;
     let sent = g.send("second", "c2").await;
     let acked = Instant::now();
     let h = held

@@ -36,10 +36,13 @@ struct Cluster {
     edge: Edge,
     prefix: String,
     dir: tempfile::TempDir,
+    /// Last, so that it is let go once everything above has stopped.
+    _heavy: tokio::sync::MutexGuard<'static, ()>,
 }
 
 impl Cluster {
     async fn start() -> Cluster {
+        let heavy = chatty_tests::heavy().await;
         let db = FreshDb::create().await;
         let redis = PrivateRedis::start().await;
         let prefix = unique("f").chars().take(10).collect::<String>() + ":";
@@ -81,6 +84,7 @@ impl Cluster {
             edge,
             prefix,
             dir,
+            _heavy: heavy,
         }
     }
 

@@ -19,13 +19,13 @@ const LONG: Duration = Duration::from_secs(10);
 
 /// A stream of `hall` after `after`, read up to its first members event:
 /// the edge has it parked from then on.
-async fn parked_stream(edge: &Edge, after: u64, token: Option<&str>) -> Stream {
+async fn parked_stream(edge: &Edge, room: &str, after: u64, token: Option<&str>) -> Stream {
     let ask = Ask {
         after: Some(after),
         token,
         ..Ask::default()
     };
-    let mut s = Stream::open(&edge.base, ("acme", "hall"), ask).await;
+    let mut s = Stream::open(&edge.base, ("acme", room), ask).await;
     assert_eq!(
         (s.status, s.content_type.as_str()),
         (200, "text/event-stream")
@@ -55,10 +55,10 @@ async fn a_send_through_node_b_reaches_a_held_poll_and_a_stream_at_once() {
     let g = Guest::join(&s.b.base, "acme", "hall", "ada").await;
     g.send("first", "c1").await;
     let (mut etag, mut seq) = learn(&s.edge.base, "hall").await;
-    let mut stream = parked_stream(&s.edge, seq, None).await;
+    let mut stream = parked_stream(&s.edge, "hall", seq, None).await;
     let (mut to_poll, mut to_stream) = (Vec::new(), Vec::new());
     for round in 0..ROUNDS {
-        let held = hold(&s.edge, 1, (seq, &etag), 10).await;
+        let held = hold(&s.edge, "hall", 1, (seq, &etag), 10).await;
         let sent = g.send(&format!("m{round}"), &format!("r{round}")).await;
         let acked = Instant::now();
         let event = stream.next_log(LONG).await.expect("the stream's event");
@@ -92,32 +92,67 @@ async fn a_send_through_node_b_reaches_a_held_poll_and_a_stream_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_hundred_parked_guests_cost_one_upstream_fetch_per_message() {
-    const POLLS: usize = 150;
-    const STREAMS: usize = 50;
+    let _heavy = chatty_tests::heavy().await;
     // A long max-age: no guest is let go early to re-confirm the room's
     // version while the test counts fetches (Redis stays up).
     let s = TwoNodes::start(&[], &["--max-age", "30s"]).await;
-    let g = Guest::join(&s.b.base, "acme", "hall", "ada").await;
+    // The count holds while the edge trusts its map. A bus that falls
+    // silent for a second (a starved machine) makes the edge forget every
+    // version and ask the nodes again, as it must: such an attempt proves
+    // nothing either way, and the test tries again in another room.
+    let mut disturbed = Vec::new();
+    for attempt in 0..3 {
+        let resets = s.edge.metric("chatty_edge_map_resets_total").await;
+        let (fetches, answers) = parked_guests_cost(&s, &format!("hall{attempt}")).await;
+        if s.edge.metric("chatty_edge_map_resets_total").await == resets {
+            assert_eq!(
+                answers.len(),
+                1,
+                "every guest got the same page: {answers:?}"
+            );
+            assert!(
+                answers.iter().all(|a| a.starts_with("200 the message:")),
+                "{answers:?}"
+            );
+            assert_eq!(fetches, [1.0, 1.0], "upstream fetches for the two messages");
+            return;
+        }
+        disturbed.push(fetches);
+    }
+    panic!("the edge forgot its map during every attempt: {disturbed:?}");
+}
+
+/// 150 held polls and 50 streams parked in `room`, then two messages: the
+/// upstream fetches each one cost (the first wakes all 200, the second
+/// only the streams), and the distinct answers of the held polls.
+async fn parked_guests_cost(s: &TwoNodes, room: &str) -> ([f64; 2], HashSet<String>) {
+    const POLLS: usize = 150;
+    const STREAMS: usize = 50;
+    let g = Guest::join(&s.b.base, "acme", room, "ada").await;
     g.send("first", "c1").await;
-    let (etag, seq) = learn(&s.edge.base, "hall").await;
+    let (etag, seq) = learn(&s.edge.base, room).await;
+    // The streams of an earlier attempt are gone.
+    until_streams(&s.edge, 0.0).await;
     let mut streams = Vec::new();
     for _ in 0..STREAMS {
-        streams.push(parked_stream(&s.edge, seq, None).await);
+        streams.push(parked_stream(&s.edge, room, seq, None).await);
     }
-    let mut held = hold(&s.edge, POLLS, (seq, &etag), 10).await;
+    let mut held = hold(&s.edge, room, POLLS, (seq, &etag), 10).await;
     until_streams(&s.edge, STREAMS as f64).await;
-    // The first message wakes all 200; the second only the streams.
-    for round in 0..2 {
+    let mut fetches = [0.0; 2];
+    let mut answers = HashSet::new();
+    for (round, fetched) in fetches.iter_mut().enumerate() {
         let before = s.pages_served().await;
         let sent = g.send(&format!("m{round}"), &format!("r{round}")).await;
         if round == 0 {
-            let mut bodies = HashSet::new();
             for h in held.drain(..) {
                 let h = h.await.expect("held poll");
-                assert_eq!((h.status, h.seqs()), (200, vec![sent.seq]), "{}", h.body);
-                bodies.insert(h.body);
+                let seqs = match h.seqs() == vec![sent.seq] {
+                    true => "the message",
+                    false => "not the message",
+                };
+                answers.insert(format!("{} {seqs}: {}", h.status, h.body));
             }
-            assert_eq!(bodies.len(), 1, "every guest got the same page");
         }
         for stream in &mut streams {
             let e = stream.next_log(LONG).await.expect("the stream's event");
@@ -125,12 +160,9 @@ async fn two_hundred_parked_guests_cost_one_upstream_fetch_per_message() {
         }
         // The node counts a request once its answer is written.
         tokio::time::sleep(Duration::from_millis(200)).await;
-        let fetched = s.pages_served().await - before;
-        assert_eq!(
-            fetched, 1.0,
-            "{fetched} upstream fetches for message {round}"
-        );
+        *fetched = s.pages_served().await - before;
     }
+    (fetches, answers)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -139,8 +171,8 @@ async fn redis_cut_while_guests_are_parked_releases_them_within_max_age_and_lose
     let g = Guest::join(&s.a.base, "acme", "hall", "ada").await;
     g.send("first", "c1").await;
     let (etag, seq) = learn(&s.edge.base, "hall").await;
-    let mut stream = parked_stream(&s.edge, seq, None).await;
-    let held = hold(&s.edge, 10, (seq, &etag), 30).await;
+    let mut stream = parked_stream(&s.edge, "hall", seq, None).await;
+    let held = hold(&s.edge, "hall", 10, (seq, &etag), 30).await;
     s.redis.kill();
     let cut = Instant::now();
     // Without the bus the edge cannot vouch for the room past max-age:
@@ -183,9 +215,9 @@ async fn sigterm_releases_held_polls_and_ends_streams_with_a_retry_hint_at_once(
     let (etag, seq) = learn(&s.edge.base, "hall").await;
     let mut streams = Vec::new();
     for _ in 0..GUESTS {
-        streams.push(parked_stream(&s.edge, seq, None).await);
+        streams.push(parked_stream(&s.edge, "hall", seq, None).await);
     }
-    let held = hold(&s.edge, GUESTS, (seq, &etag), 30).await;
+    let held = hold(&s.edge, "hall", GUESTS, (seq, &etag), 30).await;
     let stopped = Instant::now();
     s.edge.proc.signal("TERM");
     for h in held {
@@ -213,7 +245,7 @@ async fn a_stream_resumed_with_last_event_id_after_a_node_is_killed_sees_every_m
     let g = Guest::join(&s.a.base, "acme", "hall", "ada").await;
     let mut seen = Vec::new();
     let mut sent = Vec::new();
-    let mut stream = parked_stream(&s.edge, 0, None).await;
+    let mut stream = parked_stream(&s.edge, "hall", 0, None).await;
     for n in 0..20 {
         if n == 10 {
             // The stream's connection goes with the edge's fetches to B.
@@ -242,8 +274,8 @@ async fn streaming_guests_stay_present_without_heartbeats_and_leave_after_the_gr
     let s = TwoNodes::start(&["--presence-ttl", "3s"], &["--presence-every", "1s"]).await;
     let ada = Guest::join(&s.a.base, "acme", "hall", "ada").await;
     let bob = Guest::join(&s.a.base, "acme", "hall", "bob").await;
-    let mut ada_stream = parked_stream(&s.edge, 0, Some(&ada.joined.token)).await;
-    let bob_stream = parked_stream(&s.edge, 0, Some(&bob.joined.token)).await;
+    let mut ada_stream = parked_stream(&s.edge, "hall", 0, Some(&ada.joined.token)).await;
+    let bob_stream = parked_stream(&s.edge, "hall", 0, Some(&bob.joined.token)).await;
     // Three presence ttls with no heartbeat: both are still listed.
     tokio::time::sleep(Duration::from_secs(9)).await;
     let nicks = |m: &chatty_shared::wire::MembersList| {

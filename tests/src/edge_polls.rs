@@ -118,14 +118,15 @@ pub async fn until_held(edge: &Edge, n: f64) {
 /// `wait` seconds, spawned and counted as held by the edge.
 pub async fn hold(
     edge: &Edge,
+    room: &str,
     n: usize,
     (seq, etag): (u64, &str),
     wait: u64,
 ) -> Vec<tokio::task::JoinHandle<Held>> {
     let held = (0..n)
         .map(|_| {
-            let (base, tag) = (edge.base.clone(), etag.to_owned());
-            tokio::spawn(async move { held_poll(&base, ("hall", seq, &tag), wait).await })
+            let (base, room, tag) = (edge.base.clone(), room.to_owned(), etag.to_owned());
+            tokio::spawn(async move { held_poll(&base, (&room, seq, &tag), wait).await })
         })
         .collect();
     until_held(edge, n as f64).await;

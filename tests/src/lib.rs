@@ -67,3 +67,15 @@ pub fn http() -> reqwest::Client {
         .build()
         .expect("http client")
 }
+
+/// Tests that load the whole machine (a fault run under generated load,
+/// hundreds of parked guests, floods of connections or rooms) hold this
+/// while they run, so that at most one of them runs at a time; lighter
+/// tests run beside it. On a 2-core machine two of them side by side
+/// starve each other's processes for seconds, and what they assert (no
+/// failed request, one fetch per message) is about Chatty, not about the
+/// machine's share of CPU.
+pub async fn heavy() -> tokio::sync::MutexGuard<'static, ()> {
+    static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    HEAVY.lock().await
+}

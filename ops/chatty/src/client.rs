@@ -46,10 +46,13 @@ pub enum ClientError {
 
 impl ClientError {
     /// A bounded label for counting: `status_4xx`, `status_429`,
-    /// `status_5xx`, `timeout`, `connect`, `decode` or `other`.
+    /// `status_502`, `status_503` (a node or the edge said so),
+    /// `status_5xx` (any other), `timeout`, `connect`, `decode` or `other`.
     pub fn kind(&self) -> &'static str {
         match self {
             ClientError::Status { status: 429, .. } => "status_429",
+            ClientError::Status { status: 502, .. } => "status_502",
+            ClientError::Status { status: 503, .. } => "status_503",
             ClientError::Status { status, .. } if *status >= 500 => "status_5xx",
             ClientError::Status { status, .. } if *status >= 400 => "status_4xx",
             ClientError::Status { .. } => "status_other",
@@ -442,7 +445,9 @@ mod tests {
         };
         assert_eq!(s(404).kind(), "status_4xx");
         assert_eq!(s(429).kind(), "status_429");
-        assert_eq!(s(503).kind(), "status_5xx");
+        assert_eq!(s(503).kind(), "status_503");
+        assert_eq!(s(502).kind(), "status_502");
+        assert_eq!(s(504).kind(), "status_5xx");
         assert!(s(503).is_transient());
         assert!(!s(400).is_transient());
         assert!(ClientError::Timeout.is_transient());

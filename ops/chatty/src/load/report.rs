@@ -132,10 +132,10 @@ pub struct StreamReport {
 ///                                //   polls and streams carry the token)
 ///   "streams": {"opened", "reconnects", "ended_by_edge", "events",
 ///               "json_pages"} | null,  // --transport stream only
-///   "errors": {"poll:status_5xx": 3, "send:timeout": 1, ...}
+///   "errors": {"poll:status_503": 3, "send:timeout": 1, ...}
 ///                                // by operation (join, poll, stream, send,
 ///                                //   heartbeat, leave) and kind (status_4xx,
-///                                //   status_429, status_5xx, timeout,
+///                                //   status_429, status_502, status_503, status_5xx, timeout,
 ///                                //   connect, decode, other); retries count
 ///   "api_requests": 512 | null,  // sum over --api-metrics URLs of the rise of
 ///                                //   chatty_api_requests_total (route
