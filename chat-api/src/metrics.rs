@@ -40,6 +40,9 @@ pub enum StoreOp {
     Delete,
     EventsAfter,
     Recent,
+    UserKeys,
+    AddUserKey,
+    RemoveUserKey,
 }
 
 impl StoreOp {
@@ -56,6 +59,9 @@ impl StoreOp {
             StoreOp::Delete => "delete_message",
             StoreOp::EventsAfter => "events_after",
             StoreOp::Recent => "recent_messages",
+            StoreOp::UserKeys => "user_keys",
+            StoreOp::AddUserKey => "add_user_key",
+            StoreOp::RemoveUserKey => "remove_user_key",
         }
     }
 }

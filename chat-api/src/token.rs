@@ -40,6 +40,9 @@ pub struct Claims {
     /// Expiry, seconds since the Unix epoch.
     #[serde(rename = "e")]
     pub exp: u64,
+    /// A verified user with the moderator role of the host site.
+    #[serde(rename = "o", default, skip_serializing_if = "std::ops::Not::not")]
+    pub moderator: bool,
 }
 
 /// Why a token was refused. The client sees only "unauthorized".
@@ -174,6 +177,7 @@ mod tests {
             member_id: "m1".into(),
             nick: "Ann \"A\" .".into(),
             exp: 1000,
+            moderator: false,
         }
     }
 

@@ -8,8 +8,20 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JoinRequest {
+    /// The guest's nickname; ignored with a `user_token`, whose name is
+    /// used instead.
+    #[serde(default)]
     pub nick: String,
+    /// A user token signed by the host site's backend: the member joins as
+    /// that verified user (member id [`VERIFIED_MEMBER_PREFIX`] + its id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_token: Option<String>,
 }
+
+/// The start of the member id of a user verified by the host site. Guest
+/// ids never contain `_`, so no guest can hold one, and a nickname cannot
+/// imitate the mark a client draws for it.
+pub const VERIFIED_MEMBER_PREFIX: &str = "u_";
 
 /// A guest present in a room.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,6 +78,10 @@ pub struct JoinResponse {
     pub seq: u64,
     /// The messages ETag matching `seq`.
     pub etag: String,
+    /// Whether the member may moderate the room (a verified user whose
+    /// token carries the moderator role).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub moderator: bool,
     /// The members ETag matching `members`.
     pub members_etag: String,
     /// Seconds before the token expires; join again before then.
@@ -154,6 +170,26 @@ pub struct CreatedSite {
     /// The site owner's admin secret (`Authorization: Bearer …` on the site
     /// admin endpoints).
     pub secret: String,
+}
+
+/// Body of `POST /v1/sites/{site}/user-keys` (site secret): a key that
+/// verifies the user tokens the site's backend signs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddUserKeyRequest {
+    /// The key's id, named by the `kid` of the tokens it signs.
+    pub kid: String,
+    /// `ed25519` (the public key) or `hmac-sha256` (the shared secret).
+    pub alg: String,
+    /// The key in base64url.
+    pub key: String,
+}
+
+/// A registered user-token key as its site sees it (never the key itself).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserKeyInfo {
+    pub kid: String,
+    pub alg: String,
 }
 
 /// Body of `POST …/bans` (site secret).

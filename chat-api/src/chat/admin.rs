@@ -18,7 +18,7 @@ use crate::validate;
 
 impl Chat {
     /// Checks a site owner's secret; 401 otherwise.
-    async fn site_admin(
+    pub(super) async fn site_admin(
         &self,
         site: &str,
         secret: Option<&str>,

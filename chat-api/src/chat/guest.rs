@@ -4,7 +4,9 @@
 use std::future::Future;
 use std::time::Duration;
 
-use chatty_shared::wire::{Event, EventKind, JoinResponse, Member, MembersList, MessagesPage};
+use chatty_shared::wire::{
+    Event, EventKind, JoinRequest, JoinResponse, Member, MembersList, MessagesPage,
+};
 use chatty_shared::Rate;
 use chatty_shared::RoomKey;
 use chatty_shared::Version;
@@ -67,18 +69,30 @@ impl Chat {
         &self,
         site: &str,
         room: &str,
-        nick: &str,
+        req: &JoinRequest,
         token: Option<&str>,
         ip: &str,
     ) -> Result<JoinResponse, ApiError> {
         let (key, _site) = self.room(site, room).await?;
-        let nick = validate::nick(nick).map_err(|m| ApiError::InvalidField(m.into()))?;
-        let member_id = self.returning_member(&key, token)?;
+        let (member_id, nick, moderator) = match &req.user_token {
+            Some(user_token) => {
+                let user = self.verified_user(key.site(), user_token).await?;
+                (Some(user.member_id), user.name, user.moderator)
+            }
+            None => {
+                let nick =
+                    validate::nick(&req.nick).map_err(|m| ApiError::InvalidField(m.into()))?;
+                (self.returning_member(&key, token)?, nick, false)
+            }
+        };
         if let Some(id) = &member_id {
             self.check_banned(key.site(), id).await?;
         }
         self.limit("ip", format!("ip:{ip}"), self.settings.ip_rate)
             .await?;
+        if req.user_token.is_none() {
+            self.guest_name_free(&key, &nick).await?;
+        }
         let member = Member {
             id: member_id.unwrap_or_else(|| secrets::random_id(16)),
             nick,
@@ -93,6 +107,7 @@ impl Chat {
             member_id: member.id.clone(),
             nick: member.nick.clone(),
             exp: now_secs() + TOKEN_TTL.as_secs(),
+            moderator,
         };
         Ok(JoinResponse {
             token: self.keys.sign(&claims),
@@ -100,6 +115,7 @@ impl Chat {
             messages,
             members: members.members,
             members_count: members.count,
+            moderator,
             seq: version.seq,
             etag: version.etag().as_str().to_owned(),
             members_etag: members_etag(members_version).as_str().to_owned(),

@@ -28,6 +28,7 @@ use crate::token::{now_secs, Claims, TokenError, TokenKeys};
 
 mod admin;
 mod guest;
+mod identity;
 mod node;
 mod presence;
 
@@ -110,6 +111,7 @@ pub struct Chat {
     pub(crate) settings: Settings,
     pub(crate) caches: RoomCaches,
     sites: SiteCache,
+    user_keys: identity::KeyCache,
     bus_up: AtomicBool,
     draining: AtomicBool,
 }
@@ -152,6 +154,7 @@ impl Chat {
             settings,
             caches: RoomCaches::default(),
             sites: SiteCache::new(SITE_MAX_AGE),
+            user_keys: identity::KeyCache::default(),
             bus_up: AtomicBool::new(true),
             draining: AtomicBool::new(false),
         }

@@ -1,9 +1,10 @@
 //! Administration: sites (operator token) and moderation — delete a
-//! message, ban a guest, set limits (the site's secret).
+//! message, ban a guest, set limits, register user-token keys (the site's
+//! secret).
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
-use chatty_shared::wire::{BanRequest, CreateSiteRequest, SiteLimits};
+use chatty_shared::wire::{AddUserKeyRequest, BanRequest, CreateSiteRequest, SiteLimits};
 
 use super::{bearer, etag_header, json};
 use crate::body::JsonBody;
@@ -57,4 +58,33 @@ pub async fn set_limits(
 ) -> Result<HttpResponse, ApiError> {
     let limits = chat.set_limits(&path, body.0, bearer(&req)).await?;
     Ok(json(StatusCode::OK, &limits))
+}
+
+pub async fn list_user_keys(
+    chat: web::Data<Chat>,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let keys = chat.list_user_keys(&path, bearer(&req)).await?;
+    Ok(json(StatusCode::OK, &keys))
+}
+
+pub async fn add_user_key(
+    chat: web::Data<Chat>,
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: JsonBody<AddUserKeyRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let key = chat.add_user_key(&path, body.0, bearer(&req)).await?;
+    Ok(json(StatusCode::CREATED, &key))
+}
+
+pub async fn remove_user_key(
+    chat: web::Data<Chat>,
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let (site, kid) = path.into_inner();
+    chat.remove_user_key(&site, &kid, bearer(&req)).await?;
+    Ok(HttpResponse::NoContent().finish())
 }

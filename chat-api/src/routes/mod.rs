@@ -68,6 +68,17 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .default_service(web::to(method_not_allowed)),
     )
     .service(
+        web::resource("/v1/sites/{site}/user-keys")
+            .route(web::get().to(admin::list_user_keys))
+            .route(web::post().to(admin::add_user_key))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/v1/sites/{site}/user-keys/{kid}")
+            .route(web::delete().to(admin::remove_user_key))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
         web::resource("/v1/sites/{site}/limits")
             .route(web::put().to(admin::set_limits))
             .default_service(web::to(method_not_allowed)),

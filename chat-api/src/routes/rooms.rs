@@ -1,5 +1,6 @@
-//! `POST /v1/sites/{site}/rooms/{room}/join`: a nickname in; the member, a
-//! guest token and the initial sync out.
+//! `POST /v1/sites/{site}/rooms/{room}/join`: a nickname (or the host
+//! site's user token) in; the member, a guest token and the initial sync
+//! out.
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -20,7 +21,7 @@ pub async fn join(
     let rec = chat.site(&site).await?;
     check_origin(&req, &rec.origins)?;
     let res = chat
-        .join(&site, &room, &body.0.nick, bearer(&req), &client_ip(&req))
+        .join(&site, &room, &body.0, bearer(&req), &client_ip(&req))
         .await?;
     let etag = etag_header(&res.etag);
     let mut out = json(StatusCode::OK, &res);

@@ -46,6 +46,7 @@ pub(crate) async fn run_all(store: Arc<dyn Store>) {
     store.ping().await.expect("ping");
     sites(&*store).await;
     bans(&*store).await;
+    user_keys(&*store).await;
     append_and_retry(&*store).await;
     deletion(&*store).await;
     paging(&*store).await;
@@ -124,6 +125,41 @@ async fn bans(store: &dyn Store) {
     assert!(store.is_banned(&a, "m1").await.unwrap());
     assert!(!store.is_banned(&a, "m2").await.unwrap());
     assert!(!store.is_banned(&b, "m1").await.unwrap());
+}
+
+/// Keys are kept per site and id, listed in id order, refused twice, and
+/// removed once.
+async fn user_keys(store: &dyn Store) {
+    use crate::host_token::{KeyAlg, UserKey};
+    let (a, b) = (unique("site"), unique("site"));
+    let key = |kid: &str, alg, byte: u8| UserKey {
+        kid: kid.into(),
+        alg,
+        key: vec![byte; 32],
+    };
+    assert!(store.user_keys(&a).await.unwrap().is_empty());
+    let k2 = key("k2", KeyAlg::HmacSha256, 2);
+    let k1 = key("k1", KeyAlg::Ed25519, 1);
+    store.add_user_key(&a, &k2).await.unwrap();
+    store.add_user_key(&a, &k1).await.unwrap();
+    store
+        .add_user_key(&b, &key("k1", KeyAlg::HmacSha256, 3))
+        .await
+        .unwrap();
+    assert!(matches!(
+        store
+            .add_user_key(&a, &key("k1", KeyAlg::HmacSha256, 9))
+            .await,
+        Err(StoreError::Conflict)
+    ));
+    assert_eq!(store.user_keys(&a).await.unwrap(), vec![k1.clone(), k2]);
+    store.remove_user_key(&a, "k2").await.unwrap();
+    assert!(matches!(
+        store.remove_user_key(&a, "k2").await,
+        Err(StoreError::NotFound)
+    ));
+    assert_eq!(store.user_keys(&a).await.unwrap(), vec![k1]);
+    assert_eq!(store.user_keys(&b).await.unwrap().len(), 1);
 }
 
 /// Seqs 1, 2, 3 …; a retry returns the original; rooms are independent.

@@ -29,6 +29,8 @@ use chatty_shared::wire::{Event, SiteLimits};
 use chatty_shared::RoomKey;
 use chatty_shared::RoomVersion;
 
+use crate::host_token::UserKey;
+
 #[cfg(test)]
 mod conformance;
 mod mysql;
@@ -182,6 +184,13 @@ pub trait Store: Send + Sync + 'static {
     /// Bans a member id from a site (idempotent).
     async fn ban(&self, site: &str, member_id: &str) -> Result<(), StoreError>;
     async fn is_banned(&self, site: &str, member_id: &str) -> Result<bool, StoreError>;
+    /// The site's user-token keys, ordered by id.
+    async fn user_keys(&self, site: &str) -> Result<Vec<UserKey>, StoreError>;
+    /// Registers a user-token key; [`StoreError::Conflict`] if the site has
+    /// a key of that id.
+    async fn add_user_key(&self, site: &str, key: &UserKey) -> Result<(), StoreError>;
+    /// [`StoreError::NotFound`] if the site has no key of that id.
+    async fn remove_user_key(&self, site: &str, kid: &str) -> Result<(), StoreError>;
     /// Appends a message, or returns the original for a retried
     /// `(member_id, client_id)`. Durable when it returns `Ok`.
     async fn append_message(&self, key: &RoomKey, msg: NewMessage) -> Result<Appended, StoreError>;

@@ -5,6 +5,7 @@ use chatty_shared::wire::{Event, EventKind, SiteLimits};
 use chatty_shared::RoomVersion;
 
 use super::{Appended, NewMessage, SiteRecord, StoreError};
+use crate::host_token::{KeyAlg, UserKey};
 
 /// Event kinds as stored (a small integer column).
 pub(super) fn kind_code(kind: EventKind) -> u8 {
@@ -128,6 +129,15 @@ pub(super) fn site_record(
 }
 
 /// A random epoch for a new room: never 0, which means "no log".
+/// A user-token key from its columns.
+pub(super) fn user_key(kid: String, alg: i64, key: Vec<u8>) -> Result<UserKey, StoreError> {
+    let alg = u8::try_from(alg)
+        .ok()
+        .and_then(KeyAlg::from_code)
+        .ok_or_else(|| StoreError::Corrupt(format!("user key {kid} has algorithm {alg}")))?;
+    Ok(UserKey { kid, alg, key })
+}
+
 pub(super) fn new_epoch() -> u32 {
     loop {
         let e: u32 = rand::random();

@@ -22,7 +22,8 @@ use super::rows::{
     deleted_before, deletion_event, deletion_target, kind_code, limit_to_i64, message_event,
     new_epoch, origins_to_json, seq_to_i64, site_record, StoredEvent, Target,
 };
-use super::{Appended, NewMessage, NewSite, SiteRecord, Store, StoreError};
+use super::{rows, Appended, NewMessage, NewSite, SiteRecord, Store, StoreError};
+use crate::host_token::UserKey;
 
 /// The schema version this build writes.
 const SCHEMA_VERSION: i64 = 1;
@@ -68,6 +69,14 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE UNIQUE INDEX IF NOT EXISTS events_by_client ON events (site, room, member_id, client_id);
 CREATE UNIQUE INDEX IF NOT EXISTS events_by_deletes ON events (site, room, deletes);
+-- User-token keys of the host sites.
+CREATE TABLE IF NOT EXISTS user_keys (
+    site TEXT NOT NULL,
+    kid TEXT NOT NULL,
+    alg INTEGER NOT NULL,
+    key_bytes BLOB NOT NULL,
+    PRIMARY KEY (site, kid)
+);
 CREATE INDEX IF NOT EXISTS events_live ON events (site, room, kind, deleted, seq);
 ";
 
@@ -420,6 +429,67 @@ impl Store for SqliteStore {
             .optional()
             .map(|r| r.is_some())
             .map_err(failed)
+        })
+        .await
+    }
+
+    async fn user_keys(&self, site: &str) -> Result<Vec<UserKey>, StoreError> {
+        let site = site.to_owned();
+        self.read(move |c| {
+            let mut stmt = c
+                .prepare_cached(
+                    "SELECT kid, alg, key_bytes FROM user_keys WHERE site = ?1 ORDER BY kid",
+                )
+                .map_err(failed)?;
+            let rows = stmt
+                .query_map(params![site], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, Vec<u8>>(2)?,
+                    ))
+                })
+                .map_err(failed)?;
+            let mut keys = Vec::new();
+            for row in rows {
+                let (kid, alg, key) = row.map_err(failed)?;
+                keys.push(rows::user_key(kid, alg, key)?);
+            }
+            Ok(keys)
+        })
+        .await
+    }
+
+    async fn add_user_key(&self, site: &str, key: &UserKey) -> Result<(), StoreError> {
+        let (site, key) = (site.to_owned(), key.clone());
+        self.write(move |c| {
+            let added = c
+                .execute(
+                    "INSERT OR IGNORE INTO user_keys (site, kid, alg, key_bytes) VALUES (?1, ?2, ?3, ?4)",
+                    params![site, key.kid, key.alg.code(), key.key],
+                )
+                .map_err(failed)?;
+            match added {
+                0 => Err(StoreError::Conflict),
+                _ => Ok(()),
+            }
+        })
+        .await
+    }
+
+    async fn remove_user_key(&self, site: &str, kid: &str) -> Result<(), StoreError> {
+        let (site, kid) = (site.to_owned(), kid.to_owned());
+        self.write(move |c| {
+            let removed = c
+                .execute(
+                    "DELETE FROM user_keys WHERE site = ?1 AND kid = ?2",
+                    params![site, kid],
+                )
+                .map_err(failed)?;
+            match removed {
+                0 => Err(StoreError::NotFound),
+                _ => Ok(()),
+            }
         })
         .await
     }

@@ -141,6 +141,7 @@ async fn status_of(request: RequestBuilder) -> StatusCode {
 }
 
 mod guests;
+mod identity;
 mod presence;
 mod refused;
 mod service;

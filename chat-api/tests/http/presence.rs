@@ -25,6 +25,7 @@ fn signed(keys: &TokenKeys, site: &str, room: &str, id: &str, exp: u64) -> Strin
         member_id: id.into(),
         nick: format!("nick-{id}"),
         exp,
+        moderator: false,
     })
 }
 

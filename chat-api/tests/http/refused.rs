@@ -60,6 +60,7 @@ impl Refusals {
             member_id,
             nick: "Ann".into(),
             exp: 1,
+            moderator: false,
         });
         let forged = {
             let (payload, sig) = token.split_once('.').unwrap();

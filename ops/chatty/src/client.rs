@@ -239,6 +239,7 @@ impl ApiClient {
     pub async fn join(&self, room: &str, nick: &str) -> Result<JoinResponse, ClientError> {
         let body = serde_json::to_vec(&JoinRequest {
             nick: nick.to_owned(),
+            user_token: None,
         })
         .map_err(|e| ClientError::Other(e.to_string()))?;
         let req = self

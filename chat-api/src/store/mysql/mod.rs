@@ -22,8 +22,9 @@ use chatty_shared::RoomVersion;
 use mysql_async::prelude::{FromRow, Queryable};
 use mysql_async::{Conn, Opts, OptsBuilder, Pool, PoolConstraints, PoolOpts, Row};
 
-use super::rows::{origins_to_json, site_record};
+use super::rows::{self, origins_to_json, site_record};
 use super::{Appended, NewMessage, NewSite, SiteRecord, Store, StoreError};
+use crate::host_token::UserKey;
 
 mod log;
 mod schema;
@@ -269,6 +270,59 @@ impl Store for MysqlStore {
                 .await
                 .map_err(db_error)?;
             Ok(row.is_some())
+        })
+        .await
+    }
+
+    async fn user_keys(&self, site: &str) -> Result<Vec<UserKey>, StoreError> {
+        self.read(|s| async move {
+            let found: Vec<(String, i64, Vec<u8>)> = s
+                .conn()
+                .await?
+                .exec(
+                    "SELECT kid, alg, key_bytes FROM user_keys WHERE site = ? ORDER BY kid",
+                    (site,),
+                )
+                .await
+                .map_err(db_error)?;
+            found
+                .into_iter()
+                .map(|(kid, alg, key)| rows::user_key(kid, alg, key))
+                .collect()
+        })
+        .await
+    }
+
+    async fn add_user_key(&self, site: &str, key: &UserKey) -> Result<(), StoreError> {
+        self.bounded(async {
+            let mut conn = self.conn().await?;
+            conn.exec_drop(
+                "INSERT IGNORE INTO user_keys (site, kid, alg, key_bytes) VALUES (?, ?, ?, ?)",
+                (site, &key.kid, key.alg.code(), &key.key),
+            )
+            .await
+            .map_err(db_error)?;
+            match conn.affected_rows() {
+                0 => Err(StoreError::Conflict),
+                _ => Ok(()),
+            }
+        })
+        .await
+    }
+
+    async fn remove_user_key(&self, site: &str, kid: &str) -> Result<(), StoreError> {
+        self.bounded(async {
+            let mut conn = self.conn().await?;
+            conn.exec_drop(
+                "DELETE FROM user_keys WHERE site = ? AND kid = ?",
+                (site, kid),
+            )
+            .await
+            .map_err(db_error)?;
+            match conn.affected_rows() {
+                0 => Err(StoreError::NotFound),
+                _ => Ok(()),
+            }
         })
         .await
     }

@@ -57,6 +57,14 @@ const MIGRATIONS: &[&str] = &[
         UNIQUE KEY events_by_deletes (site, room, deletes),
         KEY events_live (site, room, kind, deleted, seq)
     ) ENGINE=InnoDB",
+    // User-token keys of the host sites.
+    "CREATE TABLE IF NOT EXISTS user_keys (
+        site VARBINARY(32) NOT NULL,
+        kid VARBINARY(64) NOT NULL,
+        alg TINYINT UNSIGNED NOT NULL,
+        key_bytes VARBINARY(256) NOT NULL,
+        PRIMARY KEY (site, kid)
+    ) ENGINE=InnoDB",
 ];
 
 /// Creates the database named in `opts` if it is missing (when allowed to)

@@ -409,6 +409,7 @@ fn join(r: &Room, body: &[u8]) -> Answer {
         members_count: 0,
         seq: r.events.len() as u64,
         etag: version(r),
+        moderator: false,
         members_etag: "\"m1\"".into(),
         token_ttl_secs: 3600,
     };
