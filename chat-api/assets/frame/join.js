@@ -40,12 +40,16 @@ const showMe = () => {
   const b = ui.nickChange;
   b.hidden = !canSend();
   if (me.auth) {
-    b.textContent = me.auth.member.nick;
-    b.setAttribute('aria-label', t('changeNick', { nick: me.auth.member.nick }));
+    // Seen: the nickname; heard: the whole sentence around it (in the language's word order).
+    const [before, after] = t('changeNick').split('{nick}');
+    b.replaceChildren(
+      el('span', 'visually-hidden', before || ''),
+      el('span', 'my-nick', me.auth.member.nick),
+      el('span', 'visually-hidden', after || ''),
+    );
     b.removeAttribute('title');
   } else {
     b.textContent = t('joinButton');
-    b.removeAttribute('aria-label');
     b.title = t('joinButtonLabel');
   }
   ui.hint.textContent = t(me.auth || me.nick ? 'hint' : 'hintGuest');
