@@ -66,6 +66,14 @@ if [ ${#py_missing[@]} -gt 0 ]; then
   python3 -m pip install -q "${py_missing[@]}" 2>/dev/null \
     || python3 -m pip install -q --break-system-packages "${py_missing[@]}"
 fi
+# axe-core, the accessibility checker the browser tests run in the chat frame:
+# tests/package.json pins it, tests/node_modules (git-ignored) holds it.
+repo=$(cd "$(dirname "$0")/.." && pwd)
+if [ ! -f "$repo/tests/node_modules/axe-core/axe.min.js" ]; then
+  command -v npm >/dev/null 2>&1 || apt_install nodejs npm
+  echo "deps: npm ci (axe-core) in tests/"
+  (cd "$repo/tests" && npm ci --no-audit --no-fund --loglevel=error)
+fi
 if [ "$mode" = bench ]; then
   apt_install nginx-light libnginx-mod-nchan wrk linux-perf
   for mod in matplotlib redbot; do

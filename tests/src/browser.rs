@@ -1,7 +1,8 @@
 //! Real headless Chromium through ChromeDriver (Debian's chromium and
-//! chromium-driver), and a tiny static server for host pages on any
-//! loopback address, so a test can embed the widget from an allowed origin
-//! and from a refused one.
+//! chromium-driver), a tiny static server for host pages on any loopback
+//! address, so a test can embed the widget from an allowed origin and from
+//! a refused one, and axe-core (from npm, in tests/node_modules) to check
+//! a page's accessibility.
 
 use std::net::SocketAddr;
 use std::process::Command;
@@ -47,19 +48,44 @@ impl Driver {
 
     /// A new browser session with a fresh profile.
     pub async fn session(&self, name: &str) -> Client {
+        self.session_in(name, None).await
+    }
+
+    /// Like [`Driver::session`], with the browser's languages
+    /// (`navigator.languages`) set to `accept_lang` (e.g. `"fr-FR,fr"`)
+    /// when given.
+    pub async fn session_in(&self, name: &str, accept_lang: Option<&str>) -> Client {
         let profile = self.profiles.path().join(name);
+        let mut args = vec![
+            "--headless".to_owned(),
+            "--no-sandbox".into(),
+            "--disable-gpu".into(),
+            "--disable-dev-shm-usage".into(),
+            "--disable-background-networking".into(),
+            "--disable-component-update".into(),
+            "--disable-sync".into(),
+            "--no-first-run".into(),
+            "--disable-quic".into(),
+            "--window-size=1200,900".into(),
+            format!("--user-data-dir={}", profile.display()),
+        ];
+        if let Some(langs) = accept_lang {
+            args.push(format!("--accept-lang={langs}"));
+            args.push(format!(
+                "--lang={}",
+                langs.split(',').next().unwrap_or(langs)
+            ));
+        }
+        let mut options = serde_json::json!({
+            "binary": "/usr/bin/chromium",
+            "args": args,
+        });
+        if let Some(langs) = accept_lang {
+            options["prefs"] = serde_json::json!({ "intl.accept_languages": langs });
+        }
         let caps = serde_json::json!({
             "browserName": "chrome",
-            "goog:chromeOptions": {
-                "binary": "/usr/bin/chromium",
-                "args": [
-                    "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                    "--disable-background-networking", "--disable-component-update",
-                    "--disable-sync", "--no-first-run", "--disable-quic",
-                    "--window-size=1200,900",
-                    format!("--user-data-dir={}", profile.display()),
-                ]
-            }
+            "goog:chromeOptions": options,
         });
         let caps = caps.as_object().expect("caps object").clone();
         ClientBuilder::rustls()
@@ -134,14 +160,43 @@ pub fn host_page_html_with_transport(
     room: &str,
     transport: Option<&str>,
 ) -> String {
-    let attr = transport
-        .map(|t| format!(" data-transport=\"{t}\""))
-        .unwrap_or_default();
+    let attrs: Vec<(&str, &str)> = transport.map(|t| ("transport", t)).into_iter().collect();
+    host_page_html_with(chat_origin, site, room, &attrs)
+}
+
+/// Like [`host_page_html`], with more `data-{name}="{value}"` attributes
+/// on the widget's script tag (values are the test's own, not escaped).
+pub fn host_page_html_with(
+    chat_origin: &str,
+    site: &str,
+    room: &str,
+    attrs: &[(&str, &str)],
+) -> String {
+    let attrs: String = attrs
+        .iter()
+        .map(|(name, value)| format!(" data-{name}=\"{value}\""))
+        .collect();
     format!(
-        "<!doctype html><html><head><title>host</title></head><body><h1>A host page</h1>\
-         <script src=\"{chat_origin}/v1/widget.js\" data-site=\"{site}\" data-room=\"{room}\"{attr} async></script>\
+        "<!doctype html><html lang=\"en\"><head><title>host</title></head><body><h1>A host page</h1>\
+         <script src=\"{chat_origin}/v1/widget.js\" data-site=\"{site}\" data-room=\"{room}\"{attrs} async></script>\
          </body></html>"
     )
+}
+
+/// The source of axe-core (`axe.min.js`), installed from npm by
+/// `scripts/deps.sh test` (`npm ci` in `tests/`, pinned by its
+/// package-lock.json).
+pub fn axe_source() -> String {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("node_modules")
+        .join("axe-core")
+        .join("axe.min.js");
+    std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}; install axe-core with `scripts/deps.sh test` (or `npm ci` in tests/)",
+            path.display()
+        )
+    })
 }
 
 /// Runs `steps` with a browser session and always closes it, even when a

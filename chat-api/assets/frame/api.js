@@ -8,8 +8,7 @@ const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 const jitter = (ms) => Math.round(ms * (0.8 + Math.random() * 0.4));
 const backoff = (attempt) =>
   jitter(Math.min(MAX_BACKOFF_MS, 1000 * Math.pow(2, Math.max(0, attempt - 1))));
-const secs = (ms) => Math.max(1, Math.round(ms / 1000)) + ' s';
-const retrying = (why, ms) => why + ' Retrying in ' + secs(ms) + '\u2026';
+const retrying = (why, ms) => t('retrying', { why, time: fmtWait(ms) });
 
 // ---------------------------------------------------------------- HTTP
 
@@ -54,26 +53,48 @@ const api = async (method, path, opts = {}) => {
   return { status: res.status, data, headers: res.headers };
 };
 
-const DEFAULT_ERRORS = {
-  400: 'That was not accepted.',
-  401: 'Your session expired.',
-  403: 'You are not allowed to do that here.',
-  404: 'This chat room does not exist.',
-  413: 'That message is too long.',
-  429: 'You are going a bit fast. Please wait a moment.',
-  503: 'The chat is busy right now.',
+// What a refusal says to the visitor, in the frame's language: by the API's error code (its
+// message is English, for developers), else by the status.
+const CODE_KEYS = {
+  banned: 'err.banned',
+  timed_out: 'err.timed_out',
+  rate_limited: 'err.rate_limited',
+  slow_mode: 'err.slow_mode',
+  too_large: 'err.too_large',
+  blocked_text: 'err.blocked_text',
+  links_not_allowed: 'err.links_not_allowed',
+  read_only: 'err.read_only',
+  unavailable: 'err.unavailable',
+  not_found: 'err.not_found',
+  unauthorized: 'err.unauthorized',
+  forbidden: 'err.forbidden',
+  bad_request: 'err.invalid',
+  invalid_json: 'err.invalid',
+  invalid_field: 'err.invalid',
 };
-const errorMessage = (res) => {
-  const e = res && res.data && res.data.error;
-  if (e && typeof e.message === 'string' && e.message) return e.message;
-  if (res && DEFAULT_ERRORS[res.status]) return DEFAULT_ERRORS[res.status];
-  return 'Something went wrong.';
+const STATUS_KEYS = {
+  400: 'err.invalid',
+  401: 'err.unauthorized',
+  403: 'err.forbidden',
+  404: 'err.not_found',
+  413: 'err.too_large',
+  429: 'err.rate_limited',
+  503: 'err.unavailable',
 };
+const errorKey = (res) => {
+  const code = errorCode(res);
+  if (Object.prototype.hasOwnProperty.call(CODE_KEYS, code)) return CODE_KEYS[code];
+  if (res && Object.prototype.hasOwnProperty.call(STATUS_KEYS, res.status)) return STATUS_KEYS[res.status];
+  return 'err.other';
+};
+const errorMessage = (res) => t(errorKey(res));
 const errorCode = (res) => {
   const e = res && res.data && res.data.error;
   return e && typeof e.code === 'string' ? e.code : '';
 };
-const retryAfterMs = (res) => {
+// Retry-After in ms, at least a second; `max` bounds it (5 min for a retry; a timeout's
+// countdown may be longer).
+const retryAfterMs = (res, max = 300000) => {
   const h = res && res.headers && res.headers.get('Retry-After');
   if (!h) return null;
   let ms = null;
@@ -83,7 +104,7 @@ const retryAfterMs = (res) => {
     if (!Number.isNaN(at)) ms = at - Date.now();
   }
   if (ms === null) return null;
-  return Math.min(300000, Math.max(1000, ms));
+  return Math.min(max, Math.max(1000, ms));
 };
 const httpError = (res) => {
   const err = new Error('HTTP ' + res.status);
@@ -99,6 +120,6 @@ const transient = (res) => res.status === 429 || res.status >= 500;
 // when the next one goes out and waits until then. `attempt` counts the failed tries.
 const waitToRetry = async (attempt, res, say) => {
   const wait = (res && retryAfterMs(res)) || backoff(attempt);
-  say(retrying(res ? errorMessage(res) : 'Cannot reach the chat.', wait));
+  say(retrying(res ? errorMessage(res) : t('cannotReach'), wait));
   await sleep(wait);
 };

@@ -1,13 +1,22 @@
-// Joining the room: the nickname dialog, join and rejoin, the token's refresh, the first sync.
+// Joining the room: the nickname dialog, join and rejoin, the token's refresh.
 
-// ---------------------------------------------------------------- join
+// ---------------------------------------------------------------- the nickname dialog
 
-const showNickDialog = (canCancel) => {
+// Why the dialog is open: 'send' (the visitor sent a first message, which waits in the
+// composer), 'join' (the header's join button), 'change' (a joined guest changes nickname) or
+// 'refused' (the remembered nickname was refused). It can always be cancelled: the room stays
+// on screen behind it.
+const dialog = { mode: null, returnTo: null };
+
+const showNickDialog = (mode) => {
+  dialog.mode = mode;
+  dialog.returnTo = mode === 'send' ? ui.composer : ui.nickChange;
   ui.nickInput.value = me.nick;
   ui.nickError.textContent = '';
-  ui.nickCancel.hidden = !canCancel;
+  ui.nickCancel.hidden = false;
   ui.nickSubmit.disabled = false;
-  ui.nickSubmit.textContent = canCancel ? 'Change' : 'Join chat';
+  ui.nickSubmit.textContent = t(mode === 'send' ? 'joinSend' : mode === 'change' ? 'change' : 'joinChat');
+  ui.nickDesc.textContent = t(mode === 'send' ? 'nickDescSend' : 'nickDesc');
   ui.dialog.hidden = false;
   ui.app.inert = true;
   ui.app.setAttribute('aria-hidden', 'true');
@@ -18,13 +27,35 @@ const hideNickDialog = () => {
   ui.dialog.hidden = true;
   ui.app.inert = false;
   ui.app.removeAttribute('aria-hidden');
+  dialog.mode = null;
+};
+const cancelNickDialog = () => {
+  const back = dialog.returnTo;
+  hideNickDialog();
+  if (back && !back.hidden && !back.disabled) back.focus();
 };
 
+// The header's button: join (before the visitor has a token), else the nickname to change.
 const showMe = () => {
-  if (!me.auth) return;
-  ui.myNick.textContent = me.auth.member.nick;
-  ui.nickChange.hidden = false;
+  const b = ui.nickChange;
+  b.hidden = !canSend();
+  if (me.auth) {
+    // Seen: the nickname; heard: the whole sentence around it (in the language's word order).
+    const [before, after] = t('changeNick').split('{nick}');
+    b.replaceChildren(
+      el('span', 'visually-hidden', before || ''),
+      el('span', 'my-nick', me.auth.member.nick),
+      el('span', 'visually-hidden', after || ''),
+    );
+    b.removeAttribute('title');
+  } else {
+    b.textContent = t('joinButton');
+    b.title = t('joinButtonLabel');
+  }
+  ui.hint.textContent = t(me.auth || me.nick ? 'hint' : 'hintGuest');
 };
+
+// ---------------------------------------------------------------- join
 
 const scheduleRefresh = (ttlSecs) => {
   clearTimeout(timers.refresh);
@@ -34,19 +65,6 @@ const scheduleRefresh = (ttlSecs) => {
   timers.refresh = setTimeout(() => {
     rejoin();
   }, Math.min(ms, 2147483000));
-};
-
-// The first join's history and cursor (see enter('live')).
-const showHistory = (data) => {
-  ui.messages.setAttribute('aria-busy', 'true');
-  clearHistory();
-  applyEvents(Array.isArray(data.messages) ? data.messages : [], false);
-  cursor.seq = Math.max(cursor.seq, Number(data.seq) || 0);
-  cursor.etag = typeof data.etag === 'string' ? data.etag : null;
-  const parsed = parseEtag(cursor.etag);
-  cursor.epoch = parsed ? parsed.epoch : null;
-  ui.messages.removeAttribute('aria-busy');
-  scrollToBottom();
 };
 
 const applyJoin = (data) => {
@@ -64,18 +82,20 @@ const applyJoin = (data) => {
     cursor.membersEtag = typeof data.members_etag === 'string' ? data.members_etag : null;
   }
   enter('live', data);
-  // A later join (token refresh, 401, nickname): a stream or held polls go out again with the
-  // new token, so the edge reports this guest as present.
-  if (before && before !== me.auth.token) reader.retoken();
+  // A stream or held polls go out again with the new token, so the edge reports this guest
+  // as present (the first join too: until then they carried none).
+  if (before !== me.auth.token) reader.retoken();
   showMe();
-  setStatus('ok', '');
+  if (!cooldown.until) setStatus('ok', '');
   if (canSend()) setComposer(true);
   processOutbox();
 };
 
-// One join at a time. Resolves to {ok: true}, {ok: false, message} (e.g. a refused nick)
-// or {ok: false, fatal: true}; network errors, 5xx, 429 and 503 are retried with back-off.
+// One join at a time, once the room is on screen. Resolves to {ok: true}, {ok: false,
+// message} (e.g. a refused nick) or {ok: false, fatal: true}; network errors, 5xx, 429 and
+// 503 are retried with back-off.
 const join = async (wanted) => {
+  if (state.opened) await state.opened;
   const offline = (text) => setStatus('offline', text);
   let attempt = 0;
   for (;;) {
@@ -95,11 +115,19 @@ const join = async (wanted) => {
       await waitToRetry(++attempt, res, offline);
       continue;
     }
+    const code = errorCode(res);
+    if (code === 'read_only') {
+      // Guests may only read here: the room stays on screen, and the reason with it.
+      showStatus('error', errorMessage(res));
+      return { ok: false, fatal: true };
+    }
     if (res.status === 403 || res.status === 404) {
       enter(res.status === 403 ? 'banned' : 'stopped', res);
       return { ok: false, fatal: true };
     }
-    return { ok: false, message: errorMessage(res) };
+    // A nickname the API refuses (400) or that someone holds (409): ask for another one.
+    const refused = res.status === 400 || res.status === 409;
+    return { ok: false, message: refused ? t('nickRefused') : errorMessage(res) };
   }
 };
 
@@ -115,12 +143,15 @@ const joinOnce = (wanted) => {
 // Gets a fresh token with the current nickname; asks for a new nickname if it is refused.
 const rejoin = async () => {
   if (!me.nick) {
-    showNickDialog(false);
+    showNickDialog('join');
     return { ok: false };
   }
   const result = await joinOnce(me.nick);
   if (!result.ok && !result.fatal) {
-    showNickDialog(false);
+    // Forgotten, so that the next send asks for another one.
+    me.nick = '';
+    showMe();
+    showNickDialog('refused');
     ui.nickError.textContent = result.message;
   }
   return result;
@@ -130,10 +161,11 @@ ui.nickForm.addEventListener('submit', async (e) => {
   e.preventDefault();
   const wanted = ui.nickInput.value.trim();
   if (!wanted) {
-    ui.nickError.textContent = 'Please enter a nickname.';
+    ui.nickError.textContent = t('nickEmpty');
     ui.nickInput.focus();
     return;
   }
+  const mode = dialog.mode;
   ui.nickError.textContent = '';
   ui.nickSubmit.disabled = true;
   if (me.join) await me.join;
@@ -143,11 +175,14 @@ ui.nickForm.addEventListener('submit', async (e) => {
   if (result.ok) {
     me.nick = wanted;
     local.set(NICK_KEY, wanted);
+    showMe();
     hideNickDialog();
     if (previous && previous.token !== me.auth.token) {
       api('POST', '/leave', { token: previous.token }).catch(() => {});
     }
     ui.composer.focus();
+    // The first message, which asked for the nickname, goes out now.
+    if (mode === 'send') submit();
   } else if (result.fatal) {
     hideNickDialog();
   } else {
@@ -155,9 +190,5 @@ ui.nickForm.addEventListener('submit', async (e) => {
     ui.nickInput.focus();
   }
 });
-const cancelNickDialog = () => {
-  hideNickDialog();
-  ui.nickChange.focus();
-};
 ui.nickCancel.addEventListener('click', cancelNickDialog);
-ui.nickChange.addEventListener('click', () => showNickDialog(true));
+ui.nickChange.addEventListener('click', () => showNickDialog(me.auth ? 'change' : 'join'));

@@ -37,7 +37,7 @@ const pendingLi = (item) => {
   const meta = el('div', 'meta');
   meta.appendChild(el('span', 'nick ' + hueClass(me.auth ? me.auth.member.id : me.nick), me.auth ? me.auth.member.nick : me.nick));
   meta.appendChild(document.createTextNode(' '));
-  meta.appendChild(el('span', 'time', 'sending\u2026'));
+  meta.appendChild(el('span', 'time', t('sending')));
   li.appendChild(meta);
   li.appendChild(el('p', 'text', item.text));
   return li;
@@ -55,7 +55,7 @@ const markFailed = (item, reason, canRetry) => {
   const actions = [];
   if (canRetry && canSend()) {
     actions.push([
-      'Retry',
+      t('retry'),
       'link retry',
       () => {
         item.failed = false;
@@ -69,7 +69,7 @@ const markFailed = (item, reason, canRetry) => {
     ]);
   }
   actions.push([
-    'Remove',
+    t('remove'),
     'link discard',
     () => {
       item.li.remove();
@@ -80,6 +80,48 @@ const markFailed = (item, reason, canRetry) => {
   itemNote(item, reason, actions);
 };
 
+// ---------------------------------------------------------------- waiting to send again
+
+// Until when the API said no send may go out (rate limit, slow mode, a timeout), and why: the
+// send button counts down meanwhile and says so, and the composer keeps what is typed.
+const cooldown = { until: 0, timer: null };
+
+const tickCooldown = () => {
+  clearTimeout(cooldown.timer);
+  cooldown.timer = null;
+  const left = cooldown.until - Date.now();
+  if (left <= 0) {
+    cooldown.until = 0;
+    ui.send.textContent = t('send');
+    ui.send.removeAttribute('aria-disabled');
+    delete ui.send.dataset.wait;
+    if (ui.status.dataset.state === 'wait') setStatus('ok', '');
+    return;
+  }
+  ui.send.textContent = t('sendWait', { time: fmtWait(left) });
+  ui.send.setAttribute('aria-disabled', 'true');
+  ui.send.dataset.wait = String(Math.ceil(left / 1000));
+  cooldown.timer = setTimeout(tickCooldown, left % 1000 || 1000);
+};
+
+// No send for `ms`, because of the refusal whose words are `key`; said once on the status line
+// (a polite live region), then counted down on the button.
+const startCooldown = (ms, key) => {
+  cooldown.until = Math.max(cooldown.until, Date.now() + ms);
+  setStatus('wait', t('waitStatus', { why: t(key), time: fmtWait(cooldown.until - Date.now()) }));
+  tickCooldown();
+};
+
+// ---------------------------------------------------------------- delivering
+
+// Puts a refused message back in the composer (unless something else is being written there).
+const giveBack = (item) => {
+  if (!ui.composer.value) {
+    ui.composer.value = item.text;
+    autosize();
+  }
+};
+
 // Delivers one outbox item, retrying with the same client_id. Returns when it is stored,
 // refused or the sender is banned.
 const deliver = async (item) => {
@@ -87,7 +129,7 @@ const deliver = async (item) => {
   // Joins again (for a token); if that fails, so does this item.
   const rejoined = async () => {
     const r = await rejoin();
-    if (!r.ok) markFailed(item, 'Not sent: you are not in the room.', true);
+    if (!r.ok) markFailed(item, t('notSentWhy', { reason: t('notInRoom') }), true);
     return r.ok;
   };
   let attempt = 0;
@@ -95,7 +137,7 @@ const deliver = async (item) => {
   for (;;) {
     if (item.done) return;
     if (!canSend()) {
-      markFailed(item, 'Not sent.', false);
+      markFailed(item, t('notSent'), false);
       return;
     }
     if (!me.auth && !(await rejoined())) return;
@@ -117,26 +159,49 @@ const deliver = async (item) => {
       updateEmpty();
       return;
     }
+    const code = errorCode(res);
     if (res.status === 401) {
       unauthorized++;
       if (unauthorized > 2) await sleep(backoff(unauthorized));
       if (!(await rejoined())) return;
       continue;
     }
+    if (code === 'timed_out') {
+      // A moderator's timeout: this message is not sent later by itself; the button counts
+      // down to when the guest may write again.
+      const wait = retryAfterMs(res, 7 * 86400 * 1000);
+      if (wait) startCooldown(wait, errorKey(res));
+      else showStatus('error', errorMessage(res));
+      markFailed(item, t('notSentWhy', { reason: errorMessage(res) }), true);
+      giveBack(item);
+      return;
+    }
+    if (code === 'read_only') {
+      showStatus('error', errorMessage(res));
+      markFailed(item, t('notSentWhy', { reason: errorMessage(res) }), false);
+      giveBack(item);
+      return;
+    }
     if (res.status === 403) {
       enter('banned', res);
       return;
+    }
+    if (res.status === 429 || code === 'rate_limited' || code === 'slow_mode') {
+      // Too fast for the guest's rate or the room's slow mode: the same message goes out again
+      // (same client_id) when the wait is over, and the button counts down until then.
+      const wait = retryAfterMs(res) || backoff(++attempt);
+      startCooldown(wait, errorKey(res));
+      say(t('waitStatus', { why: errorMessage(res), time: fmtWait(wait) }));
+      await sleep(wait);
+      continue;
     }
     if (transient(res)) {
       await waitToRetry(++attempt, res, say);
       continue;
     }
-    // 400, 413 and the like: sending it again would not help.
-    markFailed(item, 'Not sent: ' + errorMessage(res), false);
-    if (!ui.composer.value) {
-      ui.composer.value = item.text;
-      autosize();
-    }
+    // 400, 413, a blocked word, a link and the like: sending it again would not help.
+    markFailed(item, t('notSentWhy', { reason: errorMessage(res) }), false);
+    giveBack(item);
     return;
   }
 };
@@ -169,9 +234,15 @@ const enqueue = (text, clientId) => {
 };
 
 const submit = () => {
-  if (!canSend()) return;
+  if (!canSend() || cooldown.until) return;
   const text = ui.composer.value.trim();
   if (!text) return;
+  // The first message asks for a nickname; it stays in the composer until the join, then
+  // goes out (the dialog's submit calls this again).
+  if (!me.auth && !me.nick) {
+    showNickDialog('send');
+    return;
+  }
   enqueue(text);
   ui.composer.value = '';
   autosize();
@@ -189,7 +260,7 @@ const autosize = () => {
 ui.form.addEventListener('submit', (e) => {
   e.preventDefault();
   submit();
-  ui.composer.focus();
+  if (ui.dialog.hidden) ui.composer.focus();
 });
 ui.composer.addEventListener('keydown', (e) => {
   if (e.key === 'Enter' && !e.shiftKey && !e.isComposing && e.keyCode !== 229) {

@@ -2,17 +2,21 @@
 /*! Chatty chat frame: the chat UI served at /v1/sites/{site}/rooms/{room}/frame, usually
  * inside the iframe that widget.js adds to a host page, same-origin with the API.
  *
- * Flow: nickname (remembered per site in localStorage) -> POST join -> render -> read the room
- * through the best transport that works (reader.js): the edge's event stream, else held polls
- * (Prefer: wait), else polls every ~2 s with If-None-Match (304 = nothing new) and members
- * every other tick; heartbeat every 10 s only on those plain polls (on a stream or held polls
- * the edge reports presence); leave by sendBeacon on pagehide. `?transport=stream|hold|poll`
- * on the frame's address forces one transport (the widget's data-transport). Sends go through an outbox kept in
- * sessionStorage; each message keeps one client_id for all its retries, so a retry never
- * duplicates it. All user text is rendered with textContent, never as HTML.
+ * Flow: the room is shown at once, without a token (openRoom(): where the log ends, then its
+ * last page and the members) -> read through the best transport that works (reader.js): the
+ * edge's event stream, else held polls (Prefer: wait), else polls every ~2 s with
+ * If-None-Match (304 = nothing new) and members every other tick. The nickname is asked when
+ * the visitor first sends (remembered per site in localStorage; a returning visitor joins at
+ * once) -> POST join, and the message waiting in the composer goes out. Heartbeats every 10 s
+ * only on plain polls (on a stream or held polls the edge reports presence); leave by
+ * sendBeacon on pagehide. `?transport=stream|hold|poll` forces one transport (the widget's
+ * data-transport), `?lang=` picks the language (its data-lang; strings.js). Sends go through
+ * an outbox kept in sessionStorage; each message keeps one client_id for all its retries, so a
+ * retry never duplicates it. All user text is rendered with textContent, never as HTML.
  *
- * The page's life is one phase (joining, live, banned, stopped) changed only by enter(), plus
- * a few facts any phase can have (paused, a send in flight, the panel open); see state.js.
+ * The page's life is one phase (opening, reading, live, banned, stopped) changed only by
+ * enter(), plus a few facts any phase can have (paused, a send in flight, the panel open); see
+ * state.js.
  *
  * The browser gets one script, /v1/frame.js: chat-api/src/routes/assets.rs joins the files of
  * this folder, each a list of plain statements, inside one strict-mode function (FRAME_JS
@@ -28,13 +32,14 @@ const ui = {
   roomName: $('room-name'),
   memberCount: $('member-count'),
   nickChange: $('nick-change'),
-  myNick: $('my-nick'),
   close: $('close'),
   members: $('members'),
   messages: $('messages'),
   empty: $('empty'),
   jump: $('jump'),
   status: $('status'),
+  announce: $('announce'),
+  hint: $('composer-hint'),
   form: $('send-form'),
   composer: $('composer'),
   send: $('send'),
@@ -43,12 +48,46 @@ const ui = {
   nickInput: $('nick-input'),
   nickError: $('nick-error'),
   nickSubmit: $('nick-submit'),
+  nickDesc: $('nick-desc'),
   nickCancel: $('nick-cancel'),
 };
 const setComposer = (enabled) => {
   ui.composer.disabled = !enabled;
   ui.send.disabled = !enabled;
 };
+
+// ---------------------------------------------------------------- language
+
+// `?lang=` of the frame's address (the widget passes its script tag's data-lang), else the
+// browser's languages; see pickLang() in strings.js.
+const lang = (() => {
+  let wanted = null;
+  try {
+    wanted = new URLSearchParams(location.search).get('lang');
+  } catch (e) {
+    wanted = null;
+  }
+  return pickLang(wanted, navigator.languages || [navigator.language]);
+})();
+const t = (key, vars) => translate(lang, key, vars);
+const fmtWait = (ms) => formatWait(lang, ms);
+
+// Fills the page's texts and labels from the table (see frame.html) and sets its language and
+// direction; the stylesheet shows the page once `lang` is set on the root.
+const localize = () => {
+  const root = document.documentElement;
+  root.lang = lang;
+  root.dir = RTL_LANGS.indexOf(lang) >= 0 ? 'rtl' : 'ltr';
+  for (const node of document.querySelectorAll('[data-t]')) node.textContent = t(node.dataset.t);
+  for (const node of document.querySelectorAll('[data-t-label]')) {
+    node.setAttribute('aria-label', t(node.dataset.tLabel));
+  }
+  for (const node of document.querySelectorAll('[data-t-placeholder]')) {
+    node.setAttribute('placeholder', t(node.dataset.tPlaceholder));
+  }
+  root.classList.add('localized');
+};
+localize();
 
 // ---------------------------------------------------------------- where we are
 
@@ -66,7 +105,7 @@ const match = /^\/v1\/sites\/([^/]+)\/rooms\/([^/]+)\/frame\/?$/.exec(location.p
 // this return ends the whole script: nothing after it, in this file or a later one, is set up.
 if (!match) {
   ui.status.dataset.state = 'error';
-  ui.status.textContent = 'This address is not a chat room.';
+  ui.status.textContent = t('notARoom');
   setComposer(false);
   return;
 }

@@ -62,12 +62,15 @@ const parseEtag = (etag) => {
 
 // Brings the messages up to date, page after page. `first` adds options to the first request
 // (a held poll's Prefer, Authorization and signal); `first.alive`, when given, says whether
-// its answers are still wanted. Resolves to the first answer.
+// its answers are still wanted; `first.history` says the events are the room's history (not
+// counted as unread, not read out). Resolves to the first answer.
 const pollMessages = async (first = {}) => {
   const alive = first.alive || (() => true);
+  const live = !first.history;
   let answer = null;
   for (let page = 0; page < MAX_PAGES_PER_TICK; page++) {
     const opts = page === 0 ? Object.assign({}, first) : { signal: first.signal };
+    delete opts.history;
     opts.etag = cursor.etag;
     const res = await api('GET', '/messages?after=' + cursor.seq, opts);
     if (!answer) answer = res;
@@ -85,7 +88,7 @@ const pollMessages = async (first = {}) => {
       continue;
     }
     if (parsed) cursor.epoch = parsed.epoch;
-    applyEvents(res.data.events, true);
+    applyEvents(res.data.events, live);
     const seq = Number(res.data.seq);
     if (Number.isSafeInteger(seq) && seq > cursor.seq) cursor.seq = seq;
     if (res.data.more === true) {
@@ -145,7 +148,7 @@ const pollLoop = async () => {
     polling.failures++;
     delay = e.retryAfter || backoff(polling.failures);
     if (polling.failures >= 2 || e.retryAfter) {
-      setStatus('offline', retrying('Connection problem.', delay));
+      setStatus('offline', retrying(t('connectionProblem'), delay));
     }
   }
   if (state.phase !== 'stopped' && !state.paused) polling.timer = setTimeout(pollLoop, delay);
@@ -212,7 +215,7 @@ const holdLoop = async (gen, part, signal) => {
       failures++;
       const delay = err.retryAfter || backoff(failures);
       if (failures >= 2 || err.retryAfter) {
-        setStatus('offline', retrying('Connection problem.', delay));
+        setStatus('offline', retrying(t('connectionProblem'), delay));
       }
       await sleep(delay);
       continue;
@@ -453,7 +456,7 @@ const streamOnce = async (gen) => {
     const wait = res && res.status !== 200 ? retryAfterMs(res) : null;
     if (wait || streaming.failures > 1) delay = Math.max(delay, wait || backoff(streaming.failures));
     if (streaming.failures >= 2 || wait) {
-      setStatus('offline', retrying('Connection problem.', delay));
+      setStatus('offline', retrying(t('connectionProblem'), delay));
     }
   }
   streaming.timer = setTimeout(() => {
@@ -523,4 +526,52 @@ const reader = {
   // The edge reports this guest as present through the stream or the held polls: the frame
   // sends no heartbeats meanwhile.
   present: () => reader.current.present(),
+};
+
+// ---------------------------------------------------------------- the room at once
+
+// Events of the history shown before the first transport takes over: one page.
+const HISTORY_EVENTS = 100;
+
+// Shows the room without a token: a poll that accepts any version (`If-None-Match: *`,
+// answered 304 with the room's current ETag, from the edge's memory when it knows the room)
+// says where the log ends; the page of events before that end is the history, and the members
+// come with it. Then the reader takes over from there. Retried until it works or the room
+// turns out not to exist.
+const openRoom = async () => {
+  const offline = (text) => setStatus('offline', text);
+  let attempt = 0;
+  while (state.phase === 'opening') {
+    try {
+      const probe = await api('GET', '/messages?after=0', { etag: '*' });
+      if (probe.status !== 304 && probe.status !== 200) throw httpError(probe);
+      const end = parseEtag(probe.headers.get('ETag'));
+      cursor.seq = end ? Math.max(0, end.seq - HISTORY_EVENTS) : 0;
+      cursor.etag = null;
+      cursor.epoch = end ? end.epoch : null;
+      ui.messages.setAttribute('aria-busy', 'true');
+      try {
+        await Promise.all([
+          pollMessages({ history: true }),
+          pollMembers().catch(() => {
+            // The reader brings the members list soon anyway.
+          }),
+        ]);
+      } finally {
+        ui.messages.removeAttribute('aria-busy');
+      }
+      if (state.phase !== 'opening') return;
+      scrollToBottom();
+      setStatus('ok', '');
+      enter('reading');
+      return;
+    } catch (e) {
+      if (e.res && e.res.status === 404) {
+        enter('stopped', e.res);
+        return;
+      }
+      clearHistory();
+      await waitToRetry(++attempt, e.res || null, offline);
+    }
+  }
 };

@@ -1,4 +1,4 @@
-// The frame's start, last of the parts: leaving on pagehide, coming back, then restore and join.
+// The frame's start, last of the parts: leaving on pagehide, coming back, then the room at once.
 
 // ---------------------------------------------------------------- leaving and coming back
 
@@ -35,19 +35,18 @@ window.addEventListener('pageshow', (e) => {
 
 // ---------------------------------------------------------------- start
 
+// The room first, at once and without a token; a returning visitor (a nickname remembered)
+// then joins by itself, and what its last visit left in the outbox goes out.
 updateEmpty();
 const restored = readJson(session, OUTBOX_KEY);
-if (Array.isArray(restored)) {
+if (me.nick && Array.isArray(restored)) {
   for (const r of restored) {
     if (r && typeof r.text === 'string' && typeof r.client_id === 'string' && /^[A-Za-z0-9_-]{1,64}$/.test(r.client_id)) {
       enqueue(r.text, r.client_id);
     }
   }
 }
-if (me.nick) {
-  setStatus('connecting', 'Connecting\u2026');
-  rejoin();
-} else {
-  setStatus('connecting', '');
-  showNickDialog(false);
-}
+showMe();
+setStatus('connecting', t('connecting'));
+state.opened = openRoom();
+if (me.nick) rejoin();

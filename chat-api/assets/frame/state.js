@@ -38,16 +38,18 @@ const readJson = (area, key) => {
 // ---------------------------------------------------------------- state
 
 // The frame's life is one phase, and enter() is the only place that changes it:
-//   joining  nothing on screen yet: the first join is under way, or the nickname dialog waits
-//   live     the room's history is on screen: the room is read, messages go out, and so do
-//            heartbeats unless the edge reports the guest as present (reader.present())
+//   opening  nothing on screen yet: the room's latest events are on their way (openRoom())
+//   reading  the room is on screen and read without a token: the visitor has not joined yet
+//            (a nickname is asked when they first send; a returning one joins at once)
+//   live     joined: messages go out, and so do heartbeats unless the edge reports the guest
+//            as present (reader.present())
 //   banned   the API refused this guest (403): the room is still read, nothing goes out
-//   stopped  nothing more to do: the room or site does not exist (404), or the first join
-//            was refused by a ban (with nothing on screen there is nothing to read either)
+//   stopped  nothing more to do: the room or site does not exist (404), or a ban came before
+//            anything was on screen
 // Phases only move forward, in this order; steps may be skipped.
-const PHASES = ['joining', 'live', 'banned', 'stopped'];
+const PHASES = ['opening', 'reading', 'live', 'banned', 'stopped'];
 const state = {
-  phase: 'joining',
+  phase: 'opening',
   // Facts any phase can have alongside it:
   paused: false, // hidden by pagehide (possibly into the back/forward cache): pause(), resume()
   sending: false, // processOutbox is delivering the outbox
@@ -55,9 +57,10 @@ const state = {
   // chat is first opened, so it starts open; the widget says so again on load.
   open: true,
   unread: 0, // messages that arrived while the panel was closed
+  opened: null, // openRoom()'s promise: a join waits for the room to be on screen
 };
-// The guest may still write: while joining, messages wait in the outbox until the join.
-const canSend = () => state.phase === 'joining' || state.phase === 'live';
+// The visitor may still write: before the join, messages wait in the outbox until it.
+const canSend = () => state.phase === 'opening' || state.phase === 'reading' || state.phase === 'live';
 
 // Who this tab is in the room.
 const me = {
@@ -121,26 +124,25 @@ const saveOutbox = () => {
 const enter = (next, res) => {
   const from = state.phase;
   if (PHASES.indexOf(next) <= PHASES.indexOf(from)) return;
-  if (next === 'live') {
-    // The first sync takes the history and the cursor. Later joins (token refresh, 401,
-    // nickname change) keep the poll cursor so no deletion in between is skipped.
-    showHistory(res);
-    state.phase = 'live';
+  if (next === 'reading') {
+    state.phase = 'reading';
     startLoops();
+  } else if (next === 'live') {
+    // The room is read already (a join waits for openRoom()): the reader keeps its cursor, so
+    // no deletion between its last page and the join is skipped.
+    state.phase = 'live';
+    if (from === 'opening') startLoops();
   } else if (next === 'banned') {
-    // Banned by the first join: with nothing on screen there is nothing to read either.
-    state.phase = from === 'joining' ? 'stopped' : 'banned';
-    showStatus(
-      'banned',
-      errorCode(res) === 'banned'
-        ? errorMessage(res) + ' You can still read this room, but you can no longer send messages.'
-        : errorMessage(res),
-    );
+    // Banned before anything was on screen: there is nothing to read either.
+    state.phase = from === 'opening' ? 'stopped' : 'banned';
+    showStatus('banned', errorCode(res) === 'banned' ? t('bannedRead') : errorMessage(res));
     setComposer(false);
     stopHeartbeats();
-    for (const item of outbox.items) if (!item.done) markFailed(item, 'Not sent.', false);
+    for (const item of outbox.items) if (!item.done) markFailed(item, t('notSent'), false);
     outbox.items.length = 0;
     saveOutbox();
+    if (state.phase === 'stopped') reader.stop();
+    showMe();
   } else if (next === 'stopped') {
     state.phase = 'stopped';
     // A ban's explanation stays on the status line.
@@ -149,6 +151,7 @@ const enter = (next, res) => {
     stopHeartbeats();
     clearTimeout(timers.refresh);
     setComposer(false);
+    showMe();
   }
 };
 
@@ -163,7 +166,7 @@ const pause = () => {
 // send joins again (the leave sent on pagehide took it out of the room).
 const resume = () => {
   state.paused = false;
-  if (state.phase === 'live' || state.phase === 'banned') startLoops();
+  if (state.phase === 'reading' || state.phase === 'live' || state.phase === 'banned') startLoops();
   if (state.phase === 'live' && me.nick) rejoin();
 };
 

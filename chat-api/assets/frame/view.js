@@ -17,15 +17,21 @@ const hueClass = (key) => {
   return 'hue-' + (h % 8);
 };
 
+const relFormat = (() => {
+  try {
+    return new Intl.RelativeTimeFormat(lang, { numeric: 'auto' });
+  } catch (e) {
+    return null;
+  }
+})();
 const relTime = (ms, now) => {
   const s = Math.max(0, now - ms) / 1000;
-  if (s < 45) return 'just now';
-  if (s < 3600) return Math.max(1, Math.round(s / 60)) + ' min ago';
-  if (s < 86400) return Math.round(s / 3600) + ' h ago';
+  if (s < 45) return t('justNow');
   const days = Math.round(s / 86400);
-  if (days === 1) return 'yesterday';
-  if (days < 7) return days + ' days ago';
-  return new Date(ms).toLocaleDateString();
+  if (days >= 7 || !relFormat) return new Date(ms).toLocaleDateString(lang);
+  if (s < 3600) return relFormat.format(-Math.max(1, Math.round(s / 60)), 'minute');
+  if (s < 86400) return relFormat.format(-Math.round(s / 3600), 'hour');
+  return relFormat.format(-days, 'day');
 };
 
 // ---------------------------------------------------------------- status line
@@ -113,13 +119,15 @@ const renderMembers = (list, count) => {
     li.appendChild(el('span', 'member-nick', m.nick));
     if (me.auth && m.id === me.auth.member.id) {
       li.classList.add('me');
-      li.appendChild(el('span', 'member-you', ' (you)'));
+      li.appendChild(document.createTextNode(' '));
+      li.appendChild(el('span', 'member-you', t('you')));
     }
     frag.appendChild(li);
   }
   ui.members.replaceChildren(frag);
   const total = Number.isInteger(count) && count >= members.length ? count : members.length;
-  ui.memberCount.textContent = String(total);
+  ui.memberCount.dataset.count = String(total);
+  ui.memberCount.textContent = t('here', { n: formatNumber(lang, total) });
 };
 
 // ---------------------------------------------------------------- rendering: messages
@@ -141,7 +149,7 @@ const setTime = (timeEl, ms, now) => {
   const at = new Date(ms);
   timeEl.dataset.ms = String(ms);
   timeEl.dateTime = at.toISOString();
-  timeEl.title = at.toLocaleString();
+  timeEl.title = at.toLocaleString(lang);
   timeEl.textContent = relTime(ms, now);
 };
 
@@ -154,7 +162,7 @@ const fillMessage = (li, ev, own) => {
   const meta = el('div', 'meta');
   const nickEl = el('span', 'nick ' + hueClass(ev.member_id), ev.nick);
   meta.appendChild(nickEl);
-  if (own) meta.appendChild(el('span', 'visually-hidden', ' (you)'));
+  if (own) meta.appendChild(el('span', 'visually-hidden', ' ' + t('you')));
   meta.appendChild(document.createTextNode(' '));
   const time = el('time', 'time');
   setTime(time, Number(ev.at_ms) || Date.now(), Date.now());
@@ -225,6 +233,8 @@ const addMessage = (ev, live) => {
   fillMessage(li, ev, own);
   shown.bySeq.set(ev.seq, li);
   insertBySeq(li, ev.seq);
+  // Read out by screen readers: the list is no live region, so a history is not read out.
+  if (live && !own) ui.announce.textContent = ev.nick + ': ' + ev.text;
   return live && !own;
 };
 
@@ -279,8 +289,8 @@ const clearHistory = () => {
 
 const refreshTimes = () => {
   const now = Date.now();
-  for (const t of ui.messages.querySelectorAll('time.time[data-ms]')) {
-    t.textContent = relTime(Number(t.dataset.ms), now);
+  for (const time of ui.messages.querySelectorAll('time.time[data-ms]')) {
+    time.textContent = relTime(Number(time.dataset.ms), now);
   }
 };
 

@@ -20,6 +20,7 @@ pub mod rooms;
 
 /// Registers every route.
 pub fn configure(cfg: &mut web::ServiceConfig) {
+    assets::prepare();
     const ROOM: &str = "/v1/sites/{site}/rooms/{room}";
     cfg.service(
         web::resource(format!("{ROOM}/join"))

@@ -140,6 +140,7 @@ async fn status_of(request: RequestBuilder) -> StatusCode {
     request.send().await.unwrap().status()
 }
 
+mod assets;
 mod guests;
 mod identity;
 mod presence;
