@@ -15,6 +15,7 @@ use chatty_shared::{if_none_match, members_etag, EtagBuf, RoomVersion};
 use super::{presence_down, Chat, Poll, Polled, Written, JOIN_MESSAGES, PAGE_SIZE};
 use crate::cache::VersionCache;
 use crate::error::ApiError;
+use crate::host_token;
 use crate::metrics::{StoreOp, METRICS};
 use crate::secrets;
 use crate::store::{NewMessage, SiteRecord};
@@ -79,18 +80,26 @@ impl Chat {
                 let user = self.verified_user(key.site(), user_token).await?;
                 (Some(user.member_id), user.name, user.moderator)
             }
-            None => {
-                let nick =
-                    validate::nick(&req.nick).map_err(|m| ApiError::InvalidField(m.into()))?;
-                (self.returning_member(&key, token)?, nick, false)
-            }
+            None => match self.returning_member(&key, token)? {
+                // A verified user's token keeps its name and role: only the
+                // host site names its users.
+                Some(c) if host_token::is_verified(&c.member_id) => {
+                    (Some(c.member_id), c.nick, c.moderator)
+                }
+                returning => {
+                    let nick =
+                        validate::nick(&req.nick).map_err(|m| ApiError::InvalidField(m.into()))?;
+                    (returning.map(|c| c.member_id), nick, false)
+                }
+            },
         };
         if let Some(id) = &member_id {
             self.check_banned(key.site(), id).await?;
         }
         self.limit("ip", format!("ip:{ip}"), self.settings.ip_rate)
             .await?;
-        if req.user_token.is_none() {
+        let verified = member_id.as_deref().is_some_and(host_token::is_verified);
+        if !verified {
             self.guest_name_free(&key, &nick).await?;
         }
         let member = Member {
@@ -123,17 +132,17 @@ impl Chat {
         })
     }
 
-    /// The member id a join keeps: a token of this room keeps the guest's
+    /// The member a join keeps: a token of this room keeps the guest's
     /// identity; an expired one is simply replaced, a forged one or one of
     /// another room refused.
     fn returning_member(
         &self,
         key: &RoomKey,
         token: Option<&str>,
-    ) -> Result<Option<String>, ApiError> {
+    ) -> Result<Option<Claims>, ApiError> {
         let Some(token) = token else { return Ok(None) };
         match self.keys.verify(token, key, now_secs()) {
-            Ok(claims) => Ok(Some(claims.member_id)),
+            Ok(claims) => Ok(Some(claims)),
             Err(TokenError::Expired) => Ok(None),
             Err(_) => Err(ApiError::unauthorized()),
         }

@@ -96,6 +96,23 @@ async fn a_signed_in_user_joins_verified_and_a_moderator_is_told_so() {
         .unwrap();
     assert_eq!(mo["member"], json!({"id": "u_7", "nick": "Mo Derator"}));
     assert_eq!(mo["moderator"], json!(true));
+    // Renewed with its guest token, a verified member keeps the site's
+    // name and role, whatever nick is sent (and its own name is no clash).
+    let renewed: Value = node
+        .post_json(
+            &format!("{ROOM}/join"),
+            mo["token"].as_str(),
+            &json!({"nick": "Other"}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        renewed["member"],
+        json!({"id": "u_7", "nick": "Mo Derator"})
+    );
+    assert_eq!(renewed["moderator"], json!(true));
     // The guest token it got works like any other.
     let sent = node
         .post_json(
