@@ -8,15 +8,17 @@
  * left, and the launcher sits on the left.
  * data-transport="stream|hold|poll" (default auto: the best that works) makes the chat read
  * the room through that one transport only; it is meant for tests.
+ * data-user-token="…" (a user token your backend signed, see docs/api.md) joins the visitor as
+ * your signed-in user; a page that signs in later calls window.Chatty.signIn(token).
  *
  * Served as /v1/widget.js after frame/strings.js (the one table of words), inside one
  * strict-mode function (chat-api/src/routes/assets.rs).
  *
  * It adds one <chatty-widget> element (everything else lives in its shadow root), one
- * `message` listener and the guard `window.__chattyWidgetLoaded`; nothing else in the page
- * is read or changed. Messages with the frame:
+ * `message` listener, `window.Chatty.signIn` and the guard `window.__chattyWidgetLoaded`;
+ * nothing else in the page is read or changed. Messages with the frame:
  *   frame -> widget: {type: "chatty:unread", count}  and  {type: "chatty:close"}
- *   widget -> frame: {type: "chatty:visibility", open}
+ *   widget -> frame: {type: "chatty:visibility", open}  and  {type: "chatty:user-token", token}
  * Both sides check the other's window; the widget also checks the chat origin.
  */
 const w = window;
@@ -215,13 +217,35 @@ const render = () => {
   launcher.setAttribute('aria-label', shown ? t('chatUnread', { n: formatNumber(lang, unread) }) : t('chat'));
 };
 
-const tellFrame = () => {
+// A user token signed by the host site's backend (data-user-token, or Chatty.signIn() once the
+// visitor signs in): handed to the frame by message, never in an address, so it stays out of
+// logs and histories. The frame exchanges it once for its own token.
+let userToken = script.getAttribute('data-user-token') || '';
+
+const post = (message) => {
   if (!iframe || !loaded || !iframe.contentWindow) return;
   try {
-    iframe.contentWindow.postMessage({ type: 'chatty:visibility', open: open }, origin);
+    iframe.contentWindow.postMessage(message, origin);
   } catch (e) {
-    // The frame is gone or not ours yet; it asks again when it loads.
+    // The frame is gone or not ours yet; it is told again when it loads.
   }
+};
+
+const tellFrame = () => post({ type: 'chatty:visibility', open: open });
+
+const tellUser = () => {
+  if (userToken) post({ type: 'chatty:user-token', token: userToken });
+};
+
+w.Chatty = w.Chatty || {};
+w.Chatty.signIn = (token) => {
+  if (typeof token !== 'string' || token.length === 0 || token.length > 2048) {
+    warn('Chatty.signIn needs the user token signed by your site');
+    return;
+  }
+  userToken = token;
+  ensureFrame();
+  tellUser();
 };
 
 const ensureFrame = () => {
@@ -232,6 +256,7 @@ const ensureFrame = () => {
   iframe.addEventListener('load', () => {
     loaded = true;
     tellFrame();
+    tellUser();
     if (open) iframe.focus();
   });
   panel.appendChild(iframe);

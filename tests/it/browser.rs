@@ -9,7 +9,8 @@
 //! send, keyboard-only use, its languages (German, Arabic laid out right to
 //! left, the browser's own, English for an unknown one), no serious or
 //! critical finding of axe-core, a refused send counted down on the button,
-//! and its files compressed with validators through the edge.
+//! and its files compressed with validators through the edge. And a user
+//! the host site signs in, marked as verified, whose name no guest takes.
 
 use std::time::{Duration, Instant};
 
@@ -1095,4 +1096,126 @@ async fn the_edge_serves_the_widget_compressed_with_its_validators() {
         assert_eq!(again.status(), 304, "{path}");
         assert_eq!(again.headers()["etag"], etag.as_str());
     }
+}
+
+/// Types `nick` into the open nickname dialog and submits it; the dialog's
+/// error text once it answers (empty when it closed).
+async fn try_nick(c: &Client, nick: &str) -> String {
+    c.execute(
+        "const d = document.getElementById('nick-dialog');
+         if (d.hidden) document.getElementById('nick-change').click();
+         document.getElementById('nick-input').value = '';
+         document.getElementById('nick-error').textContent = '';
+         return true;",
+        vec![],
+    )
+    .await
+    .expect("open the nickname dialog");
+    find(c, "#nick-input")
+        .await
+        .send_keys(nick)
+        .await
+        .expect("type nick");
+    find(c, "#nick-submit").await.click().await.expect("submit");
+    let answer = wait_js(
+        c,
+        "const d = document.getElementById('nick-dialog');
+         const err = document.getElementById('nick-error').textContent;
+         return d.hidden ? 'joined' : (err ? err : null);",
+    )
+    .await;
+    match answer.as_str() {
+        Some("joined") => String::new(),
+        other => other.unwrap_or_default().to_owned(),
+    }
+}
+
+/// Whether the message `text` on screen carries the verified mark.
+async fn marked(c: &Client, text: &str) -> bool {
+    let script = format!(
+        "const li = [...document.querySelectorAll('#messages li.message')]
+           .find(li => li.querySelector('.text').textContent === {});
+         return li ? (li.querySelector('.meta .verified') ? 'yes' : 'no') : null;",
+        serde_json::to_string(text).expect("json")
+    );
+    wait_js(c, &script).await == "yes"
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_in_user_is_marked_and_a_guest_can_neither_look_verified_nor_take_the_name() {
+    use chat_api::{ed25519_public, sign_user_token, HostClaims, KeyAlg};
+    const SEED: [u8; 32] = [5; 32];
+    let up = ChattyUp::start().await;
+    let driver = Driver::start().await;
+    let free = HostPage::serve("127.0.0.1", String::new()).await;
+    let port = free.origin.rsplit(':').next().expect("port").to_owned();
+    drop(free);
+    let origin = format!("http://localhost:{port}");
+    let (site, created) = site_add(&up, &origin);
+    let secret = created["secret"].as_str().expect("site secret").to_owned();
+    let added = chatty_tests::http()
+        .post(format!("{}/v1/sites/{site}/user-keys", up.base))
+        .bearer_auth(&secret)
+        .json(&serde_json::json!({"kid": "k1", "alg": "ed25519", "key": ed25519_public(&SEED)}))
+        .send()
+        .await
+        .expect("add key");
+    assert_eq!(added.status(), 201);
+    // The host site's backend signs a token for its user Ann.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let claims = HostClaims {
+        aud: site.clone(),
+        sub: "42".into(),
+        name: "Ann Editor".into(),
+        roles: vec![],
+        iat: now,
+        exp: now + 600,
+        jti: "page-view-1".into(),
+    };
+    let token = sign_user_token(&claims, "k1", KeyAlg::Ed25519, &SEED);
+    let html = host_page_html_with(&up.base, &site, "front", &[("user-token", &token)]);
+    let _page = HostPage::serve_on("127.0.0.1", port.parse().expect("port"), html).await;
+
+    let ann = driver.session("verified").await;
+    ann.goto(&origin).await.expect("the host page");
+    open_widget(&ann).await;
+    // Signed in at once, with the site's name and the mark; never asked.
+    wait_js(
+        &ann,
+        "const me = document.querySelector('#members li.me');
+         return me && me.querySelector('.verified') && me.textContent.includes('Ann Editor')
+           && document.getElementById('nick-dialog').hidden;",
+    )
+    .await;
+    say(&ann, "from the editor").await;
+    wait_message(&ann, "from the editor").await;
+
+    let bob = driver.session("guest").await;
+    bob.goto(&format!("{}/v1/sites/{site}/rooms/front/frame", up.base))
+        .await
+        .expect("frame page");
+    wait_message(&bob, "from the editor").await;
+    assert!(
+        marked(&bob, "from the editor").await,
+        "the editor's message is marked"
+    );
+    // The guest cannot take the name, nor a check mark.
+    for copy in ["Ann Editor", "ann.editor", "Bob \u{2714}"] {
+        let err = try_nick(&bob, copy).await;
+        assert!(!err.is_empty(), "{copy} was accepted");
+    }
+    assert_eq!(try_nick(&bob, "Bob").await, "", "a free name is taken");
+    say(&bob, "hello from a guest").await;
+    wait_message(&ann, "hello from a guest").await;
+    assert!(
+        !marked(&ann, "hello from a guest").await,
+        "a guest's message is not marked"
+    );
+    let members = members(&ann).await;
+    assert_eq!(members.len(), 2, "{members:?}");
+    let _ = ann.close().await;
+    let _ = bob.close().await;
 }

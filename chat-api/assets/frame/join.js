@@ -48,6 +48,8 @@ const showMe = () => {
       el('span', 'visually-hidden', after || ''),
     );
     b.removeAttribute('title');
+    // A signed-in user's name is the site's to change.
+    b.disabled = isVerified(me.auth.member.id);
   } else {
     b.textContent = t('joinButton');
     b.title = t('joinButtonLabel');
@@ -56,6 +58,28 @@ const showMe = () => {
 };
 
 // ---------------------------------------------------------------- join
+
+// Whether a member id is a user the host site signed in (only the API gives out `u_` ids).
+const isVerified = (id) => typeof id === 'string' && id.startsWith('u_');
+
+// A user token handed over by the host page (see widget.js): joins as that user at once, with
+// the site's name, and the nickname is never asked.
+const signIn = async (token) => {
+  if (typeof token !== 'string' || !token) return;
+  if (me.join) await me.join;
+  me.userToken = token;
+  if (!ui.dialog.hidden) hideNickDialog();
+  const previous = me.auth;
+  const result = await joinOnce(null);
+  if (result.ok) {
+    me.nick = me.auth.member.nick;
+    showMe();
+    // The guest this tab was until now leaves the room.
+    if (previous && previous.member.id !== me.auth.member.id) {
+      api('POST', '/leave', { token: previous.token }).catch(() => {});
+    }
+  }
+};
 
 const scheduleRefresh = (ttlSecs) => {
   clearTimeout(timers.refresh);
@@ -100,16 +124,28 @@ const join = async (wanted) => {
   let attempt = 0;
   for (;;) {
     if (!canSend()) return { ok: false, fatal: true };
+    // A user token from the host page is used once; a verified member renews its guest token
+    // with that token (its name and role are the site's).
+    const userToken = me.userToken;
+    const verified = !userToken && me.auth && isVerified(me.auth.member.id);
+    const body = userToken ? { user_token: userToken } : { nick: wanted || '' };
     let res;
     try {
-      res = await api('POST', '/join', { body: { nick: wanted } });
+      res = await api('POST', '/join', { body, auth: verified });
     } catch (e) {
       await waitToRetry(++attempt, null, offline);
       continue;
     }
+    if (userToken) me.userToken = null;
     if (res.status === 200 && res.data && typeof res.data.token === 'string' && res.data.member) {
       applyJoin(res.data);
       return { ok: true };
+    }
+    if (userToken && res.status === 401) {
+      // A user token refused (expired, used before …): on as a reader; the host page may
+      // call Chatty.signIn() again with a fresh one.
+      showStatus('error', t('signInRefused'));
+      return { ok: false, fatal: true };
     }
     if (transient(res)) {
       await waitToRetry(++attempt, res, offline);

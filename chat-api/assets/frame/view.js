@@ -75,6 +75,7 @@ window.addEventListener('message', (e) => {
   const data = e.data;
   if (!data || typeof data !== 'object') return;
   if (data.type === 'chatty:visibility') setOpen(data.open === true);
+  else if (data.type === 'chatty:user-token') signIn(data.token);
 });
 
 const focusMain = () => {
@@ -107,6 +108,17 @@ document.addEventListener('keydown', (e) => {
 
 // ---------------------------------------------------------------- rendering: members
 
+// The mark of a user the host site signed in: drawn from the member id (only the API gives
+// out `u_` ids), never from a name, so no nickname can imitate it.
+const verifiedMark = (id) => {
+  if (!id.startsWith('u_')) return null;
+  const mark = el('span', 'verified', '\u2713');
+  mark.setAttribute('role', 'img');
+  mark.setAttribute('aria-label', t('verified'));
+  mark.title = t('verified');
+  return mark;
+};
+
 // `count`: how many the room has (a list names at most the first 100).
 const renderMembers = (list, count) => {
   const members = list
@@ -117,6 +129,8 @@ const renderMembers = (list, count) => {
     const li = el('li', 'member ' + hueClass(m.id));
     li.dataset.id = m.id;
     li.appendChild(el('span', 'member-nick', m.nick));
+    const mark = verifiedMark(m.id);
+    if (mark) li.appendChild(mark);
     if (me.auth && m.id === me.auth.member.id) {
       li.classList.add('me');
       li.appendChild(document.createTextNode(' '));
@@ -162,6 +176,8 @@ const fillMessage = (li, ev, own) => {
   const meta = el('div', 'meta');
   const nickEl = el('span', 'nick ' + hueClass(ev.member_id), ev.nick);
   meta.appendChild(nickEl);
+  const mark = verifiedMark(ev.member_id);
+  if (mark) meta.appendChild(mark);
   if (own) meta.appendChild(el('span', 'visually-hidden', ' ' + t('you')));
   meta.appendChild(document.createTextNode(' '));
   const time = el('time', 'time');
