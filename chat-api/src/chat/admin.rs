@@ -18,7 +18,7 @@ use crate::validate;
 
 impl Chat {
     /// Checks a site owner's secret; 401 otherwise.
-    async fn site_admin(
+    pub(super) async fn site_admin(
         &self,
         site: &str,
         secret: Option<&str>,
@@ -99,7 +99,7 @@ impl Chat {
         }
         self.store_call(StoreOp::SetLimits, self.store.set_limits(site, limits))
             .await?;
-        self.sites.forget(site);
+        self.site_changed(site).await;
         Ok(limits)
     }
 
@@ -141,7 +141,7 @@ impl Chat {
             StoreError::Conflict => ApiError::Conflict(format!("site {id:?} already exists")),
             e => e.into(),
         })?;
-        self.sites.forget(&id);
+        self.forget_site(&id);
         Ok(CreatedSite {
             site: SiteInfo {
                 id,

@@ -1,9 +1,10 @@
 //! Administration: sites (operator token) and moderation — delete a
-//! message, ban a guest, set limits (the site's secret).
+//! message, ban a guest, set limits, rules and a room's slow mode (the
+//! site's secret).
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
-use chatty_shared::wire::{BanRequest, CreateSiteRequest, SiteLimits};
+use chatty_shared::wire::{BanRequest, CreateSiteRequest, RoomSlowMode, SiteLimits, SiteRules};
 
 use super::{bearer, etag_header, json};
 use crate::body::JsonBody;
@@ -57,4 +58,36 @@ pub async fn set_limits(
 ) -> Result<HttpResponse, ApiError> {
     let limits = chat.set_limits(&path, body.0, bearer(&req)).await?;
     Ok(json(StatusCode::OK, &limits))
+}
+
+pub async fn get_rules(
+    chat: web::Data<Chat>,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let rules = chat.rules(&path, bearer(&req)).await?;
+    Ok(json(StatusCode::OK, &rules))
+}
+
+pub async fn set_rules(
+    chat: web::Data<Chat>,
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: JsonBody<SiteRules>,
+) -> Result<HttpResponse, ApiError> {
+    let rules = chat.set_rules(&path, body.0, bearer(&req)).await?;
+    Ok(json(StatusCode::OK, &rules))
+}
+
+pub async fn set_room_slow_mode(
+    chat: web::Data<Chat>,
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+    body: JsonBody<RoomSlowMode>,
+) -> Result<HttpResponse, ApiError> {
+    let (site, room) = path.into_inner();
+    let set = chat
+        .set_room_slow_mode(&site, &room, body.0, bearer(&req))
+        .await?;
+    Ok(json(StatusCode::OK, &set))
 }
