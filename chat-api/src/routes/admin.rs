@@ -69,11 +69,17 @@ pub async fn get_rules(
     Ok(json(StatusCode::OK, &rules))
 }
 
+/// Largest body of `PUT …/rules` (413 `too_large` beyond): room for both
+/// lists full of the longest entries written plainly (about 100 KiB),
+/// with some to spare for non-ASCII text; never megabytes from a client
+/// that has not yet shown the site's secret.
+pub const RULES_BODY_BYTES: usize = 256 * 1024;
+
 pub async fn set_rules(
     chat: web::Data<Chat>,
     req: HttpRequest,
     path: web::Path<String>,
-    body: JsonBody<SiteRules>,
+    body: JsonBody<SiteRules, RULES_BODY_BYTES>,
 ) -> Result<HttpResponse, ApiError> {
     let rules = chat.set_rules(&path, body.0, bearer(&req)).await?;
     Ok(json(StatusCode::OK, &rules))

@@ -143,5 +143,6 @@ async fn status_of(request: RequestBuilder) -> StatusCode {
 mod guests;
 mod presence;
 mod refused;
+mod rules;
 mod service;
 mod sites;
