@@ -16,11 +16,7 @@ use crate::rules::{self, Checked, Refusal, Rules, Sender};
 
 impl Chat {
     /// `GET /v1/sites/{site}/rules` (site secret): as stored.
-    pub(crate) async fn rules(
-        &self,
-        site: &str,
-        secret: Option<&str>,
-    ) -> Result<SiteRules, ApiError> {
+    pub async fn rules(&self, site: &str, secret: Option<&str>) -> Result<SiteRules, ApiError> {
         self.site_admin(site, secret).await?;
         Ok(self
             .store_call(StoreOp::Rules, self.store.rules(site))
@@ -29,7 +25,7 @@ impl Chat {
     }
 
     /// `PUT /v1/sites/{site}/rules` (site secret): replaces the rules.
-    pub(crate) async fn set_rules(
+    pub async fn set_rules(
         &self,
         site: &str,
         rules: SiteRules,
