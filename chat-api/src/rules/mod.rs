@@ -100,21 +100,11 @@ pub enum Checked {
 }
 
 /// A site's rules, compiled.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Rules {
     source: SiteRules,
     words: Option<Regex>,
     patterns: Option<Regex>,
-}
-
-impl Default for Rules {
-    fn default() -> Self {
-        Self {
-            source: SiteRules::default(),
-            words: None,
-            patterns: None,
-        }
-    }
 }
 
 impl Rules {
