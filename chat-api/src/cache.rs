@@ -12,19 +12,21 @@
 //! A store read never overwrites a newer version learned while it was in
 //! flight: each fill carries a ticket taken before the read, and loses to
 //! any update or clear stamped after it.
+//!
+//! Site records, site rules and rooms' own slow mode are kept for at most
+//! [`SITE_MAX_AGE`], and forgotten at once when the bus says the site
+//! changed (`v1 s {site}`, published by the node that changed it); a lost
+//! word leaves the old settings in force for at most that long.
 
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
 use chatty_shared::RoomKey;
 use chatty_shared::{BusTrust, Freshness, Version};
-
-use crate::store::SiteRecord;
 
 /// How long a learned version is trusted.
 pub const VERSION_MAX_AGE: Duration = Duration::from_secs(1);
@@ -159,40 +161,62 @@ impl<K: Eq + Hash + Clone, V: Version> VersionCache<K, V> {
     }
 }
 
-/// A cached site lookup: when it was made, and the record or "no such site".
-type SiteEntry = (Instant, Option<Arc<SiteRecord>>);
-
-/// Site records by id, including "no such site", for [`SITE_MAX_AGE`].
-pub struct SiteCache {
-    map: Mutex<HashMap<String, SiteEntry>>,
+/// Values by key for at most a max age, bounded in entries (past
+/// [`MAX_ENTRIES`] it is emptied); for what changes rarely and is
+/// forgotten by word of the bus. A store read started before a word was
+/// heard never refills what the word made it forget: reads take a
+/// [`Ticket`] first, and any forgetting voids every ticket taken before it.
+pub struct TimedCache<K, V> {
+    map: Mutex<HashMap<K, (Instant, V)>>,
     max_age: Duration,
+    /// Bumped by every forgetting.
+    generation: AtomicU64,
 }
 
-impl SiteCache {
+impl<K: Eq + Hash + Clone, V: Clone> TimedCache<K, V> {
     pub fn new(max_age: Duration) -> Self {
         Self {
             map: Mutex::new(HashMap::new()),
             max_age,
+            generation: AtomicU64::new(0),
         }
     }
 
-    /// `Some(record or None)` when cached and fresh.
-    pub fn get(&self, id: &str) -> Option<Option<Arc<SiteRecord>>> {
+    /// The value, when cached and fresh.
+    pub fn get(&self, key: &K) -> Option<V> {
         let map = self.map.lock();
-        let (at, rec) = map.get(id)?;
-        (at.elapsed() < self.max_age).then(|| rec.clone())
+        let (at, v) = map.get(key)?;
+        (at.elapsed() < self.max_age).then(|| v.clone())
     }
 
-    pub fn put(&self, id: &str, rec: Option<Arc<SiteRecord>>) {
+    /// The value, fresh or not (to reuse what it was built from).
+    pub fn get_stale(&self, key: &K) -> Option<V> {
+        self.map.lock().get(key).map(|(_, v)| v.clone())
+    }
+
+    /// Taken before a store read whose result will be [`fill`](Self::fill)ed.
+    pub fn ticket(&self) -> Ticket {
+        Ticket(self.generation.load(Ordering::SeqCst))
+    }
+
+    /// A value read after `ticket` was taken: kept unless something was
+    /// forgotten meanwhile.
+    pub fn fill(&self, key: K, value: V, ticket: Ticket) {
         let mut map = self.map.lock();
-        if map.len() >= MAX_ENTRIES && !map.contains_key(id) {
+        if self.generation.load(Ordering::SeqCst) != ticket.0 {
+            return;
+        }
+        if map.len() >= MAX_ENTRIES && !map.contains_key(&key) {
             map.clear();
         }
-        map.insert(id.to_owned(), (Instant::now(), rec));
+        map.insert(key, (Instant::now(), value));
     }
 
-    pub fn forget(&self, id: &str) {
-        self.map.lock().remove(id);
+    /// Forgets every entry whose key `forget` picks.
+    pub fn forget_where(&self, forget: impl Fn(&K) -> bool) {
+        let mut map = self.map.lock();
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        map.retain(|k, _| !forget(k));
     }
 }
 
@@ -250,6 +274,30 @@ mod tests {
         std::thread::sleep(Duration::from_millis(60));
         c.update("a", 4);
         assert_eq!(c.get(&"a"), Some(4), "as the edge does (shared rule)");
+    }
+
+    #[test]
+    fn timed_entries_expire_and_are_forgotten_on_word() {
+        let c: TimedCache<&str, u32> = TimedCache::new(Duration::from_millis(50));
+        c.fill("a", 1, c.ticket());
+        c.fill("b", 2, c.ticket());
+        assert_eq!(c.get(&"a"), Some(1));
+        c.forget_where(|k| *k == "a");
+        assert_eq!((c.get(&"a"), c.get(&"b")), (None, Some(2)));
+        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(c.get(&"b"), None, "expired");
+        assert_eq!(c.get_stale(&"b"), Some(2));
+    }
+
+    #[test]
+    fn a_read_from_before_a_word_is_not_kept() {
+        let c: TimedCache<&str, u32> = TimedCache::new(Duration::from_secs(10));
+        let before = c.ticket();
+        c.forget_where(|k| *k == "a");
+        c.fill("a", 1, before);
+        assert_eq!(c.get(&"a"), None);
+        c.fill("a", 2, c.ticket());
+        assert_eq!(c.get(&"a"), Some(2));
     }
 
     #[test]

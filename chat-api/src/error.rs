@@ -46,6 +46,15 @@ pub enum ApiError {
     TooLarge(String),
     #[error("too many requests")]
     RateLimited { retry_after: Duration },
+    /// Slow mode: one message per member per period in this room.
+    #[error("slow mode is on: wait before sending again")]
+    SlowMode { retry_after: Duration },
+    /// The site's rules refuse a word or pattern in the text.
+    #[error("the message holds a word this site does not allow")]
+    BlockedText,
+    /// The site does not allow links from this sender.
+    #[error("links are not allowed here")]
+    LinksNotAllowed,
     /// A backend (the store) did not answer in time.
     #[error("service unavailable, retry later")]
     Unavailable,
@@ -66,6 +75,9 @@ impl ApiError {
             ApiError::Conflict(_) => "conflict",
             ApiError::TooLarge(_) => "too_large",
             ApiError::RateLimited { .. } => "rate_limited",
+            ApiError::SlowMode { .. } => "slow_mode",
+            ApiError::BlockedText => "blocked_text",
+            ApiError::LinksNotAllowed => "links_not_allowed",
             ApiError::Unavailable => "unavailable",
         }
     }
@@ -80,7 +92,9 @@ impl ApiError {
 
     fn retry_after(&self) -> Option<Duration> {
         match self {
-            ApiError::RateLimited { retry_after } => Some(*retry_after),
+            ApiError::RateLimited { retry_after } | ApiError::SlowMode { retry_after } => {
+                Some(*retry_after)
+            }
             ApiError::Unavailable => Some(UNAVAILABLE_RETRY_AFTER),
             _ => None,
         }
@@ -99,7 +113,10 @@ impl ResponseError for ApiError {
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::BlockedText | ApiError::LinksNotAllowed => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::RateLimited { .. } | ApiError::SlowMode { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -149,6 +166,15 @@ mod tests {
                 429,
                 "rate_limited",
             ),
+            (
+                ApiError::SlowMode {
+                    retry_after: Duration::from_secs(7),
+                },
+                429,
+                "slow_mode",
+            ),
+            (ApiError::BlockedText, 422, "blocked_text"),
+            (ApiError::LinksNotAllowed, 422, "links_not_allowed"),
             (ApiError::Unavailable, 503, "unavailable"),
         ];
         for (err, status, code) in cases {
@@ -166,6 +192,11 @@ mod tests {
         }
         .error_response();
         assert_eq!(res.headers().get(header::RETRY_AFTER).unwrap(), "2");
+        let res = ApiError::SlowMode {
+            retry_after: Duration::from_millis(4200),
+        }
+        .error_response();
+        assert_eq!(res.headers().get(header::RETRY_AFTER).unwrap(), "5");
         let res = ApiError::Unavailable.error_response();
         assert_eq!(res.headers().get(header::RETRY_AFTER).unwrap(), "1");
         let res = ApiError::not_found().error_response();

@@ -17,6 +17,7 @@ mod metrics;
 mod presence;
 mod redis;
 mod routes;
+mod rules;
 mod secrets;
 mod startup;
 mod store;

@@ -26,6 +26,9 @@ pub const ROUTES: &[&str] = &[
     "other",
 ];
 
+/// Outcome labels of `chatty_api_rules_applied_total`.
+pub const RULE_OUTCOMES: &[&str] = &["masked", "blocked_text", "links_not_allowed", "slow_mode"];
+
 /// Store operations timed by `chatty_api_store_duration_seconds`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StoreOp {
@@ -43,6 +46,10 @@ pub enum StoreOp {
     UserKeys,
     AddUserKey,
     RemoveUserKey,
+    Rules,
+    SetRules,
+    RoomSlowMode,
+    SetRoomSlowMode,
 }
 
 impl StoreOp {
@@ -62,6 +69,10 @@ impl StoreOp {
             StoreOp::UserKeys => "user_keys",
             StoreOp::AddUserKey => "add_user_key",
             StoreOp::RemoveUserKey => "remove_user_key",
+            StoreOp::Rules => "rules",
+            StoreOp::SetRules => "set_rules",
+            StoreOp::RoomSlowMode => "room_slow_mode",
+            StoreOp::SetRoomSlowMode => "set_room_slow_mode",
         }
     }
 }
@@ -75,6 +86,7 @@ pub struct Metrics {
     pub messages_stored: IntCounter,
     pub publish_failures: IntCounter,
     pub rate_limited: IntCounterVec,
+    pub rules_applied: IntCounterVec,
     pub presence_changes: IntCounterVec,
     pub presence_batch_tokens: IntCounterVec,
     pub backend_up: IntGaugeVec,
@@ -132,6 +144,11 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
             "Requests refused by a rate limit, by scope.",
             &["scope"],
         ),
+        rules_applied: counter_vec(
+            "chatty_api_rules_applied_total",
+            "Sends a site's rules masked or refused, by outcome.",
+            &["outcome"],
+        ),
         presence_changes: counter_vec(
             "chatty_api_presence_changes_total",
             "Members list changes, by kind.",
@@ -161,6 +178,9 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     }
     for scope in ["guest", "ip"] {
         let _ = m.rate_limited.with_label_values(&[scope]);
+    }
+    for outcome in RULE_OUTCOMES {
+        let _ = m.rules_applied.with_label_values(&[outcome]);
     }
     for kind in ["join", "leave", "expire"] {
         let _ = m.presence_changes.with_label_values(&[kind]);
@@ -203,6 +223,8 @@ pub fn route_label(pattern: Option<&str>, method: &actix_web::http::Method) -> &
     } else if p.starts_with("/v1/admin")
         || p.ends_with("/bans")
         || p.ends_with("/limits")
+        || p.ends_with("/rules")
+        || p.ends_with("/slow-mode")
         || p.ends_with("/{seq}")
     {
         "admin"
@@ -250,6 +272,14 @@ mod tests {
         assert_eq!(
             route_label(Some("/v1/internal/presence"), &Method::POST),
             "presence"
+        );
+        assert_eq!(
+            route_label(Some(&format!("{room}/slow-mode")), &Method::PUT),
+            "admin"
+        );
+        assert_eq!(
+            route_label(Some("/v1/sites/{site}/rules"), &Method::PUT),
+            "admin"
         );
         assert_eq!(route_label(None, &Method::GET), "other");
         for p in ["/x", "/healthz", "/metrics", "/v1/admin/sites"] {

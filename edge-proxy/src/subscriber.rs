@@ -71,7 +71,9 @@ impl BusState {
                     BusMessage::Members { key, version } => {
                         map.observe_members(map.room_hash(key.site(), key.room()), version, now);
                     }
-                    BusMessage::Heartbeat { .. } => {}
+                    // Heartbeats prove the bus alive (above); site changes
+                    // are for the API nodes' caches.
+                    BusMessage::Heartbeat { .. } | BusMessage::Site { .. } => {}
                 }
             }
         }

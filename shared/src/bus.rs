@@ -6,7 +6,12 @@
 //! v1 r {site}/{room} {epoch} {seq}   a room's event log moved to (epoch, seq)
 //! v1 m {site}/{room} {version}       a room's members list moved to version
 //! v1 h {node}                        an API node is alive (every few hundred ms)
+//! v1 s {site}                        a site's settings (limits, rules, slow
+//!                                    mode) changed: forget what is cached
 //! ```
+//!
+//! A subscriber ignores the kinds it has no use for (the edge ignores `s`);
+//! one built before a kind existed drops its lines as malformed.
 //!
 //! Two implementations: [`RedisBus`] (pub/sub through fred, cluster mode) and
 //! [`InProcessBus`] (a broadcast channel, embedded mode). Pub/sub is
@@ -34,9 +39,21 @@ pub const HEARTBEAT_EVERY: Duration = Duration::from_millis(250);
 /// One message on the bus.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BusMessage {
-    Room { key: RoomKey, version: RoomVersion },
-    Members { key: RoomKey, version: u64 },
-    Heartbeat { node: String },
+    Room {
+        key: RoomKey,
+        version: RoomVersion,
+    },
+    Members {
+        key: RoomKey,
+        version: u64,
+    },
+    Heartbeat {
+        node: String,
+    },
+    /// A site's settings changed; API nodes forget their cached copy.
+    Site {
+        site: String,
+    },
 }
 
 /// Why a bus line was refused.
@@ -53,6 +70,7 @@ impl BusMessage {
             }
             BusMessage::Members { key, version } => format!("v1 m {key} {version}"),
             BusMessage::Heartbeat { node } => format!("v1 h {node}"),
+            BusMessage::Site { site } => format!("v1 s {site}"),
         }
     }
 
@@ -93,6 +111,15 @@ impl BusMessage {
                 }
                 BusMessage::Heartbeat {
                     node: node.to_owned(),
+                }
+            }
+            "s" => {
+                let site = parts.next().ok_or(DecodeError)?;
+                if !crate::room::is_valid_site(site.as_bytes()) {
+                    return Err(DecodeError);
+                }
+                BusMessage::Site {
+                    site: site.to_owned(),
                 }
             }
             _ => return Err(DecodeError),
@@ -406,6 +433,9 @@ mod tests {
             BusMessage::Heartbeat {
                 node: "api-1".into(),
             },
+            BusMessage::Site {
+                site: "demo".into(),
+            },
         ] {
             assert_eq!(BusMessage::decode(msg.encode().as_bytes()), Ok(msg));
         }
@@ -416,6 +446,13 @@ mod tests {
             }
             .encode(),
             "v1 r demo/lobby 7 12"
+        );
+        assert_eq!(
+            BusMessage::Site {
+                site: "acme".into()
+            }
+            .encode(),
+            "v1 s acme"
         );
     }
 
@@ -435,6 +472,11 @@ mod tests {
             "v1 h ",
             "v1 x demo/lobby 1",
             "v1  r demo/lobby 1 2",
+            "v1 s",
+            "v1 s ",
+            "v1 s Demo",
+            "v1 s demo/lobby",
+            "v1 s demo extra",
         ] {
             assert_eq!(
                 BusMessage::decode(bad.as_bytes()),

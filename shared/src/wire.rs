@@ -199,6 +199,59 @@ pub struct BanRequest {
     pub member_id: String,
 }
 
+/// What a site does with a message holding a blocked word or pattern.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BlockAction {
+    /// Stored with each match replaced by `*`, one per character.
+    #[default]
+    Mask,
+    /// Refused (`422 blocked_text`); nothing is stored.
+    Refuse,
+}
+
+/// Whether guests may send links.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LinkPolicy {
+    #[default]
+    Allow,
+    /// A guest's message with a link is refused (`422 links_not_allowed`).
+    Deny,
+}
+
+/// A site's rules for what is said in its rooms (`GET`/`PUT
+/// /v1/sites/{site}/rules`, site secret). The longest message is a
+/// [`SiteLimits`] field, not a rule.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SiteRules {
+    /// Words and phrases matched case-insensitively on word boundaries.
+    #[serde(default)]
+    pub blocked_words: Vec<String>,
+    /// Regular expressions (`regex` crate syntax), case-insensitive
+    /// unless they say `(?-i)`.
+    #[serde(default)]
+    pub blocked_patterns: Vec<String>,
+    #[serde(default)]
+    pub action: BlockAction,
+    #[serde(default)]
+    pub links: LinkPolicy,
+    /// One message per member per this many seconds in each room; 0 is off.
+    #[serde(default)]
+    pub slow_mode_secs: u32,
+}
+
+/// Body and answer of `PUT /v1/sites/{site}/rooms/{room}/slow-mode` (site
+/// secret): the room's own slow mode, or `null` (or absent) for the
+/// site's.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoomSlowMode {
+    #[serde(default)]
+    pub secs: Option<u32>,
+}
+
 /// Most tokens in each list of a [`PresenceBatch`]; the edge splits a
 /// bigger room into several batches, and the API refuses a longer list
 /// (413 `too_large`).

@@ -11,5 +11,6 @@ mod faults;
 mod harness_selftest;
 mod observability;
 mod outages;
+mod rules;
 mod streams;
 mod taken_port;

@@ -99,7 +99,7 @@ impl Chat {
         }
         self.store_call(StoreOp::SetLimits, self.store.set_limits(site, limits))
             .await?;
-        self.sites.forget(site);
+        self.site_changed(site).await;
         Ok(limits)
     }
 
@@ -141,7 +141,7 @@ impl Chat {
             StoreError::Conflict => ApiError::Conflict(format!("site {id:?} already exists")),
             e => e.into(),
         })?;
-        self.sites.forget(&id);
+        self.forget_site(&id);
         Ok(CreatedSite {
             site: SiteInfo {
                 id,

@@ -17,6 +17,7 @@ use crate::cache::VersionCache;
 use crate::error::ApiError;
 use crate::host_token;
 use crate::metrics::{StoreOp, METRICS};
+use crate::rules::Sender;
 use crate::secrets;
 use crate::store::{NewMessage, SiteRecord};
 use crate::token::{now_ms, now_secs, Claims, TokenError, TOKEN_TTL};
@@ -198,7 +199,9 @@ impl Chat {
     }
 
     /// `POST …/messages`: stores a message (or finds the original of a
-    /// retry).
+    /// retry). In order: the token, the text's length, a ban, the rate
+    /// limits, slow mode, the site's rules on the text (masked or
+    /// refused), the store.
     pub(crate) async fn send(
         &self,
         site: &str,
@@ -221,6 +224,12 @@ impl Chat {
         validate::client_id(&client_id).map_err(|m| ApiError::InvalidField(m.into()))?;
         self.check_banned(key.site(), &claims.member_id).await?;
         self.limit_send(&key, &site, &claims.member_id, ip).await?;
+        // Every sender is a guest today; verified users and moderators
+        // will be told apart here, from their tokens.
+        let sender = Sender::default();
+        let text = self
+            .obey_rules(&key, &claims.member_id, sender, text)
+            .await?;
         let msg = NewMessage {
             member_id: claims.member_id,
             nick: claims.nick,

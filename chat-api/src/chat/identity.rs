@@ -1,18 +1,16 @@
 //! Signed-in users of the host sites: the user-token keys a site's owner
-//! registers (cached per node for [`SITE_MAX_AGE`], like site records),
+//! registers (cached per node like the site's other settings, and
+//! forgotten everywhere on the bus word of a change),
 //! the exchange of a user token for a verified member at join (each token
 //! once), and the names that verified users hold in a room.
 
-use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chatty_shared::wire::{AddUserKeyRequest, Member, UserKeyInfo};
 use chatty_shared::{Decision, Rate, RoomKey};
-use parking_lot::Mutex;
 
 use super::Chat;
-use crate::cache::SITE_MAX_AGE;
 use crate::error::ApiError;
 use crate::host_token::{
     self, HostTokenError, HostUser, KeyAlg, UserKey, CLOCK_SKEW_SECS, MAX_KEYS_PER_SITE,
@@ -25,9 +23,6 @@ use crate::token::now_secs;
 /// How long a used token id is remembered: longer than any token is
 /// accepted, so a token is refused the second time for as long as it lives.
 const REPLAY_WINDOW: Duration = Duration::from_secs(MAX_LIFETIME_SECS + 2 * CLOCK_SKEW_SECS);
-/// Most sites whose keys a node keeps at once.
-const MAX_CACHED_SITES: usize = 10_000;
-
 /// Characters that look like the verified mark: refused in guest names.
 const MARKS: &[char] = &[
     '\u{2713}',
@@ -38,33 +33,6 @@ const MARKS: &[char] = &[
     '\u{1F5F9}',
     '\u{2610}',
 ];
-
-/// A site's keys and when they were read.
-type KeysEntry = (Instant, Arc<Vec<UserKey>>);
-
-/// The keys of each site, with when they were read.
-#[derive(Default)]
-pub(crate) struct KeyCache(Mutex<HashMap<String, KeysEntry>>);
-
-impl KeyCache {
-    fn get(&self, site: &str) -> Option<Arc<Vec<UserKey>>> {
-        let map = self.0.lock();
-        let (at, keys) = map.get(site)?;
-        (at.elapsed() < SITE_MAX_AGE).then(|| keys.clone())
-    }
-
-    fn put(&self, site: &str, keys: Arc<Vec<UserKey>>) {
-        let mut map = self.0.lock();
-        if map.len() >= MAX_CACHED_SITES && !map.contains_key(site) {
-            map.clear();
-        }
-        map.insert(site.to_owned(), (Instant::now(), keys));
-    }
-
-    fn forget(&self, site: &str) {
-        self.0.lock().remove(site);
-    }
-}
 
 fn alg_name(alg: KeyAlg) -> &'static str {
     match alg {
@@ -137,7 +105,7 @@ impl Chat {
                 StoreError::Conflict => ApiError::Conflict("a key with this kid exists".into()),
                 e => e.into(),
             })?;
-        self.user_keys.forget(site);
+        self.site_changed(site).await;
         tracing::info!(site, kid = %key.kid, alg = alg_name(alg), "user-token key added");
         Ok(info(&key))
     }
@@ -159,20 +127,22 @@ impl Chat {
             StoreError::NotFound => ApiError::NotFound("no such key".into()),
             e => e.into(),
         })?;
-        self.user_keys.forget(site);
+        self.site_changed(site).await;
         tracing::info!(site, kid, "user-token key removed");
         Ok(())
     }
 
     async fn site_user_keys(&self, site: &str) -> Result<Arc<Vec<UserKey>>, ApiError> {
-        if let Some(keys) = self.user_keys.get(site) {
+        let site = site.to_owned();
+        if let Some(keys) = self.user_keys.get(&site) {
             return Ok(keys);
         }
+        let ticket = self.user_keys.ticket();
         let keys = Arc::new(
-            self.store_call(StoreOp::UserKeys, self.store.user_keys(site))
+            self.store_call(StoreOp::UserKeys, self.store.user_keys(&site))
                 .await?,
         );
-        self.user_keys.put(site, keys.clone());
+        self.user_keys.fill(site, keys.clone(), ticket);
         Ok(keys)
     }
 

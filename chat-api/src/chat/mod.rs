@@ -18,11 +18,13 @@ use chatty_shared::RoomVersion;
 use chatty_shared::{is_valid_site, RoomKey};
 use chatty_shared::{Bus, BusMessage};
 
-use crate::cache::{RoomCaches, SiteCache, SITE_MAX_AGE};
+use crate::cache::{RoomCaches, TimedCache, SITE_MAX_AGE};
 use crate::error::ApiError;
+use crate::host_token::UserKey;
 use crate::limits::{Decision, Limiter};
 use crate::metrics::{StoreOp, METRICS};
 use crate::presence::Presence;
+use crate::rules::Rules;
 use crate::store::{Appended, SiteRecord, Store, StoreError};
 use crate::token::{now_secs, Claims, TokenError, TokenKeys};
 
@@ -31,6 +33,7 @@ mod guest;
 mod identity;
 mod node;
 mod presence;
+mod rules;
 
 /// Events per page of `GET …/messages`.
 pub(crate) const PAGE_SIZE: usize = 100;
@@ -110,8 +113,14 @@ pub struct Chat {
     pub(crate) keys: TokenKeys,
     pub(crate) settings: Settings,
     pub(crate) caches: RoomCaches,
-    sites: SiteCache,
-    user_keys: identity::KeyCache,
+    /// Site records, or "no such site", by id.
+    sites: TimedCache<String, Option<Arc<SiteRecord>>>,
+    /// Sites' rules, compiled, by site id.
+    rules: TimedCache<String, Arc<Rules>>,
+    /// Rooms' own slow mode (`None`: the site's).
+    room_slow_mode: TimedCache<RoomKey, Option<u32>>,
+    /// Sites' user-token keys, by site id.
+    user_keys: TimedCache<String, Arc<Vec<UserKey>>>,
     bus_up: AtomicBool,
     draining: AtomicBool,
 }
@@ -153,8 +162,10 @@ impl Chat {
             keys,
             settings,
             caches: RoomCaches::default(),
-            sites: SiteCache::new(SITE_MAX_AGE),
-            user_keys: identity::KeyCache::default(),
+            sites: TimedCache::new(SITE_MAX_AGE),
+            rules: TimedCache::new(SITE_MAX_AGE),
+            room_slow_mode: TimedCache::new(SITE_MAX_AGE),
+            user_keys: TimedCache::new(SITE_MAX_AGE),
             bus_up: AtomicBool::new(true),
             draining: AtomicBool::new(false),
         }
@@ -240,14 +251,16 @@ impl Chat {
         if !is_valid_site(id.as_bytes()) {
             return Err(ApiError::NotFound("no such site".into()));
         }
-        let rec = match self.sites.get(id) {
+        let id = id.to_owned();
+        let rec = match self.sites.get(&id) {
             Some(rec) => rec,
             None => {
+                let ticket = self.sites.ticket();
                 let rec = self
-                    .store_call(StoreOp::Site, self.store.site(id))
+                    .store_call(StoreOp::Site, self.store.site(&id))
                     .await?
                     .map(Arc::new);
-                self.sites.put(id, rec.clone());
+                self.sites.fill(id, rec.clone(), ticket);
                 rec
             }
         };

@@ -1,6 +1,6 @@
 //! The node's own life: draining before it stops, readiness, its heartbeat
 //! on the bus, sweeping expired members, and following the bus into the
-//! version caches.
+//! version caches (and out of the site caches, when a site changed).
 
 use std::sync::atomic::Ordering;
 
@@ -91,6 +91,7 @@ impl Chat {
                 BusEvent::Down => {
                     self.caches.messages.set_live(false);
                     self.caches.members.set_live(false);
+                    self.forget_sites();
                 }
                 BusEvent::Message(BusMessage::Room { key, version }) => {
                     self.caches.messages.update(key, version)
@@ -98,6 +99,7 @@ impl Chat {
                 BusEvent::Message(BusMessage::Members { key, version }) => {
                     self.caches.members.update(key, version)
                 }
+                BusEvent::Message(BusMessage::Site { site }) => self.forget_site(&site),
                 BusEvent::Message(BusMessage::Heartbeat { .. }) => {}
             }
         }

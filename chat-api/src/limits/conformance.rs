@@ -18,6 +18,47 @@ pub(crate) async fn run_all(l: Arc<dyn Limiter>) {
     keys_are_independent(&*l).await;
     allows_again_after_retry_after(&*l).await;
     concurrent_hits(l.clone()).await;
+    cooldown_one_hit_per_period(&*l).await;
+    concurrent_cooldown(l.clone()).await;
+}
+
+/// A cooldown lets one hit through per period and tells the time left.
+async fn cooldown_one_hit_per_period(l: &dyn Limiter) {
+    let (k, other) = (key("cool"), key("cool-other"));
+    let period = Duration::from_millis(400);
+    assert_eq!(l.cooldown(&k, period).await, Decision::Allowed);
+    let left = match l.cooldown(&k, period).await {
+        Decision::Limited { retry_after } => retry_after,
+        Decision::Allowed => panic!("a second hit inside the period allowed"),
+    };
+    assert!(left > Duration::ZERO && left <= period, "{left:?}");
+    assert_eq!(l.cooldown(&other, period).await, Decision::Allowed);
+    tokio::time::sleep(left + Duration::from_millis(20)).await;
+    assert_eq!(
+        l.cooldown(&k, period).await,
+        Decision::Allowed,
+        "after {left:?}"
+    );
+}
+
+/// Concurrent hits on one cooling key: exactly one gets through.
+async fn concurrent_cooldown(l: Arc<dyn Limiter>) {
+    let k = key("cool-race");
+    let tasks: Vec<_> = (0..20)
+        .map(|_| {
+            let (l, k) = (l.clone(), k.clone());
+            tokio::spawn(async move {
+                l.cooldown(&k, Duration::from_secs(30)).await == Decision::Allowed
+            })
+        })
+        .collect();
+    let mut allowed = 0;
+    for t in tasks {
+        if t.await.expect("cooldown task") {
+            allowed += 1;
+        }
+    }
+    assert_eq!(allowed, 1);
 }
 
 /// `count` hits pass, the next is refused with a sensible wait.

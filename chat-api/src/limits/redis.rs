@@ -2,7 +2,9 @@
 //!
 //! Counters live at `{prefix}l:{key}:{window}` (two per key at a time, each
 //! expiring after two windows); one Lua script, timed by Redis' clock,
-//! applies the sliding-window rule and counts the hit atomically.
+//! applies the sliding-window rule and counts the hit atomically. A
+//! cooldown is one key, `{prefix}c:{key}`, set with `NX` and expiring at
+//! the end of its period.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,6 +43,20 @@ else
   wait = (per - elapsed) + per - math.floor(((limit - 1) * per) / math.max(curr, 1))
 end
 return math.max(wait, 1)
+",
+);
+
+/// KEYS: cooldown key. ARGV: period ms.
+/// Returns 0 when allowed (the period starts now), else the ms left.
+static COOLDOWN: Script = Script::new(
+    "if redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1]) then
+  return 0
+end
+local left = redis.call('PTTL', KEYS[1])
+if left < 1 then
+  return 1
+end
+return left
 ",
 );
 
@@ -91,12 +107,30 @@ impl RedisLimiter {
                 vec![rate.count.to_string(), per_ms(rate).to_string()],
             )
             .await?;
-        Ok(match u64::try_from(wait) {
-            Ok(0) | Err(_) => Decision::Allowed,
-            Ok(ms) => Decision::Limited {
-                retry_after: Duration::from_millis(ms),
-            },
-        })
+        Ok(decision(wait))
+    }
+
+    async fn shared_cooldown(&self, key: &str, period: Duration) -> Result<Decision, CallError> {
+        let ms = u64::try_from(period.as_millis()).unwrap_or(u64::MAX).max(1);
+        let wait: i64 = self
+            .redis
+            .run(
+                &COOLDOWN,
+                vec![format!("{}c:{key}", self.prefix)],
+                vec![ms.to_string()],
+            )
+            .await?;
+        Ok(decision(wait))
+    }
+}
+
+/// A script's answer: 0 (or nonsense) allowed, else the ms to wait.
+fn decision(wait: i64) -> Decision {
+    match u64::try_from(wait) {
+        Ok(0) | Err(_) => Decision::Allowed,
+        Ok(ms) => Decision::Limited {
+            retry_after: Duration::from_millis(ms),
+        },
     }
 }
 
@@ -108,6 +142,16 @@ impl Limiter for RedisLimiter {
             Err(e) => {
                 tracing::debug!(error = %e, "rate limits: Redis unavailable, counting on this node");
                 self.fallback.check(key, rate)
+            }
+        }
+    }
+
+    async fn cooldown(&self, key: &str, period: Duration) -> Decision {
+        match self.shared_cooldown(key, period).await {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::debug!(error = %e, "cooldowns: Redis unavailable, counting on this node");
+                self.fallback.check_cooldown(key, period)
             }
         }
     }
@@ -143,6 +187,12 @@ mod tests {
         assert_eq!(b.hit("k", rate).await, Decision::Allowed);
         assert!(matches!(a.hit("k", rate).await, Decision::Limited { .. }));
         assert!(matches!(b.hit("k", rate).await, Decision::Limited { .. }));
+        let period = Duration::from_secs(10);
+        assert_eq!(a.cooldown("c", period).await, Decision::Allowed);
+        assert!(matches!(
+            b.cooldown("c", period).await,
+            Decision::Limited { .. }
+        ));
     }
 
     #[tokio::test]
@@ -156,6 +206,12 @@ mod tests {
         assert_eq!(l.hit("k", rate).await, Decision::Allowed);
         assert_eq!(l.hit("k", rate).await, Decision::Allowed);
         assert!(matches!(l.hit("k", rate).await, Decision::Limited { .. }));
+        let period = Duration::from_secs(10);
+        assert_eq!(l.cooldown("c", period).await, Decision::Allowed);
+        assert!(matches!(
+            l.cooldown("c", period).await,
+            Decision::Limited { .. }
+        ));
         assert!(t.elapsed() < Duration::from_millis(500));
     }
 }

@@ -1,10 +1,12 @@
 //! Administration: sites (operator token) and moderation — delete a
-//! message, ban a guest, set limits, register user-token keys (the site's
-//! secret).
+//! message, ban a guest, set limits, rules and a room's slow mode,
+//! register user-token keys (the site's secret).
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
-use chatty_shared::wire::{AddUserKeyRequest, BanRequest, CreateSiteRequest, SiteLimits};
+use chatty_shared::wire::{
+    AddUserKeyRequest, BanRequest, CreateSiteRequest, RoomSlowMode, SiteLimits, SiteRules,
+};
 
 use super::{bearer, etag_header, json};
 use crate::body::JsonBody;
@@ -58,6 +60,44 @@ pub async fn set_limits(
 ) -> Result<HttpResponse, ApiError> {
     let limits = chat.set_limits(&path, body.0, bearer(&req)).await?;
     Ok(json(StatusCode::OK, &limits))
+}
+
+pub async fn get_rules(
+    chat: web::Data<Chat>,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let rules = chat.rules(&path, bearer(&req)).await?;
+    Ok(json(StatusCode::OK, &rules))
+}
+
+/// Largest body of `PUT …/rules` (413 `too_large` beyond): room for both
+/// lists full of the longest entries written plainly (about 100 KiB),
+/// with some to spare for non-ASCII text; never megabytes from a client
+/// that has not yet shown the site's secret.
+pub const RULES_BODY_BYTES: usize = 256 * 1024;
+
+pub async fn set_rules(
+    chat: web::Data<Chat>,
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: JsonBody<SiteRules, RULES_BODY_BYTES>,
+) -> Result<HttpResponse, ApiError> {
+    let rules = chat.set_rules(&path, body.0, bearer(&req)).await?;
+    Ok(json(StatusCode::OK, &rules))
+}
+
+pub async fn set_room_slow_mode(
+    chat: web::Data<Chat>,
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+    body: JsonBody<RoomSlowMode>,
+) -> Result<HttpResponse, ApiError> {
+    let (site, room) = path.into_inner();
+    let set = chat
+        .set_room_slow_mode(&site, &room, body.0, bearer(&req))
+        .await?;
+    Ok(json(StatusCode::OK, &set))
 }
 
 pub async fn list_user_keys(

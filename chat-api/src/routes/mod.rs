@@ -85,6 +85,17 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .default_service(web::to(method_not_allowed)),
     )
     .service(
+        web::resource("/v1/sites/{site}/rules")
+            .route(web::get().to(admin::get_rules))
+            .route(web::put().to(admin::set_rules))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource(format!("{ROOM}/slow-mode"))
+            .route(web::put().to(admin::set_room_slow_mode))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
         web::resource("/v1/admin/sites")
             .route(web::get().to(admin::list_sites))
             .route(web::post().to(admin::create_site))

@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use chatty_shared::wire::{EventKind, SiteLimits};
+use chatty_shared::wire::{BlockAction, EventKind, LinkPolicy, SiteLimits, SiteRules};
 use chatty_shared::RoomKey;
 use chatty_shared::RoomVersion;
 
@@ -41,12 +41,81 @@ fn limits() -> SiteLimits {
     }
 }
 
+/// A site created with the default test limits.
+async fn new_site(store: &dyn Store, id: &str) {
+    let site = NewSite {
+        id: id.to_owned(),
+        origins: vec![],
+        secret_hash: [1; 32],
+        limits: limits(),
+    };
+    store.create_site(&site).await.unwrap();
+}
+
+/// A site's rules and its rooms' own slow mode: none until set, replaced
+/// whole, kept exactly (Unicode, quotes, backslashes), per site and room,
+/// and refused for a site that does not exist.
+async fn rules(store: &dyn Store) {
+    let id = unique("rules");
+    let other = unique("rules");
+    new_site(store, &id).await;
+    new_site(store, &other).await;
+    assert_eq!(store.rules(&id).await.unwrap(), None);
+    let first = SiteRules {
+        blocked_words: vec!["darn".into(), "ñandú \"quoted\"".into(), "дурак".into()],
+        blocked_patterns: vec![r"fr[e3]{2}\s+\\money".into()],
+        action: BlockAction::Refuse,
+        links: LinkPolicy::Deny,
+        slow_mode_secs: 30,
+    };
+    store.set_rules(&id, &first).await.unwrap();
+    assert_eq!(store.rules(&id).await.unwrap().as_ref(), Some(&first));
+    assert_eq!(store.rules(&other).await.unwrap(), None);
+    let second = SiteRules {
+        blocked_words: vec!["x".repeat(100); 500],
+        ..SiteRules::default()
+    };
+    store.set_rules(&id, &second).await.unwrap();
+    assert_eq!(store.rules(&id).await.unwrap().as_ref(), Some(&second));
+    let missing = unique("nosite");
+    assert!(matches!(
+        store.set_rules(&missing, &first).await,
+        Err(StoreError::NotFound)
+    ));
+    assert_eq!(store.rules(&missing).await.unwrap(), None);
+
+    let lobby = RoomKey::new(&id, "lobby").unwrap();
+    let hall = RoomKey::new(&id, "hall").unwrap();
+    let elsewhere = RoomKey::new(&other, "lobby").unwrap();
+    assert_eq!(store.room_slow_mode(&lobby).await.unwrap(), None);
+    store.set_room_slow_mode(&lobby, Some(10)).await.unwrap();
+    store.set_room_slow_mode(&hall, Some(0)).await.unwrap();
+    assert_eq!(store.room_slow_mode(&lobby).await.unwrap(), Some(10));
+    assert_eq!(store.room_slow_mode(&hall).await.unwrap(), Some(0));
+    assert_eq!(store.room_slow_mode(&elsewhere).await.unwrap(), None);
+    store
+        .set_room_slow_mode(&lobby, Some(86_400))
+        .await
+        .unwrap();
+    assert_eq!(store.room_slow_mode(&lobby).await.unwrap(), Some(86_400));
+    store.set_room_slow_mode(&lobby, None).await.unwrap();
+    store.set_room_slow_mode(&lobby, None).await.unwrap();
+    assert_eq!(store.room_slow_mode(&lobby).await.unwrap(), None);
+    assert_eq!(store.room_slow_mode(&hall).await.unwrap(), Some(0));
+    let nowhere = RoomKey::new(&missing, "lobby").unwrap();
+    assert!(matches!(
+        store.set_room_slow_mode(&nowhere, Some(5)).await,
+        Err(StoreError::NotFound)
+    ));
+}
+
 /// Runs every check in turn.
 pub(crate) async fn run_all(store: Arc<dyn Store>) {
     store.ping().await.expect("ping");
     sites(&*store).await;
     bans(&*store).await;
     user_keys(&*store).await;
+    rules(&*store).await;
     append_and_retry(&*store).await;
     deletion(&*store).await;
     paging(&*store).await;

@@ -1,4 +1,4 @@
-//! The store: sites, bans and each room's append-only event log, behind one
+//! The store: sites, their rules, bans and each room's append-only event log, behind one
 //! trait with a MySQL backend (cluster mode) and a SQLite backend (embedded).
 //!
 //! Every room is a log of events numbered 1, 2, 3 … by `seq`. The seq is
@@ -25,7 +25,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chatty_shared::wire::{Event, SiteLimits};
+use chatty_shared::wire::{Event, SiteLimits, SiteRules};
 use chatty_shared::RoomKey;
 use chatty_shared::RoomVersion;
 
@@ -221,6 +221,21 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<(Vec<Event>, RoomVersion), StoreError>;
     /// `(0, 0)` for a room never written; never creates a room.
     async fn room_version(&self, key: &RoomKey) -> Result<RoomVersion, StoreError>;
+
+    // The site's rules (table `site_rules`) and rooms' own slow mode
+    // (table `room_slow_mode`). Values are checked by the caller.
+
+    /// The site's rules; `None` when never set.
+    async fn rules(&self, site: &str) -> Result<Option<SiteRules>, StoreError>;
+    /// Replaces the site's rules. [`StoreError::NotFound`] if the site does
+    /// not exist.
+    async fn set_rules(&self, site: &str, rules: &SiteRules) -> Result<(), StoreError>;
+    /// A room's own slow mode in seconds (0: off in this room); `None`
+    /// when the room follows the site's.
+    async fn room_slow_mode(&self, key: &RoomKey) -> Result<Option<u32>, StoreError>;
+    /// Sets (`Some`) or removes (`None`) a room's own slow mode.
+    /// [`StoreError::NotFound`] if the site does not exist.
+    async fn set_room_slow_mode(&self, key: &RoomKey, secs: Option<u32>) -> Result<(), StoreError>;
 }
 
 #[cfg(test)]

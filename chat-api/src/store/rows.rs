@@ -1,7 +1,7 @@
 //! What both backends share: events, kinds, seqs, origins and secret
 //! hashes in their stored form, and the events a write appends.
 
-use chatty_shared::wire::{Event, EventKind, SiteLimits};
+use chatty_shared::wire::{Event, EventKind, SiteLimits, SiteRules};
 use chatty_shared::RoomVersion;
 
 use super::{Appended, NewMessage, SiteRecord, StoreError};
@@ -165,6 +165,15 @@ pub(super) fn origins_to_json(origins: &[String]) -> String {
 
 fn origins_from_json(s: &str) -> Result<Vec<String>, StoreError> {
     serde_json::from_str(s).map_err(|e| StoreError::Corrupt(format!("bad origins: {e}")))
+}
+
+/// A site's rules as both stores keep them: one JSON document.
+pub(super) fn rules_to_json(rules: &SiteRules) -> String {
+    serde_json::to_string(rules).unwrap_or_else(|_| "{}".to_owned())
+}
+
+pub(super) fn rules_from_json(s: &str) -> Result<SiteRules, StoreError> {
+    serde_json::from_str(s).map_err(|e| StoreError::Corrupt(format!("bad site rules: {e}")))
 }
 
 fn hash_from_bytes(b: &[u8]) -> Result<[u8; 32], StoreError> {

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chatty_shared::wire::{Event, EventKind, SiteLimits};
+use chatty_shared::wire::{Event, EventKind, SiteLimits, SiteRules};
 use chatty_shared::RoomKey;
 use chatty_shared::RoomVersion;
 use parking_lot::Mutex;
@@ -20,7 +20,8 @@ use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 
 use super::rows::{
     deleted_before, deletion_event, deletion_target, kind_code, limit_to_i64, message_event,
-    new_epoch, origins_to_json, seq_to_i64, site_record, StoredEvent, Target,
+    new_epoch, origins_to_json, rules_from_json, rules_to_json, seq_to_i64, site_record,
+    StoredEvent, Target,
 };
 use super::{rows, Appended, NewMessage, NewSite, SiteRecord, Store, StoreError};
 use crate::host_token::UserKey;
@@ -78,6 +79,18 @@ CREATE TABLE IF NOT EXISTS user_keys (
     PRIMARY KEY (site, kid)
 );
 CREATE INDEX IF NOT EXISTS events_live ON events (site, room, kind, deleted, seq);
+
+-- A site's rules (one JSON document) and rooms' own slow mode.
+CREATE TABLE IF NOT EXISTS site_rules (
+    site TEXT PRIMARY KEY,
+    rules TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS room_slow_mode (
+    site TEXT NOT NULL,
+    room TEXT NOT NULL,
+    secs INTEGER NOT NULL,
+    PRIMARY KEY (site, room)
+);
 ";
 
 const EVENT_COLUMNS: &str = "seq, kind, member_id, nick, text, client_id, deletes, at_ms";
@@ -193,6 +206,15 @@ impl SqliteStore {
         let i = self.next_reader.fetch_add(1, Ordering::Relaxed) % self.readers.len();
         blocking(self.readers[i].clone(), f).await
     }
+}
+
+/// [`StoreError::NotFound`] unless the site exists (on the writer, so
+/// nothing can create or remove it meanwhile).
+fn require_site(c: &Connection, site: &str) -> Result<(), StoreError> {
+    c.query_row("SELECT 1 FROM sites WHERE id = ?1", [site], |_| Ok(()))
+        .optional()
+        .map_err(failed)?
+        .ok_or(StoreError::NotFound)
 }
 
 fn site_from_row(r: &Row<'_>) -> rusqlite::Result<(String, String, Vec<u8>, SiteLimits)> {
@@ -625,6 +647,72 @@ impl Store for SqliteStore {
     async fn room_version(&self, key: &RoomKey) -> Result<RoomVersion, StoreError> {
         let key = key.clone();
         self.read(move |c| version_of(c, &key)).await
+    }
+
+    async fn rules(&self, site: &str) -> Result<Option<SiteRules>, StoreError> {
+        let site = site.to_owned();
+        self.read(move |c| {
+            let raw: Option<String> = c
+                .query_row(
+                    "SELECT rules FROM site_rules WHERE site = ?1",
+                    [site],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(failed)?;
+            raw.as_deref().map(rules_from_json).transpose()
+        })
+        .await
+    }
+
+    async fn set_rules(&self, site: &str, rules: &SiteRules) -> Result<(), StoreError> {
+        let (site, json) = (site.to_owned(), rules_to_json(rules));
+        self.write(move |c| {
+            require_site(c, &site)?;
+            c.execute(
+                "INSERT INTO site_rules (site, rules) VALUES (?1, ?2)
+                 ON CONFLICT (site) DO UPDATE SET rules = excluded.rules",
+                params![site, json],
+            )
+            .map_err(failed)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn room_slow_mode(&self, key: &RoomKey) -> Result<Option<u32>, StoreError> {
+        let key = key.clone();
+        self.read(move |c| {
+            c.query_row(
+                "SELECT secs FROM room_slow_mode WHERE site = ?1 AND room = ?2",
+                params![key.site(), key.room()],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(failed)
+        })
+        .await
+    }
+
+    async fn set_room_slow_mode(&self, key: &RoomKey, secs: Option<u32>) -> Result<(), StoreError> {
+        let key = key.clone();
+        self.write(move |c| {
+            require_site(c, key.site())?;
+            match secs {
+                Some(secs) => c.execute(
+                    "INSERT INTO room_slow_mode (site, room, secs) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (site, room) DO UPDATE SET secs = excluded.secs",
+                    params![key.site(), key.room(), secs],
+                ),
+                None => c.execute(
+                    "DELETE FROM room_slow_mode WHERE site = ?1 AND room = ?2",
+                    params![key.site(), key.room()],
+                ),
+            }
+            .map_err(failed)?;
+            Ok(())
+        })
+        .await
     }
 }
 

@@ -145,5 +145,6 @@ mod guests;
 mod identity;
 mod presence;
 mod refused;
+mod rules;
 mod service;
 mod sites;

@@ -1,12 +1,14 @@
-//! `chatty site add|list`: a site owner's sites, in the embedded store of
-//! `chatty up` (--data-dir) or through a running cluster's admin API
-//! (--target with the operator token).
+//! `chatty site add|list|rules`: a site owner's sites, in the embedded store
+//! of `chatty up` (--data-dir) or through a running cluster's admin API
+//! (--target with the operator token); a site's rules with its own secret.
 
 use std::path::PathBuf;
 
 use anyhow::Context;
-use chatty_shared::wire::{CreateSiteRequest, CreatedSite, SiteInfo};
-use clap::{Args, Subcommand};
+use chatty_shared::wire::{
+    BlockAction, CreateSiteRequest, CreatedSite, LinkPolicy, SiteInfo, SiteRules,
+};
+use clap::{Args, Subcommand, ValueEnum};
 
 /// Flags of `chatty site`.
 #[derive(Debug, Args)]
@@ -24,10 +26,11 @@ pub struct SiteArgs {
     pub data_dir: PathBuf,
 
     /// Base URL of a running cluster's API (or edge), e.g. http://127.0.0.1:8080.
-    #[arg(long, env = "CHATTY_TARGET", global = true, requires = "admin_token")]
+    #[arg(long, env = "CHATTY_TARGET", global = true)]
     pub target: Option<String>,
 
-    /// The cluster's operator token (its --admin-token).
+    /// The cluster's operator token (its --admin-token), for `add` and
+    /// `list` with --target.
     #[arg(long, env = "CHATTY_ADMIN_TOKEN", global = true)]
     pub admin_token: Option<String>,
 
@@ -54,6 +57,108 @@ pub enum SiteCommand {
     },
     /// List the sites.
     List,
+    /// Show a site's rules, or change them (blocked words and patterns,
+    /// masked or refused; links for guests; slow mode), with the site's
+    /// secret. In force on every API node at once.
+    Rules(RulesArgs),
+}
+
+/// Flags of `chatty site rules`. Without a change flag, the rules are shown.
+#[derive(Debug, Args)]
+pub struct RulesArgs {
+    /// The site id.
+    pub site: String,
+    /// The site's admin secret.
+    #[arg(long, env = "CHATTY_SITE_SECRET", hide_env_values = true)]
+    pub secret: String,
+    /// Block a word or phrase, matched whole and in any case (repeatable).
+    #[arg(long = "block", value_name = "WORD")]
+    pub block: Vec<String>,
+    /// Stop blocking a word or phrase (repeatable).
+    #[arg(long = "unblock", value_name = "WORD")]
+    pub unblock: Vec<String>,
+    /// Block a regular expression, any case unless it says (?-i) (repeatable).
+    #[arg(long = "block-pattern", value_name = "RE")]
+    pub block_pattern: Vec<String>,
+    /// Stop blocking a regular expression (repeatable).
+    #[arg(long = "unblock-pattern", value_name = "RE")]
+    pub unblock_pattern: Vec<String>,
+    /// What to do with a blocked word or pattern.
+    #[arg(long, value_enum)]
+    pub action: Option<ActionArg>,
+    /// Whether guests may send links.
+    #[arg(long, value_enum)]
+    pub links: Option<LinksArg>,
+    /// One message per member per SECS in every room of the site; 0 is off.
+    #[arg(long = "slow-mode", value_name = "SECS")]
+    pub slow_mode: Option<u32>,
+}
+
+/// `--action`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ActionArg {
+    /// Store the message with each match replaced by `*`.
+    Mask,
+    /// Refuse the message.
+    Refuse,
+}
+
+/// `--links`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LinksArg {
+    Allow,
+    Deny,
+}
+
+impl RulesArgs {
+    /// Whether any flag changes the rules.
+    pub fn changes(&self) -> bool {
+        !(self.block.is_empty()
+            && self.unblock.is_empty()
+            && self.block_pattern.is_empty()
+            && self.unblock_pattern.is_empty()
+            && self.action.is_none()
+            && self.links.is_none()
+            && self.slow_mode.is_none())
+    }
+
+    /// The rules `current` with these flags applied: words and patterns
+    /// added (once) and removed, the rest replaced when given.
+    pub fn apply(&self, current: SiteRules) -> SiteRules {
+        let mut rules = current;
+        edit(&mut rules.blocked_words, &self.block, &self.unblock);
+        edit(
+            &mut rules.blocked_patterns,
+            &self.block_pattern,
+            &self.unblock_pattern,
+        );
+        if let Some(action) = self.action {
+            rules.action = match action {
+                ActionArg::Mask => BlockAction::Mask,
+                ActionArg::Refuse => BlockAction::Refuse,
+            };
+        }
+        if let Some(links) = self.links {
+            rules.links = match links {
+                LinksArg::Allow => LinkPolicy::Allow,
+                LinksArg::Deny => LinkPolicy::Deny,
+            };
+        }
+        if let Some(secs) = self.slow_mode {
+            rules.slow_mode_secs = secs;
+        }
+        rules
+    }
+}
+
+/// `list` with `add` appended (those not in it yet) and `remove` taken out.
+fn edit(list: &mut Vec<String>, add: &[String], remove: &[String]) {
+    for a in add {
+        if !list.contains(a) {
+            list.push(a.clone());
+        }
+    }
+    list.retain(|x| !remove.contains(x));
 }
 
 /// Runs `chatty site …`; answers the exit status.
@@ -84,11 +189,19 @@ enum Admin {
 }
 
 async fn admin(args: &SiteArgs) -> anyhow::Result<Admin> {
-    if let (Some(target), Some(token)) = (&args.target, &args.admin_token) {
+    if let Some(target) = &args.target {
+        // `rules` authenticates with the site's secret instead.
+        let token = match (&args.admin_token, &args.command) {
+            (Some(token), _) => token.clone(),
+            (None, SiteCommand::Rules(_)) => String::new(),
+            (None, _) => {
+                anyhow::bail!("--target needs --admin-token (the cluster's operator token)")
+            }
+        };
         return Ok(Admin::Remote(
             reqwest::Client::new(),
             target.trim_end_matches('/').to_owned(),
-            token.clone(),
+            token,
         ));
     }
     // The embedded store, opened beside a possibly running `chatty up`, with
@@ -161,6 +274,82 @@ async fn run(args: SiteArgs) -> anyhow::Result<()> {
                 }
             }
         }
+        SiteCommand::Rules(flags) => {
+            let mut rules = get_rules(&admin, flags).await?;
+            if flags.changes() {
+                rules = set_rules(&admin, flags, flags.apply(rules)).await?;
+            }
+            print_rules(&rules, args.json)?;
+        }
+    }
+    Ok(())
+}
+
+async fn get_rules(admin: &Admin, flags: &RulesArgs) -> anyhow::Result<SiteRules> {
+    match admin {
+        Admin::Embedded(chat, _) => chat
+            .rules(&flags.site, Some(&flags.secret))
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}")),
+        Admin::Remote(http, base, _) => {
+            let resp = http
+                .get(format!("{base}/v1/sites/{}/rules", flags.site))
+                .bearer_auth(&flags.secret)
+                .send()
+                .await?;
+            let status = resp.status();
+            let body = resp.text().await?;
+            anyhow::ensure!(status.is_success(), "{status}: {body}");
+            Ok(serde_json::from_str(&body)?)
+        }
+    }
+}
+
+async fn set_rules(
+    admin: &Admin,
+    flags: &RulesArgs,
+    rules: SiteRules,
+) -> anyhow::Result<SiteRules> {
+    match admin {
+        Admin::Embedded(chat, _) => chat
+            .set_rules(&flags.site, rules, Some(&flags.secret))
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}")),
+        Admin::Remote(http, base, _) => {
+            let resp = http
+                .put(format!("{base}/v1/sites/{}/rules", flags.site))
+                .bearer_auth(&flags.secret)
+                .json(&rules)
+                .send()
+                .await?;
+            let status = resp.status();
+            let body = resp.text().await?;
+            anyhow::ensure!(status.is_success(), "{status}: {body}");
+            Ok(serde_json::from_str(&body)?)
+        }
+    }
+}
+
+fn print_rules(rules: &SiteRules, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(rules)?);
+        return Ok(());
+    }
+    let action = match rules.action {
+        BlockAction::Mask => "mask",
+        BlockAction::Refuse => "refuse",
+    };
+    let links = match rules.links {
+        LinkPolicy::Allow => "allow",
+        LinkPolicy::Deny => "deny",
+    };
+    println!("blocked words:    {}", rules.blocked_words.join(", "));
+    println!("blocked patterns: {}", rules.blocked_patterns.join("  "));
+    println!("action:           {action}");
+    println!("links:            {links}");
+    match rules.slow_mode_secs {
+        0 => println!("slow mode:        off"),
+        secs => println!("slow mode:        {secs} s"),
     }
     Ok(())
 }
@@ -198,6 +387,90 @@ fn print_created(created: &CreatedSite, public_url: &str, json: bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser;
+
+    /// `chatty site …` as the command line would give it.
+    #[derive(Debug, Parser)]
+    struct Site {
+        #[command(flatten)]
+        args: SiteArgs,
+    }
+
+    fn rules_flags(args: &[&str]) -> RulesArgs {
+        let argv = ["site", "rules", "acme", "--secret", "s3cret"];
+        let parsed = Site::try_parse_from(argv.iter().chain(args)).unwrap();
+        match parsed.args.command {
+            SiteCommand::Rules(flags) => flags,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn rules_flags_edit_the_current_rules() {
+        let current = SiteRules {
+            blocked_words: vec!["darn".into(), "heck".into()],
+            blocked_patterns: vec!["x+".into()],
+            ..SiteRules::default()
+        };
+        let flags = rules_flags(&[]);
+        assert!(!flags.changes(), "no flag only shows them");
+        assert_eq!(flags.site, "acme");
+        assert_eq!(flags.secret, "s3cret");
+        assert_eq!(flags.apply(current.clone()), current);
+
+        let flags = rules_flags(&[
+            "--block",
+            "buy now",
+            "--block",
+            "darn",
+            "--unblock",
+            "heck",
+            "--block-pattern",
+            r"fr[e3]{2}",
+            "--unblock-pattern",
+            "x+",
+            "--action",
+            "refuse",
+            "--links",
+            "deny",
+            "--slow-mode",
+            "30",
+        ]);
+        assert!(flags.changes());
+        assert_eq!(
+            flags.apply(current),
+            SiteRules {
+                blocked_words: vec!["darn".into(), "buy now".into()],
+                blocked_patterns: vec![r"fr[e3]{2}".into()],
+                action: BlockAction::Refuse,
+                links: LinkPolicy::Deny,
+                slow_mode_secs: 30,
+            }
+        );
+        let flags = rules_flags(&["--slow-mode", "0", "--action", "mask"]);
+        let rules = flags.apply(SiteRules {
+            slow_mode_secs: 9,
+            action: BlockAction::Refuse,
+            ..SiteRules::default()
+        });
+        assert_eq!((rules.slow_mode_secs, rules.action), (0, BlockAction::Mask));
+    }
+
+    #[test]
+    fn bad_rules_flags_are_refused() {
+        let argv = |extra: &[&'static str]| {
+            let mut v = vec!["site", "rules", "acme", "--secret", "s"];
+            v.extend_from_slice(extra);
+            Site::try_parse_from(v)
+        };
+        assert!(argv(&["--action", "delete"]).is_err());
+        assert!(argv(&["--links", "maybe"]).is_err());
+        assert!(argv(&["--slow-mode", "-1"]).is_err());
+        assert!(
+            Site::try_parse_from(["site", "rules"]).is_err(),
+            "the site is required"
+        );
+    }
 
     #[test]
     fn snippet_has_the_site_and_the_widget_address() {

@@ -9,14 +9,15 @@
 //! time bound.
 //!
 //! This file holds the pool, the error mapping, sites and bans; `log.rs`
-//! the rooms' event logs; `schema.rs` the tables and their migrations.
+//! the rooms' event logs; `rules.rs` sites' rules and rooms' slow mode;
+//! `schema.rs` the tables and their migrations.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chatty_shared::wire::{Event, SiteLimits};
+use chatty_shared::wire::{Event, SiteLimits, SiteRules};
 use chatty_shared::RoomKey;
 use chatty_shared::RoomVersion;
 use mysql_async::prelude::{FromRow, Queryable};
@@ -27,6 +28,7 @@ use super::{Appended, NewMessage, NewSite, SiteRecord, Store, StoreError};
 use crate::host_token::UserKey;
 
 mod log;
+mod rules;
 mod schema;
 #[cfg(test)]
 mod tests;
@@ -368,5 +370,22 @@ impl Store for MysqlStore {
 
     async fn room_version(&self, key: &RoomKey) -> Result<RoomVersion, StoreError> {
         self.read(|s| log::room_version(s, key)).await
+    }
+
+    async fn rules(&self, site: &str) -> Result<Option<SiteRules>, StoreError> {
+        self.read(|s| rules::rules(s, site)).await
+    }
+
+    async fn set_rules(&self, site: &str, rules: &SiteRules) -> Result<(), StoreError> {
+        self.bounded(rules::set_rules(self, site, rules)).await
+    }
+
+    async fn room_slow_mode(&self, key: &RoomKey) -> Result<Option<u32>, StoreError> {
+        self.read(|s| rules::room_slow_mode(s, key)).await
+    }
+
+    async fn set_room_slow_mode(&self, key: &RoomKey, secs: Option<u32>) -> Result<(), StoreError> {
+        self.bounded(rules::set_room_slow_mode(self, key, secs))
+            .await
     }
 }

@@ -65,6 +65,17 @@ const MIGRATIONS: &[&str] = &[
         key_bytes VARBINARY(256) NOT NULL,
         PRIMARY KEY (site, kid)
     ) ENGINE=InnoDB",
+    // A site's rules (one JSON document) and rooms' own slow mode.
+    "CREATE TABLE IF NOT EXISTS site_rules (
+        site VARBINARY(32) NOT NULL PRIMARY KEY,
+        rules MEDIUMTEXT CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL
+    ) ENGINE=InnoDB",
+    "CREATE TABLE IF NOT EXISTS room_slow_mode (
+        site VARBINARY(32) NOT NULL,
+        room VARBINARY(64) NOT NULL,
+        secs INT UNSIGNED NOT NULL,
+        PRIMARY KEY (site, room)
+    ) ENGINE=InnoDB",
 ];
 
 /// Creates the database named in `opts` if it is missing (when allowed to)

@@ -1,0 +1,180 @@
+//! A site's own rules at work: the site's owner reads and sets them and a
+//! room's own slow mode (site secret); every send passes slow mode, then
+//! the rules on its text. A change is published on the bus (`v1 s
+//! {site}`) so that every node forgets its cached settings of the site at
+//! once; a word lost leaves them in force for at most the cache's max age.
+
+use std::sync::Arc;
+
+use chatty_shared::wire::{RoomSlowMode, SiteRules};
+use chatty_shared::{BusMessage, Decision, RoomKey};
+
+use super::Chat;
+use crate::error::ApiError;
+use crate::metrics::{StoreOp, METRICS};
+use crate::rules::{self, Checked, Refusal, Rules, Sender};
+
+impl Chat {
+    /// `GET /v1/sites/{site}/rules` (site secret): as stored.
+    pub async fn rules(&self, site: &str, secret: Option<&str>) -> Result<SiteRules, ApiError> {
+        self.site_admin(site, secret).await?;
+        Ok(self
+            .store_call(StoreOp::Rules, self.store.rules(site))
+            .await?
+            .unwrap_or_default())
+    }
+
+    /// `PUT /v1/sites/{site}/rules` (site secret): replaces the rules.
+    pub async fn set_rules(
+        &self,
+        site: &str,
+        rules: SiteRules,
+        secret: Option<&str>,
+    ) -> Result<SiteRules, ApiError> {
+        self.site_admin(site, secret).await?;
+        let compiled = Rules::compile(rules).map_err(|e| ApiError::InvalidField(e.to_string()))?;
+        self.store_call(
+            StoreOp::SetRules,
+            self.store.set_rules(site, compiled.source()),
+        )
+        .await?;
+        self.site_changed(site).await;
+        Ok(compiled.source().clone())
+    }
+
+    /// `PUT /v1/sites/{site}/rooms/{room}/slow-mode` (site secret): the
+    /// room's own slow mode, or (`secs: null`) back to the site's.
+    pub(crate) async fn set_room_slow_mode(
+        &self,
+        site: &str,
+        room: &str,
+        body: RoomSlowMode,
+        secret: Option<&str>,
+    ) -> Result<RoomSlowMode, ApiError> {
+        self.site_admin(site, secret).await?;
+        let key = RoomKey::new(site, room).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        if let Some(secs) = body.secs {
+            rules::check_slow_mode(secs).map_err(|e| ApiError::InvalidField(e.to_string()))?;
+        }
+        self.store_call(
+            StoreOp::SetRoomSlowMode,
+            self.store.set_room_slow_mode(&key, body.secs),
+        )
+        .await?;
+        self.site_changed(site).await;
+        Ok(body)
+    }
+
+    /// A site's settings changed on this node: forgotten here, and the
+    /// word published for the other nodes.
+    pub(super) async fn site_changed(&self, site: &str) {
+        self.forget_site(site);
+        self.publish(BusMessage::Site {
+            site: site.to_owned(),
+        })
+        .await;
+    }
+
+    /// Forgets what this node cached of a site: its record, its rules, its
+    /// user-token keys, its rooms' own slow mode.
+    pub(crate) fn forget_site(&self, site: &str) {
+        self.sites.forget_where(|id| id == site);
+        self.rules.forget_where(|id| id == site);
+        self.user_keys.forget_where(|id| id == site);
+        self.room_slow_mode.forget_where(|key| key.site() == site);
+    }
+
+    /// Forgets every site's settings (the bus was lost: words may be
+    /// missed).
+    pub(super) fn forget_sites(&self) {
+        self.sites.forget_where(|_| true);
+        self.rules.forget_where(|_| true);
+        self.user_keys.forget_where(|_| true);
+        self.room_slow_mode.forget_where(|_| true);
+    }
+
+    /// What a send must pass once the guest is known not banned: slow mode
+    /// in the room, then the site's rules on the text. Answers the text to
+    /// store (masked, when the site masks).
+    pub(super) async fn obey_rules(
+        &self,
+        key: &RoomKey,
+        member_id: &str,
+        sender: Sender,
+        text: String,
+    ) -> Result<String, ApiError> {
+        let rules = self.compiled_rules(key.site()).await?;
+        if sender.is_slowed() {
+            let secs = match self.own_slow_mode(key).await? {
+                Some(secs) => secs,
+                None => rules.source().slow_mode_secs,
+            };
+            if let Some(period) = rules::slow_mode(secs) {
+                let slot = format!("sm:{key}:{member_id}");
+                if let Decision::Limited { retry_after } =
+                    self.limiter.cooldown(&slot, period).await
+                {
+                    counted("slow_mode");
+                    return Err(ApiError::SlowMode { retry_after });
+                }
+            }
+        }
+        match rules.apply(&text, sender) {
+            Ok(Checked::Clean) => Ok(text),
+            Ok(Checked::Masked(masked)) => {
+                counted("masked");
+                Ok(masked)
+            }
+            Err(Refusal::BlockedText) => {
+                counted("blocked_text");
+                Err(ApiError::BlockedText)
+            }
+            Err(Refusal::Link) => {
+                counted("links_not_allowed");
+                Err(ApiError::LinksNotAllowed)
+            }
+        }
+    }
+
+    /// The site's rules, compiled: from the cache, else from the store (the
+    /// last compiled ones reused when the stored rules did not change).
+    async fn compiled_rules(&self, site: &str) -> Result<Arc<Rules>, ApiError> {
+        let id = site.to_owned();
+        if let Some(rules) = self.rules.get(&id) {
+            return Ok(rules);
+        }
+        let ticket = self.rules.ticket();
+        let stored = self
+            .store_call(StoreOp::Rules, self.store.rules(site))
+            .await?
+            .unwrap_or_default();
+        let rules = match self.rules.get_stale(&id) {
+            Some(old) if *old.source() == stored => old,
+            _ => Arc::new(Rules::compile(stored).unwrap_or_else(|e| {
+                // Stored rules were checked by the same rules when set; a
+                // build with tighter bounds must not stop the site's chat.
+                tracing::error!(site, error = %e, "stored site rules refused; none applied");
+                Rules::default()
+            })),
+        };
+        self.rules.fill(id, rules.clone(), ticket);
+        Ok(rules)
+    }
+
+    /// The room's own slow mode, from the cache or the store.
+    async fn own_slow_mode(&self, key: &RoomKey) -> Result<Option<u32>, ApiError> {
+        if let Some(secs) = self.room_slow_mode.get(key) {
+            return Ok(secs);
+        }
+        let ticket = self.room_slow_mode.ticket();
+        let secs = self
+            .store_call(StoreOp::RoomSlowMode, self.store.room_slow_mode(key))
+            .await?;
+        self.room_slow_mode.fill(key.clone(), secs, ticket);
+        Ok(secs)
+    }
+}
+
+fn counted(outcome: &'static str) {
+    METRICS.rules_applied.with_label_values(&[outcome]).inc();
+}
