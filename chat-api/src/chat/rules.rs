@@ -12,7 +12,7 @@ use chatty_shared::{BusMessage, Decision, RoomKey};
 use super::Chat;
 use crate::error::ApiError;
 use crate::metrics::{StoreOp, METRICS};
-use crate::rules::{self, Checked, Refusal, Rules, Sender};
+use crate::rules::{self, Checked, Refusal, Rules, RulesError, Sender};
 
 impl Chat {
     /// `GET /v1/sites/{site}/rules` (site secret): as stored.
@@ -32,7 +32,9 @@ impl Chat {
         secret: Option<&str>,
     ) -> Result<SiteRules, ApiError> {
         self.site_admin(site, secret).await?;
-        let compiled = Rules::compile(rules).map_err(|e| ApiError::InvalidField(e.to_string()))?;
+        let compiled = compile(rules)
+            .await?
+            .map_err(|e| ApiError::InvalidField(e.to_string()))?;
         self.store_call(
             StoreOp::SetRules,
             self.store.set_rules(site, compiled.source()),
@@ -150,7 +152,7 @@ impl Chat {
             .unwrap_or_default();
         let rules = match self.rules.get_stale(&id) {
             Some(old) if *old.source() == stored => old,
-            _ => Arc::new(Rules::compile(stored).unwrap_or_else(|e| {
+            _ => Arc::new(compile(stored).await?.unwrap_or_else(|e| {
                 // Stored rules were checked by the same rules when set; a
                 // build with tighter bounds must not stop the site's chat.
                 tracing::error!(site, error = %e, "stored site rules refused; none applied");
@@ -173,6 +175,17 @@ impl Chat {
         self.room_slow_mode.fill(key.clone(), secs, ticket);
         Ok(secs)
     }
+}
+
+/// Compiles rules on the blocking pool: hundreds of patterns take a while,
+/// and the node's workers answer polls meanwhile.
+async fn compile(rules: SiteRules) -> Result<Result<Rules, RulesError>, ApiError> {
+    tokio::task::spawn_blocking(move || Rules::compile(rules))
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "compiling site rules failed");
+            ApiError::Unavailable
+        })
 }
 
 fn counted(outcome: &'static str) {
