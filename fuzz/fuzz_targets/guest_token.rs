@@ -48,6 +48,7 @@ fuzz_target!(|data: &[u8]| {
         member_id: member.chars().take(32).collect(),
         nick: nick.chars().take(32).collect(),
         exp: NOW + 1 + sum % 100_000,
+        moderator: sum % 2 == 0,
     };
     let token = keys.sign(&claims);
     assert_eq!(keys.verify(&token, &lobby, NOW), Ok(claims.clone()), "{token}");

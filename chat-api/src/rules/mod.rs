@@ -67,9 +67,8 @@ pub enum Refusal {
     Link,
 }
 
-/// Who sends, as far as the rules care. Every sender is a guest today:
-/// both fields are false until verified users and moderators exist, and
-/// then they are set from the sender's token, never from the request.
+/// Who sends, as far as the rules care: a guest unless its signed guest
+/// token says otherwise (never the request).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Sender {
     /// A user the site itself signed in.

@@ -2,6 +2,7 @@
 //! refused words, links, slow mode (the site's and a room's own), who may
 //! change them, and the word on the bus that makes every node forget them.
 
+use chat_api::{ed25519_public, sign_user_token, HostClaims, KeyAlg};
 use chatty_shared::{BusEvent, BusMessage};
 use reqwest::Method;
 
@@ -498,4 +499,71 @@ async fn a_change_is_in_force_at_once_and_said_on_the_bus() {
             words += 1;
         }
     }
+}
+
+/// A verified user of `forum` signed in with `roles`: its guest token in
+/// `room`.
+async fn signed_in(f: &Forum, room: &str, sub: &str, roles: &[&str]) -> String {
+    const SEED: [u8; 32] = [9; 32];
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    // The key may be there already (409): either way it is registered.
+    f.request(Method::POST, "/v1/sites/forum/user-keys")
+        .bearer_auth(&f.secret)
+        .json(&json!({"kid": "k1", "alg": "ed25519", "key": ed25519_public(&SEED)}))
+        .send()
+        .await
+        .unwrap();
+    let claims = HostClaims {
+        aud: "forum".into(),
+        sub: sub.into(),
+        name: format!("User {sub}"),
+        roles: roles.iter().map(|r| r.to_string()).collect(),
+        iat: now,
+        exp: now + 300,
+        jti: format!("{sub}-{}", rand_id()),
+    };
+    let res = f
+        .node
+        .post_json(
+            &format!("/v1/sites/forum/rooms/{room}/join"),
+            None,
+            &json!({"user_token": sign_user_token(&claims, "k1", KeyAlg::Ed25519, &SEED)}),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let body: Value = res.json().await.unwrap();
+    body["token"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn verified_users_may_link_and_moderators_are_not_slowed() {
+    let f = Forum::start().await;
+    f.set_rules(json!({"links": "deny", "slow_mode_secs": 60, "blocked_words": ["darn"]}))
+        .await;
+    let guest = f.join("main", "Guest").await;
+    let user = signed_in(&f, "main", "42", &[]).await;
+    let moderator = signed_in(&f, "main", "7", &["moderator"]).await;
+
+    let (_, code, _) = refusal(f.send("main", &guest, "see example.com").await).await;
+    assert_eq!(code, "links_not_allowed");
+    let res = f.send("main", &user, "see example.com").await;
+    assert_eq!(
+        res.status(),
+        StatusCode::CREATED,
+        "a verified user may link"
+    );
+    let (_, code, _) = refusal(f.send("main", &user, "again").await).await;
+    assert_eq!(code, "slow_mode", "but is slowed like anyone");
+    for text in ["one example.com", "two", "darn three"] {
+        let res = f.send("main", &moderator, text).await;
+        assert_eq!(res.status(), StatusCode::CREATED, "{text}");
+    }
+    assert_eq!(
+        f.texts("main").await,
+        ["see example.com", "one example.com", "two", "**** three"],
+        "a moderator's words are masked like anyone's"
+    );
 }
