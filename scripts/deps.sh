@@ -25,7 +25,7 @@ apt_install() {
 apt_install cmake build-essential pkg-config
 [ "$mode" = run ] && exit 0
 
-apt_install mariadb-server redis-server chromium chromium-driver prometheus yamllint python3-pip
+apt_install mariadb-server redis-server chromium chromium-driver prometheus yamllint python3-pip openssl
 
 # MariaDB: start it when nothing answers on 3306 (no systemd here).
 if ! mariadb-admin --protocol=tcp -h127.0.0.1 -uroot ping >/dev/null 2>&1; then

@@ -192,6 +192,22 @@ pub struct UserKeyInfo {
     pub alg: String,
 }
 
+/// Body of `POST /v1/sites/{site}/erase` (site secret).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EraseRequest {
+    pub member_id: String,
+}
+
+/// Answer of `POST /v1/sites/{site}/erase`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErasedCount {
+    /// Messages whose text is gone.
+    pub messages: u64,
+    /// Rooms where a deletion went into the log.
+    pub rooms: u64,
+}
+
 /// Body of `POST …/bans` (site secret).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

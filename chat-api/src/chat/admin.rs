@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use chatty_shared::parse_decimal;
-use chatty_shared::wire::{CreateSiteRequest, CreatedSite, SiteInfo, SiteLimits};
+use chatty_shared::wire::{CreateSiteRequest, CreatedSite, ErasedCount, SiteInfo, SiteLimits};
 use chatty_shared::{is_valid_site, RoomKey};
 
 use super::{Chat, Written, DEMO_ORIGINS, DEMO_SITE};
@@ -15,6 +15,9 @@ use crate::secrets;
 use crate::store::{NewSite, SiteRecord, StoreError};
 use crate::token::now_ms;
 use crate::validate;
+
+/// Longest an erasure may take (it writes to every room of the member).
+const ERASE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl Chat {
     /// Checks a site owner's secret; 401 otherwise.
@@ -70,6 +73,41 @@ impl Chat {
         self.store_call(StoreOp::Ban, self.store.ban(site, member_id))
             .await?;
         Ok(())
+    }
+
+    /// `POST /v1/sites/{site}/erase` (site secret): everything a member
+    /// wrote on the site, in every room, erased from the store and deleted
+    /// in every viewer's log. Bounded by [`ERASE_TIMEOUT`], not the store
+    /// timeout; an erasure cut short has committed whole rooms and is
+    /// finished by asking again.
+    pub async fn erase(
+        &self,
+        site: &str,
+        member_id: &str,
+        secret: Option<&str>,
+    ) -> Result<ErasedCount, ApiError> {
+        self.site_admin(site, secret).await?;
+        validate::member_id(member_id).map_err(|m| ApiError::InvalidField(m.into()))?;
+        let erased = tokio::time::timeout(
+            ERASE_TIMEOUT,
+            self.store.erase_member(site, member_id, now_ms()),
+        )
+        .await
+        .unwrap_or(Err(StoreError::Timeout(ERASE_TIMEOUT)))
+        .inspect_err(|e| tracing::warn!(site, error = %e, "erasure failed"))?;
+        for (key, version) in &erased.moved {
+            self.room_moved(key, *version).await;
+        }
+        tracing::info!(
+            site,
+            messages = erased.messages,
+            rooms = erased.moved.len(),
+            "member erased"
+        );
+        Ok(ErasedCount {
+            messages: erased.messages,
+            rooms: erased.moved.len() as u64,
+        })
     }
 
     /// `PUT /v1/sites/{site}/limits` (site secret).

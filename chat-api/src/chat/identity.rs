@@ -59,7 +59,7 @@ fn name_key(name: &str) -> String {
 
 impl Chat {
     /// `GET /v1/sites/{site}/user-keys` (site secret).
-    pub(crate) async fn list_user_keys(
+    pub async fn list_user_keys(
         &self,
         site: &str,
         secret: Option<&str>,
@@ -73,7 +73,7 @@ impl Chat {
 
     /// `POST /v1/sites/{site}/user-keys` (site secret): at most
     /// [`MAX_KEYS_PER_SITE`], ids unique.
-    pub(crate) async fn add_user_key(
+    pub async fn add_user_key(
         &self,
         site: &str,
         req: AddUserKeyRequest,
@@ -111,7 +111,7 @@ impl Chat {
     }
 
     /// `DELETE /v1/sites/{site}/user-keys/{kid}` (site secret).
-    pub(crate) async fn remove_user_key(
+    pub async fn remove_user_key(
         &self,
         site: &str,
         kid: &str,

@@ -1,11 +1,12 @@
 //! Administration: sites (operator token) and moderation — delete a
 //! message, ban a guest, set limits, rules and a room's slow mode,
-//! register user-token keys (the site's secret).
+//! register user-token keys, erase a member (the site's secret).
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chatty_shared::wire::{
-    AddUserKeyRequest, BanRequest, CreateSiteRequest, RoomSlowMode, SiteLimits, SiteRules,
+    AddUserKeyRequest, BanRequest, CreateSiteRequest, EraseRequest, RoomSlowMode, SiteLimits,
+    SiteRules,
 };
 
 use super::{bearer, etag_header, json};
@@ -127,4 +128,14 @@ pub async fn remove_user_key(
     let (site, kid) = path.into_inner();
     chat.remove_user_key(&site, &kid, bearer(&req)).await?;
     Ok(HttpResponse::NoContent().finish())
+}
+
+pub async fn erase(
+    chat: web::Data<Chat>,
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: JsonBody<EraseRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let erased = chat.erase(&path, &body.0.member_id, bearer(&req)).await?;
+    Ok(json(StatusCode::OK, &erased))
 }

@@ -69,6 +69,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .default_service(web::to(method_not_allowed)),
     )
     .service(
+        web::resource("/v1/sites/{site}/erase")
+            .route(web::post().to(admin::erase))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
         web::resource("/v1/sites/{site}/user-keys")
             .route(web::get().to(admin::list_user_keys))
             .route(web::post().to(admin::add_user_key))

@@ -12,7 +12,7 @@ use chatty_shared::wire::{BlockAction, EventKind, LinkPolicy, SiteLimits, SiteRu
 use chatty_shared::RoomKey;
 use chatty_shared::RoomVersion;
 
-use super::{NewMessage, NewSite, Store, StoreError};
+use super::{Erased, NewMessage, NewSite, Store, StoreError};
 
 /// A message from `member` with idempotency key `client`.
 pub(crate) fn message(member: &str, client: &str, text: &str) -> NewMessage {
@@ -118,6 +118,7 @@ pub(crate) async fn run_all(store: Arc<dyn Store>) {
     rules(&*store).await;
     append_and_retry(&*store).await;
     deletion(&*store).await;
+    erasure(&*store).await;
     paging(&*store).await;
     recent(&*store).await;
     unknown_room(&*store).await;
@@ -295,6 +296,64 @@ async fn append_and_retry(store: &dyn Store) {
 }
 
 /// A deletion is an event; deleting twice returns the first deletion.
+/// A member's messages are erased in every room of the site and in no
+/// other: a deletion event for each one still shown, the text and nick
+/// gone from the store; erasing again does nothing.
+async fn erasure(store: &dyn Store) {
+    let site = unique("s");
+    let (hall, desk) = (
+        RoomKey::new(&site, "hall").unwrap(),
+        RoomKey::new(&site, "desk").unwrap(),
+    );
+    let elsewhere = RoomKey::new(&unique("s"), "hall").unwrap();
+    for (key, member, n) in [
+        (&hall, "m1", 3),
+        (&desk, "m1", 1),
+        (&hall, "m2", 1),
+        (&elsewhere, "m1", 1),
+    ] {
+        for i in 0..n {
+            store
+                .append_message(key, message(member, &format!("c{i}"), "secret words"))
+                .await
+                .unwrap();
+        }
+    }
+    // One of m1's messages was deleted before: erased too, not deleted again.
+    store.delete_message(&hall, 1, 5).await.unwrap();
+    let erased = store.erase_member(&site, "m1", 9).await.unwrap();
+    assert_eq!(erased.messages, 4);
+    let mut moved = erased.moved.clone();
+    moved.sort_by(|a, b| a.0.room().cmp(b.0.room()));
+    let (hall_v, desk_v) = (
+        store.room_version(&hall).await.unwrap(),
+        store.room_version(&desk).await.unwrap(),
+    );
+    assert_eq!(moved, vec![(desk.clone(), desk_v), (hall.clone(), hall_v)]);
+    assert_eq!(
+        (hall_v.seq, desk_v.seq),
+        (7, 2),
+        "two deletions in hall, one in desk"
+    );
+    let (events, _) = store.events_after(&hall, 0, 100).await.unwrap();
+    for e in &events {
+        match (e.kind, e.member_id.as_str()) {
+            (EventKind::Message, "m1") => assert_eq!((e.text.as_str(), e.nick.as_str()), ("", "")),
+            (EventKind::Message, _) => assert_eq!(e.text, "secret words"),
+            _ => {}
+        }
+    }
+    let deleted: Vec<u64> = events.iter().filter_map(|e| e.deletes).collect();
+    assert_eq!(deleted, vec![1, 2, 3]);
+    let (other, _) = store.events_after(&elsewhere, 0, 100).await.unwrap();
+    assert_eq!(
+        other[0].text, "secret words",
+        "another site's member of the same id"
+    );
+    let again = store.erase_member(&site, "m1", 10).await.unwrap();
+    assert_eq!(again, Erased::default());
+}
+
 async fn deletion(store: &dyn Store) {
     let key = room();
     assert!(matches!(

@@ -122,6 +122,15 @@ impl Appended {
     }
 }
 
+/// What erasing a member did: the messages whose text is gone and the
+/// rooms whose logs moved (a deletion event per message still shown), at
+/// their new versions.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Erased {
+    pub messages: u64,
+    pub moved: Vec<(RoomKey, RoomVersion)>,
+}
+
 /// Why a store operation failed: a kind, each with what the backend said.
 ///
 /// Only [`StoreError::NotFound`] and [`StoreError::Conflict`] are answers;
@@ -203,6 +212,16 @@ pub trait Store: Send + Sync + 'static {
         seq: u64,
         at_ms: i64,
     ) -> Result<Appended, StoreError>;
+    /// Erases what `member_id` wrote on `site`, in every room: each of its
+    /// messages still shown gets a deletion event, and every one of its
+    /// messages loses its text and nick in the store. Erasing again finds
+    /// nothing more.
+    async fn erase_member(
+        &self,
+        site: &str,
+        member_id: &str,
+        at_ms: i64,
+    ) -> Result<Erased, StoreError>;
     /// Up to `limit` events with seq greater than `after`, in seq order, and
     /// the room's current version, both read from one snapshot (so the
     /// version is never older than the events).

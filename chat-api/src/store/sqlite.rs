@@ -23,7 +23,7 @@ use super::rows::{
     new_epoch, origins_to_json, rules_from_json, rules_to_json, seq_to_i64, site_record,
     StoredEvent, Target,
 };
-use super::{rows, Appended, NewMessage, NewSite, SiteRecord, Store, StoreError};
+use super::{rows, Appended, Erased, NewMessage, NewSite, SiteRecord, Store, StoreError};
 use crate::host_token::UserKey;
 
 /// The schema version this build writes.
@@ -591,6 +591,71 @@ impl Store for SqliteStore {
             .map_err(failed)?;
             tx.commit().map_err(failed)?;
             Ok(Appended::written(event, epoch))
+        })
+        .await
+    }
+
+    async fn erase_member(
+        &self,
+        site: &str,
+        member_id: &str,
+        at_ms: i64,
+    ) -> Result<Erased, StoreError> {
+        let (site, member_id) = (site.to_owned(), member_id.to_owned());
+        self.write(move |c| {
+            let tx = c
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(failed)?;
+            let mut erased = Erased::default();
+            let message = kind_code(EventKind::Message);
+            let rooms: Vec<String> = {
+                let mut stmt = tx
+                    .prepare_cached(
+                        "SELECT DISTINCT room FROM events
+                         WHERE site = ?1 AND member_id = ?2 AND kind = ?3 AND text != ''",
+                    )
+                    .map_err(failed)?;
+                let rows = stmt
+                    .query_map(params![site, member_id, message], |r| r.get(0))
+                    .map_err(failed)?;
+                rows.collect::<rusqlite::Result<_>>().map_err(failed)?
+            };
+            for room in rooms {
+                let key = RoomKey::new(&site, &room)
+                    .map_err(|e| StoreError::Corrupt(format!("stored room {room:?}: {e}")))?;
+                let Some((epoch, mut last)) = room_row(&tx, &key)? else {
+                    continue;
+                };
+                let shown: Vec<i64> = {
+                    let mut stmt = tx
+                        .prepare_cached(
+                            "SELECT seq FROM events WHERE site = ?1 AND room = ?2
+                             AND member_id = ?3 AND kind = ?4 AND deleted = 0 ORDER BY seq",
+                        )
+                        .map_err(failed)?;
+                    let rows = stmt
+                        .query_map(params![site, room, member_id, message], |r| r.get(0))
+                        .map_err(failed)?;
+                    rows.collect::<rusqlite::Result<_>>().map_err(failed)?
+                };
+                for seq in &shown {
+                    last += 1;
+                    insert_event(&tx, &key, &deletion_event(last, *seq as u64, at_ms))?;
+                }
+                erased.messages += tx
+                    .execute(
+                        "UPDATE events SET deleted = 1, text = '', nick = ''
+                         WHERE site = ?1 AND room = ?2 AND member_id = ?3 AND kind = ?4
+                         AND text != ''",
+                        params![site, room, member_id, message],
+                    )
+                    .map_err(failed)? as u64;
+                if !shown.is_empty() {
+                    erased.moved.push((key, RoomVersion::new(epoch, last)));
+                }
+            }
+            tx.commit().map_err(failed)?;
+            Ok(erased)
         })
         .await
     }

@@ -1,4 +1,4 @@
-//! Sites and their owners: the operator's sites, deletion, limits, bans
+//! Sites and their owners: the operator's sites, deletion, erasure, limits, bans
 //! and allowed origins.
 
 use super::*;
@@ -216,6 +216,85 @@ async fn a_banned_guest_is_refused() {
         .json(&json!({"nick": "Ann"}));
     assert_eq!(status_of(join).await, StatusCode::FORBIDDEN);
     assert_eq!(shop.seq().await, seq, "nothing stored after the ban");
+    shop.node.stop().await;
+}
+
+#[tokio::test]
+async fn an_erased_member_is_gone_from_every_room_and_the_log_says_so() {
+    let shop = Shop::start().await;
+    assert_eq!(
+        shop.send("my address is 1 Main St", "a").await.status(),
+        StatusCode::CREATED
+    );
+    let bob = shop.join("Bob").await;
+    let bob_says = shop
+        .room(reqwest::Method::POST, "messages")
+        .bearer_auth(bob["token"].as_str().unwrap())
+        .json(&json!({"text": "hello Ann", "client_id": "b"}));
+    assert_eq!(status_of(bob_says).await, StatusCode::CREATED);
+    // Ann in a second room of the site.
+    let other: Value = shop
+        .node
+        .post_json(
+            "/v1/sites/shop/rooms/side/join",
+            None,
+            &json!({"nick": "Ann"}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let side = shop
+        .request(reqwest::Method::POST, "/v1/sites/shop/rooms/side/messages")
+        .bearer_auth(other["token"].as_str().unwrap())
+        .json(&json!({"text": "also mine", "client_id": "c"}));
+    assert_eq!(status_of(side).await, StatusCode::CREATED);
+    let before = shop.seq().await;
+    let erase = |secret: &str, member: &str| {
+        shop.request(reqwest::Method::POST, "/v1/sites/shop/erase")
+            .bearer_auth(secret)
+            .json(&json!({ "member_id": member }))
+    };
+    assert_eq!(
+        status_of(erase("wrong", &shop.member_id)).await,
+        StatusCode::UNAUTHORIZED
+    );
+    let res = erase(&shop.secret, "not valid!").send().await.unwrap();
+    assert_eq!(error_code(res).await, "invalid_field");
+    for member in [&shop.member_id, other["member"]["id"].as_str().unwrap()] {
+        let res = erase(&shop.secret, member).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        let erased: Value = res.json().await.unwrap();
+        assert_eq!(erased, json!({"messages": 1, "rooms": 1}), "{member}");
+    }
+    // The log moved: a deletion every reader sees, and no text left.
+    assert_eq!(shop.seq().await, before + 1);
+    let page: Value = shop
+        .node
+        .get(&format!("{SHOP_ROOM}/messages"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let body = page.to_string();
+    assert!(!body.contains("1 Main St"), "{body}");
+    assert!(body.contains("hello Ann"), "others' messages stay: {body}");
+    let side: Value = shop
+        .node
+        .get("/v1/sites/shop/rooms/side/messages")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(!side.to_string().contains("also mine"), "{side}");
+    let again: Value = erase(&shop.secret, &shop.member_id)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(again, json!({"messages": 0, "rooms": 0}));
     shop.node.stop().await;
 }
 

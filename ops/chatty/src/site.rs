@@ -1,12 +1,14 @@
-//! `chatty site add|list|rules`: a site owner's sites, in the embedded store
-//! of `chatty up` (--data-dir) or through a running cluster's admin API
-//! (--target with the operator token); a site's rules with its own secret.
+//! `chatty site add|list|rules|keys|erase`: a site owner's sites, in the
+//! embedded store of `chatty up` (--data-dir) or through a running
+//! cluster's admin API (--target with the operator token); a site's rules,
+//! user-token keys and erasures with its own secret.
 
 use std::path::PathBuf;
 
 use anyhow::Context;
 use chatty_shared::wire::{
-    BlockAction, CreateSiteRequest, CreatedSite, LinkPolicy, SiteInfo, SiteRules,
+    AddUserKeyRequest, BlockAction, CreateSiteRequest, CreatedSite, EraseRequest, ErasedCount,
+    LinkPolicy, SiteInfo, SiteRules, UserKeyInfo,
 };
 use clap::{Args, Subcommand, ValueEnum};
 
@@ -61,6 +63,64 @@ pub enum SiteCommand {
     /// masked or refused; links for guests; slow mode), with the site's
     /// secret. In force on every API node at once.
     Rules(RulesArgs),
+    /// List, add or remove the keys that verify the user tokens your
+    /// backend signs for its signed-in users, with the site's secret. To
+    /// rotate: add the new key, sign with it, then remove the old one.
+    Keys(KeysArgs),
+    /// Erase everything a member wrote on the site, in every room (deleted
+    /// in every viewer's log, the text gone from the store), with the
+    /// site's secret.
+    Erase {
+        /// The site id.
+        site: String,
+        /// The site's admin secret.
+        #[arg(long, env = "CHATTY_SITE_SECRET", hide_env_values = true)]
+        secret: String,
+        /// The member's id: a guest's, or `u_` and your user's id.
+        #[arg(long = "member", value_name = "ID")]
+        member_id: String,
+    },
+}
+
+/// Flags of `chatty site keys`. Without `--add` or `--remove`, the keys are
+/// listed.
+#[derive(Debug, Args)]
+pub struct KeysArgs {
+    /// The site id.
+    pub site: String,
+    /// The site's admin secret.
+    #[arg(long, env = "CHATTY_SITE_SECRET", hide_env_values = true)]
+    pub secret: String,
+    /// Add a key with this id (the `kid` of the tokens it verifies); needs
+    /// --key.
+    #[arg(long, value_name = "KID", requires = "key", conflicts_with = "remove")]
+    pub add: Option<String>,
+    /// The key to add, base64url: an Ed25519 public key (32 bytes) or an
+    /// HMAC secret (32 bytes or more).
+    #[arg(long, value_name = "BASE64URL")]
+    pub key: Option<String>,
+    /// The key's algorithm.
+    #[arg(long, value_enum, default_value = "ed25519")]
+    pub alg: KeyAlgArg,
+    /// Remove the key with this id.
+    #[arg(long, value_name = "KID")]
+    pub remove: Option<String>,
+}
+
+/// `--alg`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum KeyAlgArg {
+    Ed25519,
+    HmacSha256,
+}
+
+impl KeyAlgArg {
+    fn name(self) -> &'static str {
+        match self {
+            KeyAlgArg::Ed25519 => "ed25519",
+            KeyAlgArg::HmacSha256 => "hmac-sha256",
+        }
+    }
 }
 
 /// Flags of `chatty site rules`. Without a change flag, the rules are shown.
@@ -193,7 +253,9 @@ async fn admin(args: &SiteArgs) -> anyhow::Result<Admin> {
         // `rules` authenticates with the site's secret instead.
         let token = match (&args.admin_token, &args.command) {
             (Some(token), _) => token.clone(),
-            (None, SiteCommand::Rules(_)) => String::new(),
+            (None, SiteCommand::Rules(_) | SiteCommand::Keys(_) | SiteCommand::Erase { .. }) => {
+                String::new()
+            }
             (None, _) => {
                 anyhow::bail!("--target needs --admin-token (the cluster's operator token)")
             }
@@ -281,8 +343,97 @@ async fn run(args: SiteArgs) -> anyhow::Result<()> {
             }
             print_rules(&rules, args.json)?;
         }
+        SiteCommand::Keys(flags) => keys(&admin, flags, args.json).await?,
+        SiteCommand::Erase {
+            site,
+            secret,
+            member_id,
+        } => {
+            let erased: ErasedCount = match &admin {
+                Admin::Embedded(chat, _) => chat
+                    .erase(site, member_id, Some(secret))
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{e}"))?,
+                Admin::Remote(http, base, _) => {
+                    let body = EraseRequest {
+                        member_id: member_id.clone(),
+                    };
+                    let req = http
+                        .post(format!("{base}/v1/sites/{site}/erase"))
+                        .json(&body);
+                    answer(req.bearer_auth(secret)).await?
+                }
+            };
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&erased)?);
+            } else {
+                println!(
+                    "erased {} messages in {} rooms",
+                    erased.messages, erased.rooms
+                );
+            }
+        }
     }
     Ok(())
+}
+
+/// `chatty site keys`: adds or removes a key when asked, then lists them.
+async fn keys(admin: &Admin, flags: &KeysArgs, json: bool) -> anyhow::Result<()> {
+    let (site, secret) = (flags.site.as_str(), Some(flags.secret.as_str()));
+    let fail = |e: chat_api::ApiError| anyhow::anyhow!("{e}");
+    if let (Some(kid), Some(key)) = (&flags.add, &flags.key) {
+        let req = AddUserKeyRequest {
+            kid: kid.clone(),
+            alg: flags.alg.name().to_owned(),
+            key: key.clone(),
+        };
+        let _: UserKeyInfo = match admin {
+            Admin::Embedded(chat, _) => chat.add_user_key(site, req, secret).await.map_err(fail)?,
+            Admin::Remote(http, base, _) => {
+                let post = http.post(format!("{base}/v1/sites/{site}/user-keys"));
+                answer(post.bearer_auth(&flags.secret).json(&req)).await?
+            }
+        };
+    }
+    if let Some(kid) = &flags.remove {
+        match admin {
+            Admin::Embedded(chat, _) => chat
+                .remove_user_key(site, kid, secret)
+                .await
+                .map_err(fail)?,
+            Admin::Remote(http, base, _) => {
+                let delete = http.delete(format!("{base}/v1/sites/{site}/user-keys/{kid}"));
+                let resp = delete.bearer_auth(&flags.secret).send().await?;
+                let status = resp.status();
+                anyhow::ensure!(status.is_success(), "{status}: {}", resp.text().await?);
+            }
+        }
+    }
+    let keys: Vec<UserKeyInfo> = match admin {
+        Admin::Embedded(chat, _) => chat.list_user_keys(site, secret).await.map_err(fail)?,
+        Admin::Remote(http, base, _) => {
+            let get = http.get(format!("{base}/v1/sites/{site}/user-keys"));
+            answer(get.bearer_auth(&flags.secret)).await?
+        }
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&keys)?);
+    } else {
+        for k in keys {
+            println!("{}\t{}", k.kid, k.alg);
+        }
+    }
+    Ok(())
+}
+
+/// Sends `req` and reads a successful answer's JSON; any other status is
+/// an error carrying the API's own message.
+async fn answer<T: serde::de::DeserializeOwned>(req: reqwest::RequestBuilder) -> anyhow::Result<T> {
+    let resp = req.send().await?;
+    let status = resp.status();
+    let body = resp.text().await?;
+    anyhow::ensure!(status.is_success(), "{status}: {body}");
+    Ok(serde_json::from_str(&body)?)
 }
 
 async fn get_rules(admin: &Admin, flags: &RulesArgs) -> anyhow::Result<SiteRules> {

@@ -12,7 +12,7 @@ use crate::store::rows::{
     deleted_before, deletion_event, deletion_target, kind_code, limit_to_i64, message_event,
     new_epoch, StoredEvent, Target,
 };
-use crate::store::{Appended, NewMessage, StoreError};
+use crate::store::{Appended, Erased, NewMessage, StoreError};
 
 /// The event columns, prefixed with `e.`, in [`RawEvent`] order.
 const EVENT_COLUMNS: &str =
@@ -272,6 +272,61 @@ pub(super) async fn delete(
     .map_err(db_error)?;
     tx.commit().await.map_err(db_error)?;
     Ok(Appended::written(event, epoch))
+}
+
+/// Erases a member's messages on a site, room by room (each room in its
+/// own transaction, its row locked as for a send).
+pub(super) async fn erase(
+    s: &MysqlStore,
+    site: &str,
+    member_id: &str,
+    at_ms: i64,
+) -> Result<Erased, StoreError> {
+    let message = kind_code(EventKind::Message);
+    let rooms: Vec<String> = s
+        .conn()
+        .await?
+        .exec(
+            "SELECT DISTINCT room FROM events
+             WHERE site = ? AND member_id = ? AND kind = ? AND text != ''",
+            (site, member_id, message),
+        )
+        .await
+        .map_err(db_error)?;
+    let mut erased = Erased::default();
+    for room in rooms {
+        let key = RoomKey::new(site, &room)
+            .map_err(|e| StoreError::Corrupt(format!("stored room {room:?}: {e}")))?;
+        let (mut tx, epoch, mut last) = match lock_room(&s.pool, &key).await? {
+            Locked::Room(tx, epoch, last) => (tx, epoch, last),
+            Locked::Missing => continue,
+        };
+        let shown: Vec<u64> = tx
+            .exec(
+                "SELECT seq FROM events WHERE site = ? AND room = ? AND member_id = ?
+                 AND kind = ? AND deleted = 0 ORDER BY seq",
+                (site, &room, member_id, message),
+            )
+            .await
+            .map_err(db_error)?;
+        for seq in &shown {
+            last += 1;
+            insert_event(&mut tx, &key, &deletion_event(last, *seq, at_ms)).await?;
+        }
+        tx.exec_drop(
+            "UPDATE events SET deleted = 1, text = '', nick = ''
+             WHERE site = ? AND room = ? AND member_id = ? AND kind = ? AND text != ''",
+            (site, &room, member_id, message),
+        )
+        .await
+        .map_err(db_error)?;
+        erased.messages += tx.affected_rows();
+        tx.commit().await.map_err(db_error)?;
+        if !shown.is_empty() {
+            erased.moved.push((key, version(epoch, last)));
+        }
+    }
+    Ok(erased)
 }
 
 /// Up to `limit` (at least 1) events after `after`, and the room's
