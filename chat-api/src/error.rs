@@ -55,6 +55,9 @@ pub enum ApiError {
     /// The site does not allow links from this sender.
     #[error("links are not allowed here")]
     LinksNotAllowed,
+    /// The site lets only its signed-in users write.
+    #[error("only the site's signed-in users can write here")]
+    ReadOnly,
     /// A backend (the store) did not answer in time.
     #[error("service unavailable, retry later")]
     Unavailable,
@@ -78,6 +81,7 @@ impl ApiError {
             ApiError::SlowMode { .. } => "slow_mode",
             ApiError::BlockedText => "blocked_text",
             ApiError::LinksNotAllowed => "links_not_allowed",
+            ApiError::ReadOnly => "read_only",
             ApiError::Unavailable => "unavailable",
         }
     }
@@ -108,7 +112,7 @@ impl ResponseError for ApiError {
                 StatusCode::BAD_REQUEST
             }
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            ApiError::Banned | ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::Banned | ApiError::Forbidden(_) | ApiError::ReadOnly => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
@@ -175,6 +179,7 @@ mod tests {
             ),
             (ApiError::BlockedText, 422, "blocked_text"),
             (ApiError::LinksNotAllowed, 422, "links_not_allowed"),
+            (ApiError::ReadOnly, 403, "read_only"),
             (ApiError::Unavailable, 503, "unavailable"),
         ];
         for (err, status, code) in cases {

@@ -256,6 +256,21 @@ pub struct SiteRules {
     /// One message per member per this many seconds in each room; 0 is off.
     #[serde(default)]
     pub slow_mode_secs: u32,
+    /// Whether guests (visitors the site has not signed in) may write.
+    #[serde(default)]
+    pub guests: GuestAccess,
+}
+
+/// What guests may do on a site. Reading a room needs no token either
+/// way: the log of a room is public to whoever has its address.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GuestAccess {
+    /// Join under a nickname and write.
+    #[default]
+    Write,
+    /// Read only: only the site's signed-in users join and write.
+    Read,
 }
 
 /// Body and answer of `PUT /v1/sites/{site}/rooms/{room}/slow-mode` (site

@@ -101,6 +101,7 @@ impl Chat {
             .await?;
         let verified = member_id.as_deref().is_some_and(host_token::is_verified);
         if !verified {
+            self.guests_may_join(key.site()).await?;
             self.guest_name_free(&key, &nick).await?;
         }
         let member = Member {

@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use chatty_shared::wire::{RoomSlowMode, SiteRules};
+use chatty_shared::wire::{GuestAccess, RoomSlowMode, SiteRules};
 use chatty_shared::{BusMessage, Decision, RoomKey};
 
 use super::Chat;
@@ -106,6 +106,9 @@ impl Chat {
         text: String,
     ) -> Result<String, ApiError> {
         let rules = self.compiled_rules(key.site()).await?;
+        if !sender.verified && rules.source().guests == GuestAccess::Read {
+            return Err(ApiError::ReadOnly);
+        }
         if sender.is_slowed() {
             let secs = match self.own_slow_mode(key).await? {
                 Some(secs) => secs,
@@ -140,6 +143,15 @@ impl Chat {
 
     /// The site's rules, compiled: from the cache, else from the store (the
     /// last compiled ones reused when the stored rules did not change).
+    /// Refuses a guest's join where the site lets only its signed-in users
+    /// write (a guest would have nothing to do with a token).
+    pub(super) async fn guests_may_join(&self, site: &str) -> Result<(), ApiError> {
+        match self.compiled_rules(site).await?.source().guests {
+            GuestAccess::Write => Ok(()),
+            GuestAccess::Read => Err(ApiError::ReadOnly),
+        }
+    }
+
     async fn compiled_rules(&self, site: &str) -> Result<Arc<Rules>, ApiError> {
         let id = site.to_owned();
         if let Some(rules) = self.rules.get(&id) {

@@ -8,7 +8,7 @@ fn rules(words: &[&str], patterns: &[&str], action: BlockAction, links: LinkPoli
         blocked_patterns: patterns.iter().map(|s| (*s).to_owned()).collect(),
         action,
         links,
-        slow_mode_secs: 0,
+        ..SiteRules::default()
     })
     .unwrap()
 }

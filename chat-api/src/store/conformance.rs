@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use chatty_shared::wire::{BlockAction, EventKind, LinkPolicy, SiteLimits, SiteRules};
+use chatty_shared::wire::{BlockAction, EventKind, GuestAccess, LinkPolicy, SiteLimits, SiteRules};
 use chatty_shared::RoomKey;
 use chatty_shared::RoomVersion;
 
@@ -67,6 +67,7 @@ async fn rules(store: &dyn Store) {
         action: BlockAction::Refuse,
         links: LinkPolicy::Deny,
         slow_mode_secs: 30,
+        guests: GuestAccess::Read,
     };
     store.set_rules(&id, &first).await.unwrap();
     assert_eq!(store.rules(&id).await.unwrap().as_ref(), Some(&first));

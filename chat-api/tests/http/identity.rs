@@ -286,3 +286,57 @@ async fn a_guest_cannot_take_a_present_verified_users_name_nor_the_mark() {
     assert_eq!(guest("Ann Editor Fan").await.status(), StatusCode::OK);
     node.stop().await;
 }
+
+#[tokio::test]
+async fn where_guests_may_only_read_only_signed_in_users_join_and_write() {
+    let (node, secret) = news().await;
+    add_key(&node, Some(&secret), "k1", &SEED).await;
+    let early: Value = join(&node, json!({"nick": "Early Guest"}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let rules = node
+        .client
+        .put(node.url("/v1/sites/news/rules"))
+        .bearer_auth(&secret)
+        .json(&json!({"guests": "read"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rules.status(), StatusCode::OK);
+    let res = join(&node, json!({"nick": "Late Guest"})).await;
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    assert_eq!(error_code(res).await, "read_only");
+    let send = |token: String, id: &'static str| {
+        let node = &node;
+        async move {
+            node.post_json(
+                &format!("{ROOM}/messages"),
+                Some(&token),
+                &json!({"text": "hello", "client_id": id}),
+            )
+            .await
+        }
+    };
+    // A guest who joined before the change writes no more.
+    let res = send(early["token"].as_str().unwrap().to_owned(), "g1").await;
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    assert_eq!(error_code(res).await, "read_only");
+    // Reading stays open; the site's own users join and write.
+    assert_eq!(
+        node.get(&format!("{ROOM}/messages")).await.status(),
+        StatusCode::OK
+    );
+    let ann: Value = join(
+        &node,
+        json!({"user_token": user_token("42", "Ann", &[], "k1", &SEED)}),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let res = send(ann["token"].as_str().unwrap().to_owned(), "a1").await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    node.stop().await;
+}

@@ -149,7 +149,7 @@ async fn rules_are_set_and_read_with_the_site_secret() {
     assert_eq!(
         f.rules().await,
         json!({"blocked_words": [], "blocked_patterns": [], "action": "mask",
-               "links": "allow", "slow_mode_secs": 0})
+               "links": "allow", "slow_mode_secs": 0, "guests": "write"})
     );
     let res = f
         .set_rules(json!({"blocked_words": ["  darn ", "buy now"],
@@ -160,7 +160,7 @@ async fn rules_are_set_and_read_with_the_site_secret() {
     let set: Value = res.json().await.unwrap();
     let expect = json!({"blocked_words": ["darn", "buy now"],
                         "blocked_patterns": ["fr[e3]{2}"], "action": "refuse",
-                        "links": "deny", "slow_mode_secs": 5});
+                        "links": "deny", "slow_mode_secs": 5, "guests": "write"});
     assert_eq!(set, expect);
     assert_eq!(f.rules().await, expect);
     // Omitted fields are their defaults: a PUT replaces the whole rules.

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use chatty_shared::wire::{
     AddUserKeyRequest, BlockAction, CreateSiteRequest, CreatedSite, EraseRequest, ErasedCount,
-    LinkPolicy, SiteInfo, SiteRules, UserKeyInfo,
+    GuestAccess, LinkPolicy, SiteInfo, SiteRules, UserKeyInfo,
 };
 use clap::{Args, Subcommand, ValueEnum};
 
@@ -152,6 +152,17 @@ pub struct RulesArgs {
     /// One message per member per SECS in every room of the site; 0 is off.
     #[arg(long = "slow-mode", value_name = "SECS")]
     pub slow_mode: Option<u32>,
+    /// Whether guests (visitors you have not signed in) may write, or only
+    /// read.
+    #[arg(long, value_enum)]
+    pub guests: Option<GuestsArg>,
+}
+
+/// `--guests`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum GuestsArg {
+    Write,
+    Read,
 }
 
 /// `--action`.
@@ -179,7 +190,8 @@ impl RulesArgs {
             && self.unblock_pattern.is_empty()
             && self.action.is_none()
             && self.links.is_none()
-            && self.slow_mode.is_none())
+            && self.slow_mode.is_none()
+            && self.guests.is_none())
     }
 
     /// The rules `current` with these flags applied: words and patterns
@@ -206,6 +218,12 @@ impl RulesArgs {
         }
         if let Some(secs) = self.slow_mode {
             rules.slow_mode_secs = secs;
+        }
+        if let Some(guests) = self.guests {
+            rules.guests = match guests {
+                GuestsArg::Write => GuestAccess::Write,
+                GuestsArg::Read => GuestAccess::Read,
+            };
         }
         rules
     }
@@ -502,6 +520,10 @@ fn print_rules(rules: &SiteRules, json: bool) -> anyhow::Result<()> {
         0 => println!("slow mode:        off"),
         secs => println!("slow mode:        {secs} s"),
     }
+    match rules.guests {
+        GuestAccess::Write => println!("guests:           write"),
+        GuestAccess::Read => println!("guests:           read only"),
+    }
     Ok(())
 }
 
@@ -586,6 +608,8 @@ mod tests {
             "deny",
             "--slow-mode",
             "30",
+            "--guests",
+            "read",
         ]);
         assert!(flags.changes());
         assert_eq!(
@@ -596,6 +620,7 @@ mod tests {
                 action: BlockAction::Refuse,
                 links: LinkPolicy::Deny,
                 slow_mode_secs: 30,
+                guests: GuestAccess::Read,
             }
         );
         let flags = rules_flags(&["--slow-mode", "0", "--action", "mask"]);
