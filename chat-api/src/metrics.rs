@@ -26,6 +26,22 @@ pub const ROUTES: &[&str] = &[
     "other",
 ];
 
+/// Outcome labels of `chatty_api_user_tokens_total`: accepted, or why a
+/// host site's user token was refused.
+pub const USER_TOKEN_OUTCOMES: &[&str] = &[
+    "accepted",
+    "malformed",
+    "unknown_key",
+    "wrong_algorithm",
+    "bad_signature",
+    "wrong_site",
+    "expired",
+    "not_yet_valid",
+    "too_long_lived",
+    "bad_claims",
+    "replayed",
+];
+
 /// Outcome labels of `chatty_api_rules_applied_total`.
 pub const RULE_OUTCOMES: &[&str] = &["masked", "blocked_text", "links_not_allowed", "slow_mode"];
 
@@ -87,6 +103,7 @@ pub struct Metrics {
     pub publish_failures: IntCounter,
     pub rate_limited: IntCounterVec,
     pub rules_applied: IntCounterVec,
+    pub user_tokens: IntCounterVec,
     pub presence_changes: IntCounterVec,
     pub presence_batch_tokens: IntCounterVec,
     pub backend_up: IntGaugeVec,
@@ -149,6 +166,11 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
             "Sends a site's rules masked or refused, by outcome.",
             &["outcome"],
         ),
+        user_tokens: counter_vec(
+            "chatty_api_user_tokens_total",
+            "Host sites' user tokens at join, by outcome (accepted, or the refusal's reason).",
+            &["outcome"],
+        ),
         presence_changes: counter_vec(
             "chatty_api_presence_changes_total",
             "Members list changes, by kind.",
@@ -181,6 +203,9 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     }
     for outcome in RULE_OUTCOMES {
         let _ = m.rules_applied.with_label_values(&[outcome]);
+    }
+    for outcome in USER_TOKEN_OUTCOMES {
+        let _ = m.user_tokens.with_label_values(&[outcome]);
     }
     for kind in ["join", "leave", "expire"] {
         let _ = m.presence_changes.with_label_values(&[kind]);

@@ -16,7 +16,7 @@ use crate::host_token::{
     self, HostTokenError, HostUser, KeyAlg, UserKey, CLOCK_SKEW_SECS, MAX_KEYS_PER_SITE,
     MAX_LIFETIME_SECS,
 };
-use crate::metrics::StoreOp;
+use crate::metrics::{StoreOp, METRICS};
 use crate::store::StoreError;
 use crate::token::now_secs;
 
@@ -157,6 +157,7 @@ impl Chat {
         let keys = self.site_user_keys(site).await?;
         let refused = |e: HostTokenError| {
             tracing::info!(site, reason = e.reason(), "user token refused");
+            METRICS.user_tokens.with_label_values(&[e.reason()]).inc();
             ApiError::Unauthorized(e.to_string())
         };
         let user = host_token::verify(token, site, &keys, now_secs()).map_err(refused)?;
@@ -166,7 +167,10 @@ impl Chat {
         };
         let used = format!("jti:{site}:{}", user.jti);
         match self.limiter.hit(&used, once).await {
-            Decision::Allowed => Ok(user),
+            Decision::Allowed => {
+                METRICS.user_tokens.with_label_values(&["accepted"]).inc();
+                Ok(user)
+            }
             Decision::Limited { .. } => Err(refused(HostTokenError::Replayed)),
         }
     }
@@ -197,6 +201,28 @@ impl Chat {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_refusal_reason_is_a_metric_label() {
+        use crate::metrics::USER_TOKEN_OUTCOMES;
+        use HostTokenError::*;
+        let all = [
+            Malformed,
+            UnknownKey,
+            WrongAlgorithm,
+            BadSignature,
+            WrongSite,
+            Expired,
+            NotYetValid,
+            TooLongLived,
+            BadClaims,
+            Replayed,
+        ];
+        for e in all {
+            assert!(USER_TOKEN_OUTCOMES.contains(&e.reason()), "{e:?}");
+        }
+        assert_eq!(USER_TOKEN_OUTCOMES.len(), all.len() + 1, "and accepted");
+    }
 
     #[test]
     fn names_compare_by_letters_and_digits() {
