@@ -46,6 +46,7 @@ impl Moderation {
     }
 
     /// Its audit line in room `room`, for the event `seq`.
+    #[cfg(test)]
     pub(super) fn audit(&self, room: &str, seq: Option<u64>) -> AuditEntry {
         AuditEntry {
             at_ms: self.at_ms,
