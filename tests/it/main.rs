@@ -10,6 +10,7 @@ mod edge;
 mod faults;
 mod harness_selftest;
 mod identity;
+mod moderation;
 mod observability;
 mod outages;
 mod rules;

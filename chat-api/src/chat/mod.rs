@@ -31,9 +31,12 @@ use crate::token::{now_secs, Claims, TokenError, TokenKeys};
 mod admin;
 mod guest;
 mod identity;
+mod moderation;
 mod node;
 mod presence;
 mod rules;
+
+pub use moderation::utc;
 
 /// Events per page of `GET …/messages`.
 pub(crate) const PAGE_SIZE: usize = 100;
