@@ -1219,3 +1219,169 @@ async fn a_signed_in_user_is_marked_and_a_guest_can_neither_look_verified_nor_ta
     let _ = ann.close().await;
     let _ = bob.close().await;
 }
+
+// ---------------------------------------------------------------- the site's rules in the frame
+
+/// `PUT {base}{path}` with the site secret and a JSON body; the answer's
+/// status must be 200.
+async fn put_with_secret(base: &str, path: &str, secret: &str, body: serde_json::Value) {
+    let res = chatty_tests::http()
+        .put(format!("{base}{path}"))
+        .bearer_auth(secret)
+        .json(&body)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("PUT {path}: {e}"));
+    let status = res.status();
+    assert_eq!(status, 200, "PUT {path}: {:?}", res.text().await);
+}
+
+/// The texts of the messages confirmed (stored) on screen, in order.
+async fn stored_texts(c: &Client) -> Vec<String> {
+    let v = c
+        .execute(
+            "return [...document.querySelectorAll('#messages li.message[data-seq] .text')].map(e => e.textContent);",
+            vec![],
+        )
+        .await
+        .expect("stored texts");
+    serde_json::from_value(v).expect("texts")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rooms_slow_mode_counts_down_on_the_send_button() {
+    let up = ChattyUp::start().await;
+    let driver = Driver::start().await;
+    let (site, created) = site_add(&up, "http://localhost:1");
+    let secret = created["secret"].as_str().expect("site secret").to_owned();
+    let room = "slow";
+    put_with_secret(
+        &up.base,
+        &format!("/v1/sites/{site}/rooms/{room}/slow-mode"),
+        &secret,
+        serde_json::json!({ "secs": 5 }),
+    )
+    .await;
+    let frame = format!("{}/v1/sites/{site}/rooms/{room}/frame", up.base);
+    with_session(&driver, "slow-mode", move |c| async move {
+        c.goto(&frame).await.expect("frame page");
+        join_as(&c, "ada").await;
+        say(&c, "first").await;
+        wait_stored(&c, "first").await;
+        say(&c, "second").await;
+        // Refused with 429 slow_mode: the button counts down, the status says why.
+        wait_true(
+            &c,
+            "document.getElementById('send').getAttribute('aria-disabled') === 'true'
+             && Number(document.getElementById('send').dataset.wait) > 0",
+        )
+        .await;
+        let first: u32 = text_of(&c, "document.getElementById('send').dataset.wait")
+            .await
+            .parse()
+            .expect("seconds");
+        assert!((1..=5).contains(&first), "{first}");
+        let label = text_of(&c, "document.getElementById('send').textContent").await;
+        assert!(label.starts_with("Wait "), "{label}");
+        let status = text_of(&c, "document.getElementById('status').textContent").await;
+        assert!(
+            status.starts_with("Slow mode is on in this room. You can send again in"),
+            "{status}"
+        );
+        // Enter does nothing meanwhile: the text stays in the composer.
+        say(&c, "third").await;
+        assert_eq!(
+            text_of(&c, "document.getElementById('composer').value").await,
+            "third"
+        );
+        if first > 1 {
+            wait_true(
+                &c,
+                &format!("Number(document.getElementById('send').dataset.wait || 0) < {first}"),
+            )
+            .await;
+        }
+        // Once the period is over the waiting message goes out by itself.
+        wait_stored(&c, "second").await;
+        wait_true(
+            &c,
+            "!document.getElementById('send').hasAttribute('aria-disabled')
+             && document.getElementById('send').textContent === 'Send'",
+        )
+        .await;
+        assert_eq!(stored_texts(&c).await, ["first", "second"]);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blocked_word_is_masked_or_refused_as_the_site_chose() {
+    let up = ChattyUp::start().await;
+    let driver = Driver::start().await;
+    let (site, created) = site_add(&up, "http://localhost:1");
+    let secret = created["secret"].as_str().expect("site secret").to_owned();
+    let rules = format!("/v1/sites/{site}/rules");
+    put_with_secret(
+        &up.base,
+        &rules,
+        &secret,
+        serde_json::json!({ "blocked_words": ["darn"], "action": "mask" }),
+    )
+    .await;
+    let frame = format!("{}/v1/sites/{site}/rooms/words/frame", up.base);
+    let reader = driver.session("words-reader").await;
+    reader.goto(&frame).await.expect("frame page");
+    let ada = driver.session("words-writer").await;
+    ada.goto(&frame).await.expect("frame page");
+    join_as(&ada, "ada").await;
+
+    // Masked: stored with stars, and so shown to the writer and to a reader.
+    say(&ada, "well Darn it").await;
+    wait_stored(&ada, "well **** it").await;
+    wait_message(&reader, "well **** it").await;
+    assert!(
+        !stored_texts(&reader)
+            .await
+            .iter()
+            .any(|t| t.contains("arn")),
+        "the word reached a reader"
+    );
+
+    // Refused: the reason is shown, nothing is stored, the text is kept.
+    put_with_secret(
+        &up.base,
+        &rules,
+        &secret,
+        serde_json::json!({ "blocked_words": ["darn"], "action": "refuse" }),
+    )
+    .await;
+    say(&ada, "darn again").await;
+    let note = wait_js(
+        &ada,
+        "const n = document.querySelector('#messages li.failed .note'); return n && n.textContent;",
+    )
+    .await;
+    assert!(
+        note.as_str()
+            .is_some_and(|n| n
+                .starts_with("Not sent: That message contains words this chat does not allow.")),
+        "{note}"
+    );
+    assert_eq!(
+        text_of(&ada, "document.getElementById('composer').value").await,
+        "darn again",
+        "the refused text is given back to the composer"
+    );
+    // The reader never got the refused text; a clean message still goes out.
+    ada.execute(
+        "document.getElementById('composer').value = ''; return true;",
+        vec![],
+    )
+    .await
+    .expect("clear composer");
+    say(&ada, "all good").await;
+    wait_message(&reader, "all good").await;
+    assert_eq!(stored_texts(&reader).await, ["well **** it", "all good"]);
+    let _ = ada.close().await;
+    let _ = reader.close().await;
+}
