@@ -1385,3 +1385,275 @@ async fn a_blocked_word_is_masked_or_refused_as_the_site_chose() {
     let _ = ada.close().await;
     let _ = reader.close().await;
 }
+
+// ---------------------------------------------------------------- a moderator in the chat
+
+/// Signs a user token for `site` with the Ed25519 `seed` registered as
+/// `k1` (see [`add_user_key`]).
+fn user_token(site: &str, seed: &[u8; 32], sub: &str, name: &str, roles: &[&str]) -> String {
+    use chat_api::{sign_user_token, HostClaims, KeyAlg};
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let claims = HostClaims {
+        aud: site.to_owned(),
+        sub: sub.into(),
+        name: name.into(),
+        roles: roles.iter().map(|r| (*r).to_owned()).collect(),
+        iat: now,
+        exp: now + 600,
+        jti: format!("view-{sub}-{now}"),
+    };
+    sign_user_token(&claims, "k1", KeyAlg::Ed25519, seed)
+}
+
+/// Registers the Ed25519 public key of `seed` as the site's key `k1`.
+async fn add_user_key(base: &str, site: &str, secret: &str, seed: &[u8; 32]) {
+    let added = chatty_tests::http()
+        .post(format!("{base}/v1/sites/{site}/user-keys"))
+        .bearer_auth(secret)
+        .json(&serde_json::json!({"kid": "k1", "alg": "ed25519", "key": chat_api::ed25519_public(seed)}))
+        .send()
+        .await
+        .expect("add key");
+    assert_eq!(added.status(), 201);
+}
+
+/// A free port on 127.0.0.1 and the `http://localhost:{port}` origin of it.
+async fn free_origin() -> (u16, String) {
+    let free = HostPage::serve("127.0.0.1", String::new()).await;
+    let port: u16 = free
+        .origin
+        .rsplit(':')
+        .next()
+        .expect("port")
+        .parse()
+        .expect("port");
+    drop(free);
+    (port, format!("http://localhost:{port}"))
+}
+
+/// Clicks the moderation button of the message `text` (a moderator's frame).
+async fn moderate_message(c: &Client, text: &str) {
+    let script = format!(
+        "const li = [...document.querySelectorAll('#messages li.message[data-seq]')]
+           .find(li => li.querySelector('.text') && li.querySelector('.text').textContent === {});
+         const b = li && li.querySelector('button.mod-button');
+         if (!b) return false;
+         b.click();
+         return !document.getElementById('mod-dialog').hidden;",
+        serde_json::to_string(text).expect("json")
+    );
+    wait_js(c, &script).await;
+}
+
+/// Clicks `#id` in the current frame.
+async fn click(c: &Client, id: &str) {
+    find(c, &format!("#{id}"))
+        .await
+        .click()
+        .await
+        .unwrap_or_else(|e| panic!("click #{id}: {e}"));
+}
+
+/// The texts of the moderation lines on screen, in order.
+async fn moderation_lines(c: &Client) -> Vec<String> {
+    let v = c
+        .execute(
+            "return [...document.querySelectorAll('#messages li.system .system-text')].map(e => e.textContent);",
+            vec![],
+        )
+        .await
+        .expect("moderation lines");
+    serde_json::from_value(v).expect("lines")
+}
+
+async fn wait_moderation_line(c: &Client, line: &str) {
+    let script = format!(
+        "return [...document.querySelectorAll('#messages li.system .system-text')].some(e => e.textContent === {});",
+        serde_json::to_string(line).expect("json")
+    );
+    wait_js(c, &script).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_moderator_times_a_guest_out_and_deletes_the_message_from_the_chat() {
+    const SEED: [u8; 32] = [9; 32];
+    let up = ChattyUp::start().await;
+    let driver = Driver::start().await;
+    let (port, origin) = free_origin().await;
+    let (site, created) = site_add(&up, &origin);
+    let secret = created["secret"].as_str().expect("site secret").to_owned();
+    add_user_key(&up.base, &site, &secret, &SEED).await;
+    let room = "moderated";
+    let token = user_token(&site, &SEED, "7", "Mo", &["moderator"]);
+    let html = host_page_html_with(&up.base, &site, room, &[("user-token", &token)]);
+    let _page = HostPage::serve_on("127.0.0.1", port, html).await;
+    let frame = format!("{}/v1/sites/{site}/rooms/{room}/frame", up.base);
+    let axe = axe_source();
+
+    let bob = driver.session("mod-bob").await;
+    bob.goto(&frame).await.expect("frame page");
+    join_as(&bob, "bob").await;
+    let cat = driver.session("mod-cat").await;
+    cat.goto(&frame).await.expect("frame page");
+    join_as(&cat, "cat").await;
+    // A guest's frame draws no moderator's controls.
+    assert_eq!(
+        text_of(
+            &bob,
+            "document.querySelectorAll('.mod-button').length + ':' + document.getElementById('slow-mode').hidden"
+        )
+        .await,
+        "0:true"
+    );
+
+    let mo = driver.session("mod-mo").await;
+    mo.goto(&origin).await.expect("the host page");
+    open_widget(&mo).await;
+    wait_true(
+        &mo,
+        "document.getElementById('app').classList.contains('moderating')
+         && !document.getElementById('slow-mode').hidden
+         && document.querySelectorAll('#members li.member button.mod-button').length === 2",
+    )
+    .await;
+
+    say(&bob, "buy cheap stuff").await;
+    wait_stored(&bob, "buy cheap stuff").await;
+    wait_message(&mo, "buy cheap stuff").await;
+    wait_message(&cat, "buy cheap stuff").await;
+    assert_accessible(&mo, &axe, "a moderator's frame with its controls").await;
+
+    // By keyboard: the message's button opens the dialog on its first action,
+    // Escape closes it and gives the focus back.
+    mo.execute(
+        "document.querySelector('#messages li.message[data-seq]:not(.own) button.mod-button').focus(); return true;",
+        vec![],
+    )
+    .await
+    .expect("focus the button");
+    press(&mo, &Key::Enter.to_string()).await;
+    wait_true(
+        &mo,
+        "!document.getElementById('mod-dialog').hidden && document.activeElement.id === 'mod-delete'",
+    )
+    .await;
+    assert_accessible(&mo, &axe, "a moderator's dialog").await;
+    press(&mo, &Key::Escape.to_string()).await;
+    wait_true(
+        &mo,
+        "document.getElementById('mod-dialog').hidden
+         && document.activeElement.classList.contains('mod-button')",
+    )
+    .await;
+
+    // Time bob out for 10 minutes, confirmed first.
+    moderate_message(&mo, "buy cheap stuff").await;
+    mo.execute(
+        "document.getElementById('mod-duration').value = '600'; return true;",
+        vec![],
+    )
+    .await
+    .expect("choose 10 minutes");
+    click(&mo, "mod-timeout").await;
+    wait_true(&mo, "!document.getElementById('mod-confirm').hidden").await;
+    assert_eq!(
+        text_of(&mo, "document.getElementById('mod-question').textContent").await,
+        "Time bob out for 10 minutes? Until then they can read but not write."
+    );
+    assert_accessible(&mo, &axe, "a moderator's confirmation").await;
+    click(&mo, "mod-yes").await;
+    wait_true(&mo, "document.getElementById('mod-dialog').hidden").await;
+    wait_moderation_line(&mo, "Mo timed bob out for 10 minutes.").await;
+
+    // Delete the message, confirmed first.
+    moderate_message(&mo, "buy cheap stuff").await;
+    click(&mo, "mod-delete").await;
+    wait_true(&mo, "!document.getElementById('mod-confirm').hidden").await;
+    click(&mo, "mod-yes").await;
+    wait_true(&mo, "document.getElementById('mod-dialog').hidden").await;
+    let gone = "![...document.querySelectorAll('#messages li.message .text')].some(e => e.textContent === 'buy cheap stuff')";
+    wait_true(&mo, gone).await;
+
+    // Another viewer sees the deletion and the line; bob sees it addressed to him.
+    wait_true(&cat, gone).await;
+    wait_moderation_line(&cat, "Mo timed bob out for 10 minutes.").await;
+    wait_true(&bob, gone).await;
+    wait_moderation_line(&bob, "Mo timed you out for 10 minutes.").await;
+
+    // Bob's next send is refused with the reason, and counted down.
+    say(&bob, "let me speak").await;
+    let note = wait_js(
+        &bob,
+        "const n = document.querySelector('#messages li.failed .note'); return n && n.textContent;",
+    )
+    .await;
+    assert!(
+        note.as_str()
+            .is_some_and(|n| n.starts_with("Not sent: A moderator has timed you out.")),
+        "{note}"
+    );
+    wait_true(
+        &bob,
+        "document.getElementById('send').getAttribute('aria-disabled') === 'true'
+         && Number(document.getElementById('send').dataset.wait) > 500",
+    )
+    .await;
+    let status = text_of(&bob, "document.getElementById('status').textContent").await;
+    assert!(
+        status.starts_with("A moderator has timed you out. You can send again in"),
+        "{status}"
+    );
+    assert_eq!(
+        text_of(&bob, "document.getElementById('composer').value").await,
+        "let me speak",
+        "the refused text is given back"
+    );
+    assert!(
+        !stored_texts(&cat).await.iter().any(|t| t == "let me speak"),
+        "a timed-out guest's message reached another viewer"
+    );
+
+    // Slow mode from the moderator's button: every viewer is told, and a
+    // guest's second message waits on a counted-down button.
+    click(&mo, "slow-mode").await;
+    wait_true(
+        &mo,
+        "!document.getElementById('mod-room').hidden && document.activeElement.id === 'mod-slow'",
+    )
+    .await;
+    mo.execute(
+        "document.getElementById('mod-slow').value = '5'; return true;",
+        vec![],
+    )
+    .await
+    .expect("choose 5 seconds");
+    click(&mo, "mod-apply").await;
+    wait_true(&mo, "document.getElementById('mod-dialog').hidden").await;
+    let slow_line = "Mo turned slow mode on: one message every 5 seconds.";
+    wait_moderation_line(&cat, slow_line).await;
+    wait_true(
+        &mo,
+        "document.getElementById('slow-mode').getAttribute('aria-pressed') === 'true'",
+    )
+    .await;
+    say(&cat, "one").await;
+    wait_stored(&cat, "one").await;
+    say(&cat, "two").await;
+    wait_true(
+        &cat,
+        "document.getElementById('send').getAttribute('aria-disabled') === 'true'
+         && Number(document.getElementById('send').dataset.wait) > 0",
+    )
+    .await;
+    wait_stored(&cat, "two").await;
+    assert_eq!(
+        moderation_lines(&cat).await,
+        ["Mo timed bob out for 10 minutes.", slow_line]
+    );
+    for c in [mo, bob, cat] {
+        let _ = c.close().await;
+    }
+}

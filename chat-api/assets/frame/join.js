@@ -101,6 +101,8 @@ const applyJoin = (data) => {
   me.ids.add(me.auth.member.id);
   saveSession();
   scheduleRefresh(data.token_ttl_secs);
+  // Before the members are drawn: a moderator's list has its controls.
+  setModerator(data.moderator === true);
   if (Array.isArray(data.members)) {
     renderMembers(data.members, data.members_count);
     cursor.membersEtag = typeof data.members_etag === 'string' ? data.members_etag : null;

@@ -69,6 +69,7 @@ const me = {
   ids: new Set(), // member ids this tab has been (a re-join may give a new one)
   join: null, // the join under way (one at a time): joinOnce()
   userToken: null, // the host site's user token, until a join has used it
+  moderator: false, // the join said this member moderates the room (moderation.js)
 };
 
 // Where the frame is in the room: only join and poll answers move it.
