@@ -1,6 +1,6 @@
 //! `ApiError`: every way a request can fail, mapped once to a status, an error
 //! code and the JSON body `{"error":{"code","message"}}` (with `Retry-After`
-//! on 429 and 503).
+//! on 429, 503 and a timeout's 403).
 
 use std::time::Duration;
 
@@ -32,6 +32,12 @@ pub enum ApiError {
     /// The guest is banned from this site.
     #[error("you are banned from this site")]
     Banned,
+    /// A moderator timed the member out: no sending until `until`.
+    #[error("you are timed out until {until}")]
+    TimedOut {
+        retry_after: Duration,
+        until: String,
+    },
     /// Not allowed (e.g. an origin the site does not list).
     #[error("{0}")]
     Forbidden(String),
@@ -69,6 +75,7 @@ impl ApiError {
             ApiError::InvalidField(_) => "invalid_field",
             ApiError::Unauthorized(_) => "unauthorized",
             ApiError::Banned => "banned",
+            ApiError::TimedOut { .. } => "timed_out",
             ApiError::Forbidden(_) => "forbidden",
             ApiError::NotFound(_) => "not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
@@ -92,9 +99,9 @@ impl ApiError {
 
     fn retry_after(&self) -> Option<Duration> {
         match self {
-            ApiError::RateLimited { retry_after } | ApiError::SlowMode { retry_after } => {
-                Some(*retry_after)
-            }
+            ApiError::RateLimited { retry_after }
+            | ApiError::SlowMode { retry_after }
+            | ApiError::TimedOut { retry_after, .. } => Some(*retry_after),
             ApiError::Unavailable => Some(UNAVAILABLE_RETRY_AFTER),
             _ => None,
         }
@@ -108,7 +115,9 @@ impl ResponseError for ApiError {
                 StatusCode::BAD_REQUEST
             }
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            ApiError::Banned | ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::Banned | ApiError::TimedOut { .. } | ApiError::Forbidden(_) => {
+                StatusCode::FORBIDDEN
+            }
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
@@ -154,6 +163,14 @@ mod tests {
             (ApiError::InvalidField("x".into()), 400, "invalid_field"),
             (ApiError::unauthorized(), 401, "unauthorized"),
             (ApiError::Banned, 403, "banned"),
+            (
+                ApiError::TimedOut {
+                    retry_after: Duration::from_secs(60),
+                    until: "2030-01-01 00:00:00 UTC".into(),
+                },
+                403,
+                "timed_out",
+            ),
             (ApiError::Forbidden("x".into()), 403, "forbidden"),
             (ApiError::not_found(), 404, "not_found"),
             (ApiError::MethodNotAllowed, 405, "method_not_allowed"),
@@ -199,6 +216,12 @@ mod tests {
         assert_eq!(res.headers().get(header::RETRY_AFTER).unwrap(), "5");
         let res = ApiError::Unavailable.error_response();
         assert_eq!(res.headers().get(header::RETRY_AFTER).unwrap(), "1");
+        let res = ApiError::TimedOut {
+            retry_after: Duration::from_millis(59_100),
+            until: "x".into(),
+        }
+        .error_response();
+        assert_eq!(res.headers().get(header::RETRY_AFTER).unwrap(), "60");
         let res = ApiError::not_found().error_response();
         assert!(res.headers().get(header::RETRY_AFTER).is_none());
         assert_eq!(retry_after_secs(Duration::from_millis(10)), 1);

@@ -50,6 +50,13 @@ pub enum StoreOp {
     SetRules,
     RoomSlowMode,
     SetRoomSlowMode,
+    Moderate,
+    AddAudit,
+    Audit,
+    SetTimeout,
+    TimeoutUntil,
+    SetModerator,
+    IsModerator,
 }
 
 impl StoreOp {
@@ -73,6 +80,13 @@ impl StoreOp {
             StoreOp::SetRules => "set_rules",
             StoreOp::RoomSlowMode => "room_slow_mode",
             StoreOp::SetRoomSlowMode => "set_room_slow_mode",
+            StoreOp::Moderate => "append_moderation",
+            StoreOp::AddAudit => "add_audit",
+            StoreOp::Audit => "audit",
+            StoreOp::SetTimeout => "set_timeout",
+            StoreOp::TimeoutUntil => "timeout_until",
+            StoreOp::SetModerator => "set_moderator",
+            StoreOp::IsModerator => "is_moderator",
         }
     }
 }

@@ -38,6 +38,11 @@ pub enum EventKind {
     Message,
     /// A moderator deleted the message with seq `deletes`.
     Deletion,
+    /// A moderator acted on a member or on the room: `member_id` is the
+    /// member acted on (empty for `slow_mode`), `nick` the moderator's
+    /// name (empty for the site's owner), `text` the action in a fixed
+    /// machine form ([`ModerationAction::event_text`]).
+    Moderation,
 }
 
 /// One event of a room's log.
@@ -45,7 +50,8 @@ pub enum EventKind {
 pub struct Event {
     pub seq: u64,
     pub kind: EventKind,
-    /// For a message: the sender. For a deletion: empty.
+    /// For a message: the sender. For a deletion: empty. For a
+    /// moderation: the member acted on.
     pub member_id: String,
     pub nick: String,
     /// For a message: its text. For a deletion: empty.
@@ -132,6 +138,93 @@ impl MembersList {
 pub struct SendRequest {
     pub text: String,
     pub client_id: String,
+}
+
+/// Longest timeout a moderator may give: seven days.
+pub const MAX_TIMEOUT_SECS: u32 = 7 * 24 * 3600;
+
+/// Body of `POST /v1/sites/{site}/rooms/{room}/moderation` (a moderator's
+/// guest token or the site's secret).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ModerationRequest {
+    /// The member may not send (nor join, nor stay present) for `secs`
+    /// seconds (1 to [`MAX_TIMEOUT_SECS`]).
+    Timeout { member_id: String, secs: u32 },
+    /// The member is banned from the whole site.
+    Ban { member_id: String },
+    /// The member's messages among the room's last 100 events are deleted.
+    Clear { member_id: String },
+    /// The room's own slow mode: one message per member per `secs`; 0 is
+    /// off in this room.
+    SlowMode { secs: u32 },
+}
+
+/// Answer of `POST …/moderation`: the moderation event appended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModerationResponse {
+    pub event: Event,
+}
+
+/// What a moderator did, as the audit names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModerationAction {
+    /// A message deleted (`DELETE …/messages/{seq}`).
+    Delete,
+    Timeout,
+    Ban,
+    Clear,
+    SlowMode,
+}
+
+impl ModerationAction {
+    /// The action's name in the audit and in moderation events.
+    pub fn name(self) -> &'static str {
+        match self {
+            ModerationAction::Delete => "delete",
+            ModerationAction::Timeout => "timeout",
+            ModerationAction::Ban => "ban",
+            ModerationAction::Clear => "clear",
+            ModerationAction::SlowMode => "slow_mode",
+        }
+    }
+
+    /// The `text` of a moderation event: `timeout:<secs>`, `ban`, `clear`,
+    /// `slow_mode:<secs>` (and `delete`, never appended: a deletion is its
+    /// own event).
+    pub fn event_text(self, secs: Option<u32>) -> String {
+        match (self, secs) {
+            (ModerationAction::Timeout | ModerationAction::SlowMode, Some(secs)) => {
+                format!("{}:{secs}", self.name())
+            }
+            _ => self.name().to_owned(),
+        }
+    }
+}
+
+/// One line of a site's audit (`GET /v1/sites/{site}/audit`, site secret).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    /// Milliseconds since the Unix epoch.
+    pub at_ms: i64,
+    pub room: String,
+    /// The moderator's member id; empty when the site's secret acted.
+    pub moderator_id: String,
+    /// The moderator's name; empty when the site's secret acted.
+    pub moderator_nick: String,
+    pub action: ModerationAction,
+    /// The member acted on (the author of a deleted message); absent for
+    /// `slow_mode`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub member_id: Option<String>,
+    /// The seconds of a `timeout` or `slow_mode`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secs: Option<u32>,
+    /// The seq of the event the action appended (the deletion, for
+    /// `delete`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
 }
 
 /// A site's limits, set by its owner.
@@ -341,6 +434,55 @@ mod tests {
         assert_eq!(
             (back.error.code.as_str(), back.error.message.as_str()),
             ("a", "b")
+        );
+    }
+
+    #[test]
+    fn moderation_bodies() {
+        let t: ModerationRequest =
+            serde_json::from_str(r#"{"action":"timeout","member_id":"m1","secs":60}"#).unwrap();
+        assert_eq!(
+            t,
+            ModerationRequest::Timeout {
+                member_id: "m1".into(),
+                secs: 60
+            }
+        );
+        let s: ModerationRequest =
+            serde_json::from_str(r#"{"action":"slow_mode","secs":0}"#).unwrap();
+        assert_eq!(s, ModerationRequest::SlowMode { secs: 0 });
+        for bad in [
+            r#"{"action":"timeout","member_id":"m1"}"#,
+            r#"{"action":"ban","member_id":"m1","x":1}"#,
+            r#"{"action":"kick","member_id":"m1"}"#,
+            r#"{"member_id":"m1"}"#,
+        ] {
+            assert!(
+                serde_json::from_str::<ModerationRequest>(bad).is_err(),
+                "{bad}"
+            );
+        }
+        assert_eq!(ModerationAction::Timeout.event_text(Some(30)), "timeout:30");
+        assert_eq!(
+            ModerationAction::SlowMode.event_text(Some(0)),
+            "slow_mode:0"
+        );
+        assert_eq!(ModerationAction::Ban.event_text(None), "ban");
+        let kind = serde_json::to_string(&EventKind::Moderation).unwrap();
+        assert_eq!(kind, r#""moderation""#);
+        let entry = AuditEntry {
+            at_ms: 1,
+            room: "lobby".into(),
+            moderator_id: String::new(),
+            moderator_nick: String::new(),
+            action: ModerationAction::SlowMode,
+            member_id: None,
+            secs: Some(5),
+            seq: Some(3),
+        };
+        assert_eq!(
+            serde_json::to_string(&entry).unwrap(),
+            r#"{"at_ms":1,"room":"lobby","moderator_id":"","moderator_nick":"","action":"slow_mode","secs":5,"seq":3}"#
         );
     }
 

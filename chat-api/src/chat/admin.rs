@@ -4,16 +4,14 @@
 
 use std::sync::Arc;
 
-use chatty_shared::parse_decimal;
+use chatty_shared::is_valid_site;
 use chatty_shared::wire::{CreateSiteRequest, CreatedSite, SiteInfo, SiteLimits};
-use chatty_shared::{is_valid_site, RoomKey};
 
-use super::{Chat, Written, DEMO_ORIGINS, DEMO_SITE};
+use super::{Chat, DEMO_ORIGINS, DEMO_SITE};
 use crate::error::ApiError;
 use crate::metrics::StoreOp;
 use crate::secrets;
 use crate::store::{NewSite, SiteRecord, StoreError};
-use crate::token::now_ms;
 use crate::validate;
 
 impl Chat {
@@ -29,33 +27,6 @@ impl Chat {
             return Err(ApiError::Unauthorized("wrong site secret".into()));
         }
         Ok(rec)
-    }
-
-    /// `DELETE …/messages/{seq}` (site secret).
-    pub(crate) async fn delete(
-        &self,
-        site: &str,
-        room: &str,
-        seq: &str,
-        secret: Option<&str>,
-    ) -> Result<Written, ApiError> {
-        self.site_admin(site, secret).await?;
-        let key = RoomKey::new(site, room).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-        let seq = parse_decimal(seq).ok_or_else(|| ApiError::NotFound("no such message".into()))?;
-        let appended = self
-            .store_call(
-                StoreOp::Delete,
-                self.store.delete_message(&key, seq, now_ms()),
-            )
-            .await
-            .map_err(|e| match e {
-                StoreError::NotFound => ApiError::NotFound("no such message".into()),
-                e => e.into(),
-            })?;
-        if appended.created {
-            self.room_moved(&key, appended.version).await;
-        }
-        Ok(appended.into())
     }
 
     /// `POST /v1/sites/{site}/bans` (site secret).

@@ -79,6 +79,8 @@ impl Chat {
         let (member_id, nick, moderator) = match &req.user_token {
             Some(user_token) => {
                 let user = self.verified_user(key.site(), user_token).await?;
+                self.note_moderator(key.site(), &user.member_id, user.moderator)
+                    .await?;
                 (Some(user.member_id), user.name, user.moderator)
             }
             None => match self.returning_member(&key, token)? {
@@ -96,6 +98,7 @@ impl Chat {
         };
         if let Some(id) = &member_id {
             self.check_banned(key.site(), id).await?;
+            self.check_timed_out(key.site(), id).await?;
         }
         self.limit("ip", format!("ip:{ip}"), self.settings.ip_rate)
             .await?;
@@ -223,6 +226,7 @@ impl Chat {
         })?;
         validate::client_id(&client_id).map_err(|m| ApiError::InvalidField(m.into()))?;
         self.check_banned(key.site(), &claims.member_id).await?;
+        self.check_timed_out(key.site(), &claims.member_id).await?;
         self.limit_send(&key, &site, &claims.member_id, ip).await?;
         // Every sender is a guest today; verified users and moderators
         // will be told apart here, from their tokens.

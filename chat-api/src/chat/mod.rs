@@ -31,6 +31,7 @@ use crate::token::{now_secs, Claims, TokenError, TokenKeys};
 mod admin;
 mod guest;
 mod identity;
+mod moderation;
 mod node;
 mod presence;
 mod rules;

@@ -14,6 +14,7 @@ pub mod assets;
 pub mod health;
 pub mod members;
 pub mod messages;
+pub mod moderation;
 pub mod openapi;
 pub mod presence;
 pub mod rooms;
@@ -93,6 +94,16 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(
         web::resource(format!("{ROOM}/slow-mode"))
             .route(web::put().to(admin::set_room_slow_mode))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource(format!("{ROOM}/moderation"))
+            .route(web::post().to(moderation::moderate))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/v1/sites/{site}/audit")
+            .route(web::get().to(moderation::audit))
             .default_service(web::to(method_not_allowed)),
     )
     .service(

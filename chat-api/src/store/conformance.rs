@@ -122,6 +122,7 @@ pub(crate) async fn run_all(store: Arc<dyn Store>) {
     recent(&*store).await;
     unknown_room(&*store).await;
     concurrent_sends(store.clone(), 8, 50).await;
+    super::moderation::conformance::run_all(&*store).await;
 }
 
 /// Sites: create, read, list, conflict, limits.

@@ -33,10 +33,12 @@ use crate::host_token::UserKey;
 
 #[cfg(test)]
 mod conformance;
+mod moderation;
 mod mysql;
 mod rows;
 mod sqlite;
 
+pub use moderation::{Moderation, ModerationStore, MAX_AUDIT_LIMIT};
 pub use mysql::MysqlStore;
 pub use sqlite::SqliteStore;
 
@@ -169,9 +171,10 @@ impl StoreError {
     }
 }
 
-/// The source of truth for sites, bans and room event logs.
+/// The source of truth for sites, bans and room event logs (and, in
+/// [`ModerationStore`], moderation's own tables).
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: ModerationStore + Send + Sync + 'static {
     /// Reachability, for `/readyz`.
     async fn ping(&self) -> Result<(), StoreError>;
     /// Creates a site; [`StoreError::Conflict`] if the id exists.

@@ -12,6 +12,7 @@ pub(super) fn kind_code(kind: EventKind) -> u8 {
     match kind {
         EventKind::Message => 0,
         EventKind::Deletion => 1,
+        EventKind::Moderation => 2,
     }
 }
 
@@ -19,6 +20,7 @@ pub(super) fn kind_from_code(code: u8) -> Result<EventKind, StoreError> {
     match code {
         0 => Ok(EventKind::Message),
         1 => Ok(EventKind::Deletion),
+        2 => Ok(EventKind::Moderation),
         other => Err(StoreError::Corrupt(format!("unknown event kind {other}"))),
     }
 }
@@ -187,7 +189,11 @@ mod tests {
 
     #[test]
     fn kinds_round_trip() {
-        for k in [EventKind::Message, EventKind::Deletion] {
+        for k in [
+            EventKind::Message,
+            EventKind::Deletion,
+            EventKind::Moderation,
+        ] {
             assert_eq!(kind_from_code(kind_code(k)).unwrap(), k);
         }
         assert!(matches!(kind_from_code(7), Err(StoreError::Corrupt(_))));

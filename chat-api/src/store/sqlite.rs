@@ -26,6 +26,8 @@ use super::rows::{
 use super::{rows, Appended, NewMessage, NewSite, SiteRecord, Store, StoreError};
 use crate::host_token::UserKey;
 
+mod moderation;
+
 /// The schema version this build writes.
 const SCHEMA_VERSION: i64 = 1;
 
@@ -158,6 +160,7 @@ impl SqliteStore {
         let writer = Connection::open(path).map_err(failed)?;
         configure(&writer).map_err(failed)?;
         writer.execute_batch(SCHEMA).map_err(failed)?;
+        writer.execute_batch(moderation::SCHEMA).map_err(failed)?;
         let found: Option<i64> = writer
             .query_row("SELECT MAX(version) FROM schema_version", [], |r| r.get(0))
             .map_err(failed)?;

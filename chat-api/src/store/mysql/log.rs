@@ -119,7 +119,7 @@ async fn joined(
     Ok((events, v))
 }
 
-async fn insert_event(
+pub(super) async fn insert_event(
     tx: &mut Transaction<'_>,
     key: &RoomKey,
     e: &Event,
@@ -157,7 +157,7 @@ fn write_tx() -> TxOpts {
 }
 
 /// What a locked room row says.
-enum Locked {
+pub(super) enum Locked {
     /// The room exists; its row is locked until the transaction ends.
     Room(Transaction<'static>, u32, u64),
     /// The room has no row yet.
@@ -165,7 +165,7 @@ enum Locked {
 }
 
 /// Starts a write transaction and locks the room's row.
-async fn lock_room(pool: &Pool, key: &RoomKey) -> Result<Locked, StoreError> {
+pub(super) async fn lock_room(pool: &Pool, key: &RoomKey) -> Result<Locked, StoreError> {
     let mut tx = pool.start_transaction(write_tx()).await.map_err(db_error)?;
     let row: Option<Row> = tx
         .exec_first(

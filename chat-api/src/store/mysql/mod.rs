@@ -28,6 +28,7 @@ use super::{Appended, NewMessage, NewSite, SiteRecord, Store, StoreError};
 use crate::host_token::UserKey;
 
 mod log;
+mod moderation;
 mod rules;
 mod schema;
 #[cfg(test)]

@@ -76,6 +76,32 @@ const MIGRATIONS: &[&str] = &[
         secs INT UNSIGNED NOT NULL,
         PRIMARY KEY (site, room)
     ) ENGINE=InnoDB",
+    // Moderation: the audit, members' timeouts, the members known as
+    // moderators.
+    "CREATE TABLE IF NOT EXISTS audit (
+        id BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,
+        site VARBINARY(32) NOT NULL,
+        room VARBINARY(64) NOT NULL,
+        at_ms BIGINT NOT NULL,
+        moderator_id VARBINARY(128) NOT NULL,
+        moderator_nick VARCHAR(255) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL,
+        action TINYINT UNSIGNED NOT NULL,
+        member_id VARBINARY(128) NULL,
+        secs INT UNSIGNED NULL,
+        seq BIGINT UNSIGNED NULL,
+        KEY audit_by_site (site, id)
+    ) ENGINE=InnoDB",
+    "CREATE TABLE IF NOT EXISTS timeouts (
+        site VARBINARY(32) NOT NULL,
+        member_id VARBINARY(128) NOT NULL,
+        until_ms BIGINT NOT NULL,
+        PRIMARY KEY (site, member_id)
+    ) ENGINE=InnoDB",
+    "CREATE TABLE IF NOT EXISTS moderators (
+        site VARBINARY(32) NOT NULL,
+        member_id VARBINARY(128) NOT NULL,
+        PRIMARY KEY (site, member_id)
+    ) ENGINE=InnoDB",
 ];
 
 /// Creates the database named in `opts` if it is missing (when allowed to)
