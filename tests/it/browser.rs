@@ -1615,6 +1615,28 @@ async fn a_moderator_times_a_guest_out_and_deletes_the_message_from_the_chat() {
         !stored_texts(&cat).await.iter().any(|t| t == "let me speak"),
         "a timed-out guest's message reached another viewer"
     );
+    // A new nickname in the same tab is the same member: still timed out.
+    assert_eq!(try_nick(&bob, "bobby").await, "");
+    let timed_out =
+        "document.getElementById('status').textContent.startsWith('A moderator has timed you out.')
+         && document.getElementById('send').getAttribute('aria-disabled') === 'true'";
+    wait_true(&bob, timed_out).await;
+    assert_eq!(
+        text_of(
+            &bob,
+            "document.querySelector('#nick-change .my-nick').textContent"
+        )
+        .await,
+        "bob",
+        "the new nickname was refused"
+    );
+    // So is the tab reloaded: it joins again with its last token.
+    bob.refresh().await.expect("reload");
+    wait_true(&bob, timed_out).await;
+    assert!(
+        !members(&cat).await.iter().any(|m| m.contains("bobby")),
+        "the timed-out guest joined under a new name"
+    );
 
     // Slow mode from the moderator's button: every viewer is told, and a
     // guest's second message waits on a counted-down button.
