@@ -10,7 +10,11 @@
 //! left, the browser's own, English for an unknown one), no serious or
 //! critical finding of axe-core, a refused send counted down on the button,
 //! and its files compressed with validators through the edge. And a user
-//! the host site signs in, marked as verified, whose name no guest takes.
+//! the host site signs in, marked as verified, whose name no guest takes;
+//! the site's rules in the frame (a room's slow mode counted down, a blocked
+//! word masked or refused); a moderator who times a guest out and deletes
+//! the message from the chat, seen by another viewer, the timeout holding
+//! across a new nickname and a reload; and the README's screenshot.
 
 use std::time::{Duration, Instant};
 
@@ -1134,7 +1138,7 @@ async fn try_nick(c: &Client, nick: &str) -> String {
 async fn marked(c: &Client, text: &str) -> bool {
     let script = format!(
         "const li = [...document.querySelectorAll('#messages li.message')]
-           .find(li => li.querySelector('.text').textContent === {});
+           .find(li => li.querySelector('.text') && li.querySelector('.text').textContent === {});
          return li ? (li.querySelector('.meta .verified') ? 'yes' : 'no') : null;",
         serde_json::to_string(text).expect("json")
     );
@@ -1403,7 +1407,8 @@ fn user_token(site: &str, seed: &[u8; 32], sub: &str, name: &str, roles: &[&str]
         roles: roles.iter().map(|r| (*r).to_owned()).collect(),
         iat: now,
         exp: now + 600,
-        jti: format!("view-{sub}-{now}"),
+        // Each token its own id: one is accepted once.
+        jti: format!("view-{sub}-{now}-{}", rand::random::<u32>()),
     };
     sign_user_token(&claims, "k1", KeyAlg::Ed25519, seed)
 }
@@ -1678,4 +1683,176 @@ async fn a_moderator_times_a_guest_out_and_deletes_the_message_from_the_chat() {
     for c in [mo, bob, cat] {
         let _ = c.close().await;
     }
+}
+
+/// `POST {base}{path}` with a bearer token and a JSON body: the answer's
+/// JSON, which must come with a 2xx status.
+async fn post_json(
+    base: &str,
+    path: &str,
+    token: &str,
+    body: serde_json::Value,
+) -> serde_json::Value {
+    let res = chatty_tests::http()
+        .post(format!("{base}{path}"))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("POST {path}: {e}"));
+    let status = res.status();
+    let text = res.text().await.expect("answer");
+    assert!(status.is_success(), "POST {path}: {status} {text}");
+    serde_json::from_str(&text).unwrap_or(serde_json::Value::Null)
+}
+
+/// A user of the host site joined through the API with a user token: its
+/// guest token.
+async fn join_user(base: &str, site: &str, room: &str, user_token: &str) -> String {
+    let res = chatty_tests::http()
+        .post(format!("{base}/v1/sites/{site}/rooms/{room}/join"))
+        .json(&serde_json::json!({ "user_token": user_token }))
+        .send()
+        .await
+        .expect("join");
+    assert_eq!(res.status(), 200);
+    let joined: serde_json::Value = res.json().await.expect("join answer");
+    joined["token"].as_str().expect("token").to_owned()
+}
+
+/// The scene of the README's screenshot (docs/moderation.png, copied from
+/// the test's target directory): a portal's article page with the widget
+/// open for its moderator, a verified editor and guests in the room, a
+/// timeout and slow mode in the log, and the moderator's controls drawn.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_moderators_view_with_a_verified_user_for_the_readme() {
+    const SEED: [u8; 32] = [11; 32];
+    let up = ChattyUp::start().await;
+    let driver = Driver::start().await;
+    let (port, origin) = free_origin().await;
+    let (site, created) = site_add(&up, &origin);
+    let secret = created["secret"].as_str().expect("site secret").to_owned();
+    add_user_key(&up.base, &site, &secret, &SEED).await;
+    let room = "tram";
+    let base = format!("/v1/sites/{site}/rooms/{room}");
+    let send = |token: String, text: &'static str, cid: &'static str| {
+        let (api, path) = (up.base.clone(), format!("{base}/messages"));
+        async move {
+            post_json(
+                &api,
+                &path,
+                &token,
+                serde_json::json!({ "text": text, "client_id": cid }),
+            )
+            .await
+        }
+    };
+
+    let ann = join_user(
+        &up.base,
+        &site,
+        room,
+        &user_token(&site, &SEED, "12", "Ann Editor", &[]),
+    )
+    .await;
+    let mo_api = join_user(
+        &up.base,
+        &site,
+        room,
+        &user_token(&site, &SEED, "7", "Mo", &["moderator"]),
+    )
+    .await;
+    let bob = Guest::join(&up.base, &site, room, "bob").await;
+    let spam = Guest::join(&up.base, &site, room, "deals4u").await;
+    send(
+        ann.clone(),
+        "Welcome! Tonight's council vote, live. Please keep it civil.",
+        "s1",
+    )
+    .await;
+    bob.send("Will the new tram run on Sundays too?", "s2")
+        .await;
+    let junk = spam.send("cheap followers, just DM me", "s3").await;
+    let moderation = format!("{base}/moderation");
+    post_json(
+        &up.base,
+        &moderation,
+        &mo_api,
+        serde_json::json!({"action": "timeout", "member_id": spam.joined.member.id, "secs": 600}),
+    )
+    .await;
+    let deleted = chatty_tests::http()
+        .delete(format!("{}{base}/messages/{}", up.base, junk.seq))
+        .bearer_auth(&mo_api)
+        .send()
+        .await
+        .expect("delete");
+    assert!(
+        deleted.status().is_success(),
+        "delete: {}",
+        deleted.status()
+    );
+    send(
+        ann.clone(),
+        "Yes: every 10 minutes, from 6 am to midnight.",
+        "s4",
+    )
+    .await;
+    post_json(
+        &up.base,
+        &moderation,
+        &mo_api,
+        serde_json::json!({"action": "slow_mode", "secs": 30}),
+    )
+    .await;
+    bob.send("Great news, thanks!", "s5").await;
+
+    let token = user_token(&site, &SEED, "7", "Mo", &["moderator"]);
+    let html = format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>City Herald</title><style>\
+         body{{margin:0;font:17px/1.6 Georgia,serif;color:#1f2328;background:#fbfaf7}}\
+         header{{padding:14px 40px;border-bottom:3px double #1f2328;font:700 26px Georgia,serif;letter-spacing:.04em}}\
+         main{{max-width:640px;padding:28px 40px}}h1{{font-size:34px;line-height:1.2;margin:0 0 8px}}\
+         .by{{color:#6b6f76;font:14px system-ui,sans-serif;margin-bottom:18px}}</style></head><body>\
+         <header>THE CITY HERALD</header><main><h1>Council approves the new tram line</h1>\
+         <p class=\"by\">Live: the vote and what comes next · join the discussion</p>\
+         <p>After a four-hour session the council voted 31 to 12 for the east&ndash;west tram line. \
+         Construction starts in spring; the first trams are planned to run within three years.</p>\
+         <p>Residents along the route will be invited to two public meetings in March. \
+         Our editors are in the chat below to answer your questions.</p></main>\
+         <script src=\"{}/v1/widget.js\" data-site=\"{site}\" data-room=\"{room}\" data-user-token=\"{token}\" async></script>\
+         </body></html>",
+        up.base
+    );
+    let _page = HostPage::serve_on("127.0.0.1", port, html).await;
+    let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("moderation.png");
+    with_session(&driver, "readme", move |c| async move {
+        c.goto(&origin).await.expect("the host page");
+        open_widget(&c).await;
+        wait_message(&c, "Great news, thanks!").await;
+        wait_moderation_line(&c, "Mo turned slow mode on: one message every 30 seconds.").await;
+        wait_moderation_line(&c, "Mo timed deals4u out for 10 minutes.").await;
+        // The editor's messages carry the mark; the moderator's controls are
+        // drawn and visible on every other member's message.
+        assert!(marked(&c, "Yes: every 10 minutes, from 6 am to midnight.").await);
+        assert!(!marked(&c, "Great news, thanks!").await);
+        wait_true(
+            &c,
+            "[...document.querySelectorAll('#messages li.message:not(.own):not(.system)')]
+               .every(li => { const b = li.querySelector('button.mod-button');
+                              return b && b.getBoundingClientRect().width > 0; })
+             && document.getElementById('slow-mode').getBoundingClientRect().width > 0
+             && document.querySelector('#members li.me .verified')",
+        )
+        .await;
+        c.execute("document.activeElement.blur(); return true;", vec![])
+            .await
+            .expect("blur");
+        c.enter_parent_frame().await.expect("back to the page");
+        let png = c.screenshot().await.expect("screenshot");
+        std::fs::write(&shot, png).expect("save screenshot");
+    })
+    .await;
+    drop(bob);
+    drop(spam);
 }

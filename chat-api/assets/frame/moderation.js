@@ -124,9 +124,26 @@ const decorateMessage = (li) => {
   } else if (!wanted && button) button.remove();
 };
 
+// The header's slow-mode button: a clock and, while it is on, its period; a screen reader
+// hears the whole sentence around it.
 const showSlowMode = () => {
   const secs = roomRules.slowSecs;
-  ui.slowMode.textContent = secs ? t('slowButtonOn', { time: fmtWait(secs * 1000) }) : t('slowButton');
+  const icon = el('span', 'clock-icon');
+  icon.setAttribute('aria-hidden', 'true');
+  if (secs) {
+    const time = fmtWait(secs * 1000);
+    const [before, after] = t('slowButtonOn').split('{time}');
+    ui.slowMode.replaceChildren(
+      icon,
+      el('span', 'visually-hidden', before || ''),
+      el('span', 'slow-time', time),
+      el('span', 'visually-hidden', after || ''),
+    );
+    ui.slowMode.title = t('slowButtonOn', { time });
+  } else {
+    ui.slowMode.replaceChildren(icon, el('span', 'visually-hidden', t('slowButton')));
+    ui.slowMode.title = t('slowButton');
+  }
   ui.slowMode.setAttribute('aria-pressed', secs ? 'true' : 'false');
 };
 
