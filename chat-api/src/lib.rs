@@ -24,7 +24,7 @@ mod store;
 mod token;
 mod validate;
 
-pub use chat::Chat;
+pub use chat::{utc as utc_time, Chat};
 pub use config::{Config, RateSetting};
 pub use error::ApiError;
 pub use host_token::{ed25519_public, sign as sign_user_token, HostClaims, KeyAlg};

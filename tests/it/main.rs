@@ -9,6 +9,7 @@ mod contract;
 mod edge;
 mod faults;
 mod harness_selftest;
+mod moderation;
 mod observability;
 mod outages;
 mod rules;

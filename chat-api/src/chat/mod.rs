@@ -36,6 +36,8 @@ mod node;
 mod presence;
 mod rules;
 
+pub use moderation::utc;
+
 /// Events per page of `GET …/messages`.
 pub(crate) const PAGE_SIZE: usize = 100;
 /// Messages in a join's initial sync.

@@ -288,7 +288,7 @@ impl Chat {
     }
 
     /// `GET /v1/sites/{site}/audit?limit=` (site secret): newest first.
-    pub(crate) async fn audit(
+    pub async fn audit(
         &self,
         site: &str,
         limit: usize,
@@ -350,7 +350,7 @@ impl Chat {
 }
 
 /// Milliseconds since the Unix epoch as `YYYY-MM-DD HH:MM:SS UTC`.
-pub(crate) fn utc(ms: i64) -> String {
+pub fn utc(ms: i64) -> String {
     let secs = ms.div_euclid(1000);
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     // Days since 1970-01-01 to a civil date (proleptic Gregorian).

@@ -143,6 +143,7 @@ async fn status_of(request: RequestBuilder) -> StatusCode {
 mod assets;
 mod guests;
 mod identity;
+mod moderation;
 mod presence;
 mod refused;
 mod rules;

@@ -1,12 +1,13 @@
-//! `chatty site add|list|rules`: a site owner's sites, in the embedded store
-//! of `chatty up` (--data-dir) or through a running cluster's admin API
-//! (--target with the operator token); a site's rules with its own secret.
+//! `chatty site add|list|rules|audit`: a site owner's sites, in the
+//! embedded store of `chatty up` (--data-dir) or through a running
+//! cluster's admin API (--target with the operator token); a site's rules
+//! and its moderation audit with its own secret.
 
 use std::path::PathBuf;
 
 use anyhow::Context;
 use chatty_shared::wire::{
-    BlockAction, CreateSiteRequest, CreatedSite, LinkPolicy, SiteInfo, SiteRules,
+    AuditEntry, BlockAction, CreateSiteRequest, CreatedSite, LinkPolicy, SiteInfo, SiteRules,
 };
 use clap::{Args, Subcommand, ValueEnum};
 
@@ -61,6 +62,21 @@ pub enum SiteCommand {
     /// masked or refused; links for guests; slow mode), with the site's
     /// secret. In force on every API node at once.
     Rules(RulesArgs),
+    /// List what the site's moderators (and its secret) did, newest first.
+    Audit(AuditArgs),
+}
+
+/// Flags of `chatty site audit`.
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// The site id.
+    pub site: String,
+    /// The site's admin secret.
+    #[arg(long, env = "CHATTY_SITE_SECRET", hide_env_values = true)]
+    pub secret: String,
+    /// Most lines shown (1 to 1000).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u16).range(1..=1000))]
+    pub limit: u16,
 }
 
 /// Flags of `chatty site rules`. Without a change flag, the rules are shown.
@@ -193,7 +209,7 @@ async fn admin(args: &SiteArgs) -> anyhow::Result<Admin> {
         // `rules` authenticates with the site's secret instead.
         let token = match (&args.admin_token, &args.command) {
             (Some(token), _) => token.clone(),
-            (None, SiteCommand::Rules(_)) => String::new(),
+            (None, SiteCommand::Rules(_) | SiteCommand::Audit(_)) => String::new(),
             (None, _) => {
                 anyhow::bail!("--target needs --admin-token (the cluster's operator token)")
             }
@@ -281,8 +297,63 @@ async fn run(args: SiteArgs) -> anyhow::Result<()> {
             }
             print_rules(&rules, args.json)?;
         }
+        SiteCommand::Audit(flags) => {
+            let lines = get_audit(&admin, flags).await?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&lines)?);
+            } else {
+                for line in &lines {
+                    println!("{}", audit_line(line));
+                }
+            }
+        }
     }
     Ok(())
+}
+
+async fn get_audit(admin: &Admin, flags: &AuditArgs) -> anyhow::Result<Vec<AuditEntry>> {
+    match admin {
+        Admin::Embedded(chat, _) => chat
+            .audit(&flags.site, usize::from(flags.limit), Some(&flags.secret))
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}")),
+        Admin::Remote(http, base, _) => {
+            let resp = http
+                .get(format!(
+                    "{base}/v1/sites/{}/audit?limit={}",
+                    flags.site, flags.limit
+                ))
+                .bearer_auth(&flags.secret)
+                .send()
+                .await?;
+            let status = resp.status();
+            let body = resp.text().await?;
+            anyhow::ensure!(status.is_success(), "{status}: {body}");
+            Ok(serde_json::from_str(&body)?)
+        }
+    }
+}
+
+/// One audit line as text: when (UTC), where, who, what, on whom.
+fn audit_line(line: &AuditEntry) -> String {
+    let who = if line.moderator_id.is_empty() {
+        "(site secret)".to_owned()
+    } else {
+        format!("{} ({})", line.moderator_nick, line.moderator_id)
+    };
+    let mut what = line.action.name().to_owned();
+    if let Some(secs) = line.secs {
+        what.push_str(&format!(" {secs}s"));
+    }
+    if let Some(member) = &line.member_id {
+        what.push_str(&format!(" {member}"));
+    }
+    let seq = line.seq.map(|s| format!("  seq {s}")).unwrap_or_default();
+    format!(
+        "{}  {}  {who}  {what}{seq}",
+        chat_api::utc_time(line.at_ms),
+        line.room
+    )
 }
 
 async fn get_rules(admin: &Admin, flags: &RulesArgs) -> anyhow::Result<SiteRules> {
@@ -469,6 +540,45 @@ mod tests {
         assert!(
             Site::try_parse_from(["site", "rules"]).is_err(),
             "the site is required"
+        );
+    }
+
+    #[test]
+    fn audit_flags_and_lines() {
+        let argv = ["site", "audit", "acme", "--secret", "s", "--limit", "5"];
+        let SiteCommand::Audit(flags) = Site::try_parse_from(argv).unwrap().args.command else {
+            panic!("not audit");
+        };
+        assert_eq!((flags.site.as_str(), flags.limit), ("acme", 5));
+        for bad in ["0", "1001", "x"] {
+            let argv = ["site", "audit", "acme", "--secret", "s", "--limit", bad];
+            assert!(Site::try_parse_from(argv).is_err(), "{bad}");
+        }
+        let line = AuditEntry {
+            at_ms: 0,
+            room: "lobby".into(),
+            moderator_id: "u_7".into(),
+            moderator_nick: "Mo".into(),
+            action: chatty_shared::wire::ModerationAction::Timeout,
+            member_id: Some("g1".into()),
+            secs: Some(60),
+            seq: Some(4),
+        };
+        assert_eq!(
+            audit_line(&line),
+            "1970-01-01 00:00:00 UTC  lobby  Mo (u_7)  timeout 60s g1  seq 4"
+        );
+        let owner = AuditEntry {
+            moderator_id: String::new(),
+            moderator_nick: String::new(),
+            action: chatty_shared::wire::ModerationAction::SlowMode,
+            member_id: None,
+            secs: Some(0),
+            ..line
+        };
+        assert_eq!(
+            audit_line(&owner),
+            "1970-01-01 00:00:00 UTC  lobby  (site secret)  slow_mode 0s  seq 4"
         );
     }
 

@@ -306,6 +306,31 @@ mod tests {
     }
 
     #[test]
+    fn moderation_events_are_seqs_not_messages() {
+        let now = Instant::now();
+        let mut log = RoomLog::new(RUN);
+        let mut r = Reader::new(1, 0);
+        log.acknowledge(2, 1, 1, now, no_delivery);
+        // Whatever its text, a moderation event is never a check message:
+        // not a duplicate of message (2, 1), not one to deliver.
+        let moderation = Event {
+            kind: EventKind::Moderation,
+            nick: "Mo".into(),
+            ..msg(2, 2, 1)
+        };
+        let mut delivered = 0;
+        log.observe(
+            &mut r,
+            &[msg(1, 2, 1), moderation, deletion(3, 1)],
+            now,
+            |_| delivered += 1,
+        );
+        log.finish(&[r.clone()]);
+        assert_eq!(log.anomalies, Anomalies::default());
+        assert_eq!((r.last_seq, delivered, log.acknowledged()), (3, 1, 1));
+    }
+
+    #[test]
     fn detects_a_gap() {
         let now = Instant::now();
         let mut log = RoomLog::new(RUN);
