@@ -101,6 +101,8 @@ const applyJoin = (data) => {
   me.ids.add(me.auth.member.id);
   saveSession();
   scheduleRefresh(data.token_ttl_secs);
+  // Before the members are drawn: a moderator's list has its controls.
+  setModerator(data.moderator === true);
   if (Array.isArray(data.members)) {
     renderMembers(data.members, data.members_count);
     cursor.membersEtag = typeof data.members_etag === 'string' ? data.members_etag : null;
@@ -122,21 +124,31 @@ const join = async (wanted) => {
   if (state.opened) await state.opened;
   const offline = (text) => setStatus('offline', text);
   let attempt = 0;
+  let returning = true;
   for (;;) {
     if (!canSend()) return { ok: false, fatal: true };
-    // A user token from the host page is used once; a verified member renews its guest token
-    // with that token (its name and role are the site's).
+    // A user token from the host page is used once. Otherwise the join carries this tab's
+    // last guest token (of this join or a visit before the reload, from sessionStorage): the
+    // member keeps its id, so a timeout or a ban holds across a new nickname, and a verified
+    // member keeps the site's name and role.
     const userToken = me.userToken;
-    const verified = !userToken && me.auth && isVerified(me.auth.member.id);
+    const old = !userToken && returning ? (me.auth ? me.auth.token : me.resumeToken) : null;
     const body = userToken ? { user_token: userToken } : { nick: wanted || '' };
     let res;
     try {
-      res = await api('POST', '/join', { body, auth: verified });
+      res = await api('POST', '/join', { body, token: old });
     } catch (e) {
       await waitToRetry(++attempt, null, offline);
       continue;
     }
     if (userToken) me.userToken = null;
+    if (old && res.status === 401) {
+      // A token the API no longer takes (a key rotated): joined as a new guest instead.
+      returning = false;
+      me.resumeToken = null;
+      continue;
+    }
+    me.resumeToken = null;
     if (res.status === 200 && res.data && typeof res.data.token === 'string' && res.data.member) {
       applyJoin(res.data);
       return { ok: true };
@@ -152,6 +164,14 @@ const join = async (wanted) => {
       continue;
     }
     const code = errorCode(res);
+    if (code === 'timed_out') {
+      // A moderator's timeout: the room stays on screen, the button counts down to its end,
+      // and the next send joins again.
+      const wait = retryAfterMs(res, 7 * 86400 * 1000);
+      if (wait) startCooldown(wait, errorKey(res));
+      else showStatus('error', errorMessage(res));
+      return { ok: false, fatal: true };
+    }
     if (code === 'read_only') {
       // Guests may only read here: the room stays on screen, and the reason with it.
       showStatus('error', errorMessage(res));
@@ -213,7 +233,9 @@ ui.nickForm.addEventListener('submit', async (e) => {
     local.set(NICK_KEY, wanted);
     showMe();
     hideNickDialog();
-    if (previous && previous.token !== me.auth.token) {
+    // A guest who changed nickname stays the same member; one who joined anew (an old token
+    // the API no longer took) leaves as the member it was.
+    if (previous && previous.member.id !== me.auth.member.id) {
       api('POST', '/leave', { token: previous.token }).catch(() => {});
     }
     ui.composer.focus();

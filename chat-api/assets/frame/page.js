@@ -12,7 +12,9 @@
  * sendBeacon on pagehide. `?transport=stream|hold|poll` forces one transport (the widget's
  * data-transport), `?lang=` picks the language (its data-lang; strings.js). Sends go through
  * an outbox kept in sessionStorage; each message keeps one client_id for all its retries, so a
- * retry never duplicates it. All user text is rendered with textContent, never as HTML.
+ * retry never duplicates it. All user text is rendered with textContent, never as HTML. A
+ * member the join says is a moderator gets the moderator's controls (moderation.js); every
+ * viewer sees moderation events as lines of the log.
  *
  * The page's life is one phase (opening, reading, live, banned, stopped) changed only by
  * enter(), plus a few facts any phase can have (paused, a send in flight, the panel open); see
@@ -50,6 +52,25 @@ const ui = {
   nickSubmit: $('nick-submit'),
   nickDesc: $('nick-desc'),
   nickCancel: $('nick-cancel'),
+  slowMode: $('slow-mode'),
+  modDialog: $('mod-dialog'),
+  modTitle: $('mod-title'),
+  modQuote: $('mod-quote'),
+  modMember: $('mod-member'),
+  modDelete: $('mod-delete'),
+  modDuration: $('mod-duration'),
+  modTimeout: $('mod-timeout'),
+  modClear: $('mod-clear'),
+  modBan: $('mod-ban'),
+  modRoom: $('mod-room'),
+  modSlow: $('mod-slow'),
+  modApply: $('mod-apply'),
+  modConfirm: $('mod-confirm'),
+  modQuestion: $('mod-question'),
+  modBack: $('mod-back'),
+  modYes: $('mod-yes'),
+  modError: $('mod-error'),
+  modClose: $('mod-close'),
 };
 const setComposer = (enabled) => {
   ui.composer.disabled = !enabled;

@@ -69,6 +69,8 @@ const me = {
   ids: new Set(), // member ids this tab has been (a re-join may give a new one)
   join: null, // the join under way (one at a time): joinOnce()
   userToken: null, // the host site's user token, until a join has used it
+  moderator: false, // the join said this member moderates the room (moderation.js)
+  resumeToken: null, // the guest token of this tab's visit before a reload, for the first join
 };
 
 // Where the frame is in the room: only join and poll answers move it.
@@ -94,6 +96,10 @@ const timers = { heartbeat: null, refresh: null, times: null };
 const saved = readJson(session, SESSION_KEY);
 if (saved && Array.isArray(saved.my_ids)) {
   for (const id of saved.my_ids) if (typeof id === 'string') me.ids.add(id);
+}
+// Joins as the same member again while that token is valid (an expired one makes a new member).
+if (saved && typeof saved.token === 'string' && Number(saved.expires_ms) > Date.now() + 5000) {
+  me.resumeToken = saved.token;
 }
 
 const saveSession = () => {
@@ -195,7 +201,7 @@ const heartbeat = async () => {
   try {
     const res = await api('POST', '/heartbeat', { auth: true });
     if (res.status === 401) rejoin();
-    else if (res.status === 403) enter('banned', res);
+    else if (res.status === 403 && errorCode(res) !== 'timed_out') enter('banned', res);
   } catch (e) {
     // The next heartbeat tries again; presence lasts several of them.
   }

@@ -99,6 +99,10 @@ if (embedded) {
 // Escape cancels the nickname dialog (when it can be cancelled), or asks the host page to close.
 document.addEventListener('keydown', (e) => {
   if (e.key !== 'Escape') return;
+  if (!ui.modDialog.hidden) {
+    closeModDialog();
+    return;
+  }
   if (!ui.dialog.hidden) {
     if (!ui.nickCancel.hidden) cancelNickDialog();
     return;
@@ -119,8 +123,13 @@ const verifiedMark = (id) => {
   return mark;
 };
 
+// The last list drawn, drawn again when the controls of a moderator come or go.
+const lastMembers = { list: null, count: 0 };
+
 // `count`: how many the room has (a list names at most the first 100).
 const renderMembers = (list, count) => {
+  lastMembers.list = list;
+  lastMembers.count = count;
   const members = list
     .filter((m) => m && typeof m.id === 'string' && typeof m.nick === 'string')
     .sort((a, b) => a.nick.localeCompare(b.nick) || a.id.localeCompare(b.id));
@@ -131,10 +140,13 @@ const renderMembers = (list, count) => {
     li.appendChild(el('span', 'member-nick', m.nick));
     const mark = verifiedMark(m.id);
     if (mark) li.appendChild(mark);
+    rememberNick(m.id, m.nick);
     if (me.auth && m.id === me.auth.member.id) {
       li.classList.add('me');
       li.appendChild(document.createTextNode(' '));
       li.appendChild(el('span', 'member-you', t('you')));
+    } else if (me.moderator) {
+      li.appendChild(modButton(t('modMember', { nick: m.nick })));
     }
     frag.appendChild(li);
   }
@@ -185,6 +197,8 @@ const fillMessage = (li, ev, own) => {
   meta.appendChild(time);
   li.appendChild(meta);
   li.appendChild(el('p', 'text', ev.text));
+  rememberNick(ev.member_id, ev.nick);
+  decorateMessage(li);
 };
 
 // Keeps confirmed messages in seq order, with unconfirmed (pending) ones after them.
@@ -276,6 +290,10 @@ const applyEvents = (events, live) => {
       if (Number.isSafeInteger(raw.deletes)) removeMessage(raw.deletes);
     } else if (raw.kind === 'message') {
       if (addMessage(toMessage(raw), live)) fresh++;
+    } else if (raw.kind === 'moderation') {
+      // A line of its own for every viewer; read out, not counted as unread.
+      const line = addModeration(toMessage(raw));
+      if (line && live) ui.announce.textContent = line;
     }
     // Unknown kinds are skipped: a newer server may add some.
     if (raw.seq > cursor.seq) cursor.seq = raw.seq;

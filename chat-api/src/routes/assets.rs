@@ -38,6 +38,7 @@ const FRAME_JS: &str = concat!(
     include_str!("../../assets/frame/join.js"),
     include_str!("../../assets/frame/reader.js"),
     include_str!("../../assets/frame/outbox.js"),
+    include_str!("../../assets/frame/moderation.js"),
     include_str!("../../assets/frame/start.js"),
     "})();\n",
 );
