@@ -12,17 +12,8 @@ const NEXT_SEED: [u8; 32] = [4; 32];
 /// A node with the site `news`, and its owner's secret.
 async fn news() -> (Node, String) {
     let node = Node::start(|_| {}).await;
-    let res = node
-        .client
-        .post(node.url("/v1/admin/sites"))
-        .bearer_auth(OPERATOR)
-        .json(&json!({"id": "news", "origins": ["http://localhost:*"]}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::CREATED);
-    let created: Value = res.json().await.unwrap();
-    (node, created["secret"].as_str().unwrap().to_owned())
+    let secret = node.create_site("news", "http://localhost:*").await;
+    (node, secret)
 }
 
 fn now() -> u64 {

@@ -121,6 +121,22 @@ impl Node {
         (etag, page["seq"].as_u64().unwrap())
     }
 
+    /// Creates the site `id` allowing `origin`, as the operator; answers
+    /// the site's secret.
+    async fn create_site(&self, id: &str, origin: &str) -> String {
+        let res = self
+            .client
+            .post(self.url("/v1/admin/sites"))
+            .bearer_auth(OPERATOR)
+            .json(&json!({"id": id, "origins": [origin]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::CREATED);
+        let created: Value = res.json().await.unwrap();
+        created["secret"].as_str().unwrap().to_owned()
+    }
+
     fn keys(&self) -> TokenKeys {
         let key = std::fs::read_to_string(self.dir.path().join("token.key")).unwrap();
         TokenKeys::new(vec![key.trim().as_bytes().to_vec()]).unwrap()

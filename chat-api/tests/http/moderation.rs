@@ -12,17 +12,7 @@ const SEED: [u8; 32] = [9; 32];
 /// A node with the site `news` and a user-token key, and the site's secret.
 async fn news() -> (Node, String) {
     let node = Node::start(|_| {}).await;
-    let res = node
-        .client
-        .post(node.url("/v1/admin/sites"))
-        .bearer_auth(OPERATOR)
-        .json(&json!({"id": "news", "origins": ["http://localhost:*"]}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::CREATED);
-    let created: Value = res.json().await.unwrap();
-    let secret = created["secret"].as_str().unwrap().to_owned();
+    let secret = node.create_site("news", "http://localhost:*").await;
     let key = json!({"kid": "k1", "alg": "ed25519", "key": ed25519_public(&SEED)});
     let res = node
         .post_json("/v1/sites/news/user-keys", Some(&secret), &key)

@@ -131,19 +131,7 @@ async fn guests_are_refreshed_and_removed_with_one_bump_per_batch() {
 #[tokio::test]
 async fn tokens_that_would_fail_a_heartbeat_are_refused_and_counted() {
     let node = Node::start(|_| {}).await;
-    let res = node
-        .client
-        .post(node.url("/v1/admin/sites"))
-        .bearer_auth(OPERATOR)
-        .json(&json!({"id": "club", "origins": ["https://club.example"]}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::CREATED);
-    let secret = res.json::<Value>().await.unwrap()["secret"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let secret = node.create_site("club", "https://club.example").await;
     let ban = node
         .client
         .post(node.url("/v1/sites/club/bans"))

@@ -22,20 +22,8 @@ impl Forum {
             c.ip_rate = chat_api::RateSetting(None);
         })
         .await;
-        let res = node
-            .client
-            .post(node.url("/v1/admin/sites"))
-            .bearer_auth(OPERATOR)
-            .json(&json!({"id": "forum", "origins": ["https://forum.example"]}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), StatusCode::CREATED);
-        let created: Value = res.json().await.unwrap();
-        Forum {
-            secret: created["secret"].as_str().unwrap().to_owned(),
-            node,
-        }
+        let secret = node.create_site("forum", "https://forum.example").await;
+        Forum { secret, node }
     }
 
     fn request(&self, method: Method, path: &str) -> RequestBuilder {

@@ -354,15 +354,11 @@ async fn run(args: SiteArgs) -> anyhow::Result<()> {
                     .await
                     .map_err(|e| anyhow::anyhow!("{e}"))?,
                 Admin::Remote(http, base, token) => {
-                    let resp = http
-                        .get(format!("{base}/v1/admin/sites"))
-                        .bearer_auth(token)
-                        .send()
-                        .await?;
-                    let status = resp.status();
-                    let body = resp.text().await?;
-                    anyhow::ensure!(status.is_success(), "{status}: {body}");
-                    serde_json::from_str(&body)?
+                    answer(
+                        http.get(format!("{base}/v1/admin/sites"))
+                            .bearer_auth(token),
+                    )
+                    .await?
                 }
             };
             if args.json {
@@ -490,18 +486,8 @@ async fn get_audit(admin: &Admin, flags: &AuditArgs) -> anyhow::Result<Vec<Audit
             .await
             .map_err(|e| anyhow::anyhow!("{e}")),
         Admin::Remote(http, base, _) => {
-            let resp = http
-                .get(format!(
-                    "{base}/v1/sites/{}/audit?limit={}",
-                    flags.site, flags.limit
-                ))
-                .bearer_auth(&flags.secret)
-                .send()
-                .await?;
-            let status = resp.status();
-            let body = resp.text().await?;
-            anyhow::ensure!(status.is_success(), "{status}: {body}");
-            Ok(serde_json::from_str(&body)?)
+            let url = format!("{base}/v1/sites/{}/audit?limit={}", flags.site, flags.limit);
+            answer(http.get(url).bearer_auth(&flags.secret)).await
         }
     }
 }
@@ -535,15 +521,8 @@ async fn get_rules(admin: &Admin, flags: &RulesArgs) -> anyhow::Result<SiteRules
             .await
             .map_err(|e| anyhow::anyhow!("{e}")),
         Admin::Remote(http, base, _) => {
-            let resp = http
-                .get(format!("{base}/v1/sites/{}/rules", flags.site))
-                .bearer_auth(&flags.secret)
-                .send()
-                .await?;
-            let status = resp.status();
-            let body = resp.text().await?;
-            anyhow::ensure!(status.is_success(), "{status}: {body}");
-            Ok(serde_json::from_str(&body)?)
+            let url = format!("{base}/v1/sites/{}/rules", flags.site);
+            answer(http.get(url).bearer_auth(&flags.secret)).await
         }
     }
 }
@@ -559,16 +538,8 @@ async fn set_rules(
             .await
             .map_err(|e| anyhow::anyhow!("{e}")),
         Admin::Remote(http, base, _) => {
-            let resp = http
-                .put(format!("{base}/v1/sites/{}/rules", flags.site))
-                .bearer_auth(&flags.secret)
-                .json(&rules)
-                .send()
-                .await?;
-            let status = resp.status();
-            let body = resp.text().await?;
-            anyhow::ensure!(status.is_success(), "{status}: {body}");
-            Ok(serde_json::from_str(&body)?)
+            let url = format!("{base}/v1/sites/{}/rules", flags.site);
+            answer(http.put(url).bearer_auth(&flags.secret).json(&rules)).await
         }
     }
 }
