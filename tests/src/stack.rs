@@ -11,14 +11,27 @@ use crate::services::{redis_prefix, FreshDb, PrivateRedis, REDIS_URL};
 /// test client is one address and sends fast).
 pub const RATES_OFF: &[&str] = &["--guest-rate", "off", "--ip-rate", "off"];
 
+/// The store timeout of the nodes these stacks start, unless a test sets
+/// its own. The suite's tests share one MariaDB that creates and drops
+/// their databases as they come and go; on a loaded 2-core machine a write
+/// beside a drop can take longer than the production default (600 ms),
+/// and a test about rate limits or presence must not fail on that. The
+/// tests about a slow or lost store (outages, faults) set up their nodes
+/// themselves, with the default.
+const TEST_STORE_TIMEOUT: &str = "2s";
+
 /// A node's options on `db` and the key prefix `prefix` of the Redis at
 /// `redis_url`, with the extra flags `extra`.
 pub fn node_opts(db: &FreshDb, redis_url: &str, prefix: &str, extra: &[&str]) -> ApiOpts {
+    let mut flags: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+    if !extra.contains(&"--store-timeout") {
+        flags.extend(["--store-timeout".to_owned(), TEST_STORE_TIMEOUT.to_owned()]);
+    }
     ApiOpts {
         mysql_url: Some(db.url.clone()),
         redis_url: Some(redis_url.to_owned()),
         redis_prefix: Some(prefix.to_owned()),
-        extra: extra.iter().map(|s| s.to_string()).collect(),
+        extra: flags,
         ..ApiOpts::default()
     }
 }
