@@ -192,13 +192,35 @@ pub(super) async fn append(
     key: &RoomKey,
     msg: &NewMessage,
 ) -> Result<Appended, StoreError> {
+    let (mut tx, epoch, seq) = lock_new_room(s, key).await?;
+    let existing = find_event(
+        &mut tx,
+        "e.site = ? AND e.room = ? AND e.member_id = ? AND e.client_id = ?",
+        (key.site(), key.room(), &msg.member_id, &msg.client_id),
+    )
+    .await?;
+    if let Some(event) = existing {
+        tx.rollback().await.map_err(db_error)?;
+        return Ok(Appended::existing(event, version(epoch, seq)));
+    }
+    let event = message_event(seq + 1, msg);
+    insert_event(&mut tx, key, &event).await?;
+    tx.commit().await.map_err(db_error)?;
+    Ok(Appended::written(event, epoch))
+}
+
+/// Starts a write transaction on the room's locked row, making the row
+/// first when the room was never written. The row is created outside the
+/// write transaction, so concurrent first writers never deadlock; the
+/// loser's insert is ignored and both then queue on the row lock.
+pub(super) async fn lock_new_room(
+    s: &MysqlStore,
+    key: &RoomKey,
+) -> Result<(Transaction<'static>, u32, u64), StoreError> {
     for _ in 0..2 {
-        let (mut tx, epoch, seq) = match lock_room(&s.pool, key).await? {
-            Locked::Room(tx, epoch, seq) => (tx, epoch, seq),
+        match lock_room(&s.pool, key).await? {
+            Locked::Room(tx, epoch, seq) => return Ok((tx, epoch, seq)),
             Locked::Missing => {
-                // Created outside the write transaction, so concurrent
-                // first writers never deadlock; the loser's insert is
-                // ignored and both then queue on the row lock.
                 s.conn()
                     .await?
                     .exec_drop(
@@ -207,23 +229,8 @@ pub(super) async fn append(
                     )
                     .await
                     .map_err(db_error)?;
-                continue;
             }
-        };
-        let existing = find_event(
-            &mut tx,
-            "e.site = ? AND e.room = ? AND e.member_id = ? AND e.client_id = ?",
-            (key.site(), key.room(), &msg.member_id, &msg.client_id),
-        )
-        .await?;
-        if let Some(event) = existing {
-            tx.rollback().await.map_err(db_error)?;
-            return Ok(Appended::existing(event, version(epoch, seq)));
         }
-        let event = message_event(seq + 1, msg);
-        insert_event(&mut tx, key, &event).await?;
-        tx.commit().await.map_err(db_error)?;
-        return Ok(Appended::written(event, epoch));
     }
     Err(StoreError::Server(
         "the room row vanished while writing".into(),

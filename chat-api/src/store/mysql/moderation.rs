@@ -7,10 +7,10 @@ use chatty_shared::RoomKey;
 use mysql_async::prelude::Queryable;
 use mysql_async::Row;
 
-use super::log::{insert_event, lock_room, Locked};
+use super::log::{insert_event, lock_new_room};
 use super::{db_error, decode, MysqlStore};
 use crate::store::moderation::{action_code, action_from_code, Moderation, ModerationStore};
-use crate::store::rows::{limit_to_i64, new_epoch};
+use crate::store::rows::limit_to_i64;
 use crate::store::{Appended, StoreError};
 
 const INSERT_AUDIT: &str = "INSERT INTO audit
@@ -33,34 +33,14 @@ fn audit_params(key: &RoomKey, m: &Moderation, seq: u64) -> mysql_async::Params 
 }
 
 async fn append(s: &MysqlStore, key: &RoomKey, m: &Moderation) -> Result<Appended, StoreError> {
-    for _ in 0..2 {
-        let (mut tx, epoch, seq) = match lock_room(&s.pool, key).await? {
-            Locked::Room(tx, epoch, seq) => (tx, epoch, seq),
-            Locked::Missing => {
-                // As for a first message: the row is made outside the
-                // transaction, then locked.
-                s.conn()
-                    .await?
-                    .exec_drop(
-                        "INSERT IGNORE INTO rooms (site, room, epoch, seq) VALUES (?, ?, ?, 0)",
-                        (key.site(), key.room(), new_epoch()),
-                    )
-                    .await
-                    .map_err(db_error)?;
-                continue;
-            }
-        };
-        let event = m.event(seq + 1);
-        insert_event(&mut tx, key, &event).await?;
-        tx.exec_drop(INSERT_AUDIT, audit_params(key, m, event.seq))
-            .await
-            .map_err(db_error)?;
-        tx.commit().await.map_err(db_error)?;
-        return Ok(Appended::written(event, epoch));
-    }
-    Err(StoreError::Server(
-        "the room row vanished while writing".into(),
-    ))
+    let (mut tx, epoch, seq) = lock_new_room(s, key).await?;
+    let event = m.event(seq + 1);
+    insert_event(&mut tx, key, &event).await?;
+    tx.exec_drop(INSERT_AUDIT, audit_params(key, m, event.seq))
+        .await
+        .map_err(db_error)?;
+    tx.commit().await.map_err(db_error)?;
+    Ok(Appended::written(event, epoch))
 }
 
 type AuditRow = (
