@@ -6,11 +6,19 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use chatty_shared::wire::{
-    AddUserKeyRequest, AuditEntry, BlockAction, CreateSiteRequest, CreatedSite, EraseRequest,
-    ErasedCount, GuestAccess, LinkPolicy, SiteInfo, SiteRules, UserKeyInfo,
-};
-use clap::{Args, Subcommand, ValueEnum};
+use chatty_shared::wire::{CreateSiteRequest, CreatedSite, EraseRequest, ErasedCount, SiteInfo};
+use clap::{Args, Subcommand};
+
+mod audit;
+mod keys;
+mod rules;
+
+pub use audit::AuditArgs;
+use audit::{audit_line, get_audit};
+use keys::keys;
+pub use keys::{KeyAlgArg, KeysArgs};
+use rules::{get_rules, print_rules, set_rules};
+pub use rules::{ActionArg, GuestsArg, LinksArg, RulesArgs};
 
 /// Flags of `chatty site`.
 #[derive(Debug, Args)]
@@ -82,176 +90,6 @@ pub enum SiteCommand {
     },
     /// List what the site's moderators (and its secret) did, newest first.
     Audit(AuditArgs),
-}
-
-/// Flags of `chatty site audit`.
-#[derive(Debug, Args)]
-pub struct AuditArgs {
-    /// The site id.
-    pub site: String,
-    /// The site's admin secret.
-    #[arg(long, env = "CHATTY_SITE_SECRET", hide_env_values = true)]
-    pub secret: String,
-    /// Most lines shown (1 to 1000).
-    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u16).range(1..=1000))]
-    pub limit: u16,
-}
-
-/// Flags of `chatty site keys`. Without `--add` or `--remove`, the keys are
-/// listed.
-#[derive(Debug, Args)]
-pub struct KeysArgs {
-    /// The site id.
-    pub site: String,
-    /// The site's admin secret.
-    #[arg(long, env = "CHATTY_SITE_SECRET", hide_env_values = true)]
-    pub secret: String,
-    /// Add a key with this id (the `kid` of the tokens it verifies); needs
-    /// --key.
-    #[arg(long, value_name = "KID", requires = "key", conflicts_with = "remove")]
-    pub add: Option<String>,
-    /// The key to add, base64url: an Ed25519 public key (32 bytes) or an
-    /// HMAC secret (32 bytes or more).
-    #[arg(long, value_name = "BASE64URL")]
-    pub key: Option<String>,
-    /// The key's algorithm.
-    #[arg(long, value_enum, default_value = "ed25519")]
-    pub alg: KeyAlgArg,
-    /// Remove the key with this id.
-    #[arg(long, value_name = "KID")]
-    pub remove: Option<String>,
-}
-
-/// `--alg`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum KeyAlgArg {
-    Ed25519,
-    HmacSha256,
-}
-
-impl KeyAlgArg {
-    fn name(self) -> &'static str {
-        match self {
-            KeyAlgArg::Ed25519 => "ed25519",
-            KeyAlgArg::HmacSha256 => "hmac-sha256",
-        }
-    }
-}
-
-/// Flags of `chatty site rules`. Without a change flag, the rules are shown.
-#[derive(Debug, Args)]
-pub struct RulesArgs {
-    /// The site id.
-    pub site: String,
-    /// The site's admin secret.
-    #[arg(long, env = "CHATTY_SITE_SECRET", hide_env_values = true)]
-    pub secret: String,
-    /// Block a word or phrase, matched whole and in any case (repeatable).
-    #[arg(long = "block", value_name = "WORD")]
-    pub block: Vec<String>,
-    /// Stop blocking a word or phrase (repeatable).
-    #[arg(long = "unblock", value_name = "WORD")]
-    pub unblock: Vec<String>,
-    /// Block a regular expression, any case unless it says (?-i) (repeatable).
-    #[arg(long = "block-pattern", value_name = "RE")]
-    pub block_pattern: Vec<String>,
-    /// Stop blocking a regular expression (repeatable).
-    #[arg(long = "unblock-pattern", value_name = "RE")]
-    pub unblock_pattern: Vec<String>,
-    /// What to do with a blocked word or pattern.
-    #[arg(long, value_enum)]
-    pub action: Option<ActionArg>,
-    /// Whether guests may send links.
-    #[arg(long, value_enum)]
-    pub links: Option<LinksArg>,
-    /// One message per member per SECS in every room of the site; 0 is off.
-    #[arg(long = "slow-mode", value_name = "SECS")]
-    pub slow_mode: Option<u32>,
-    /// Whether guests (visitors you have not signed in) may write, or only
-    /// read.
-    #[arg(long, value_enum)]
-    pub guests: Option<GuestsArg>,
-}
-
-/// `--guests`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum GuestsArg {
-    Write,
-    Read,
-}
-
-/// `--action`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ActionArg {
-    /// Store the message with each match replaced by `*`.
-    Mask,
-    /// Refuse the message.
-    Refuse,
-}
-
-/// `--links`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LinksArg {
-    Allow,
-    Deny,
-}
-
-impl RulesArgs {
-    /// Whether any flag changes the rules.
-    pub fn changes(&self) -> bool {
-        !(self.block.is_empty()
-            && self.unblock.is_empty()
-            && self.block_pattern.is_empty()
-            && self.unblock_pattern.is_empty()
-            && self.action.is_none()
-            && self.links.is_none()
-            && self.slow_mode.is_none()
-            && self.guests.is_none())
-    }
-
-    /// The rules `current` with these flags applied: words and patterns
-    /// added (once) and removed, the rest replaced when given.
-    pub fn apply(&self, current: SiteRules) -> SiteRules {
-        let mut rules = current;
-        edit(&mut rules.blocked_words, &self.block, &self.unblock);
-        edit(
-            &mut rules.blocked_patterns,
-            &self.block_pattern,
-            &self.unblock_pattern,
-        );
-        if let Some(action) = self.action {
-            rules.action = match action {
-                ActionArg::Mask => BlockAction::Mask,
-                ActionArg::Refuse => BlockAction::Refuse,
-            };
-        }
-        if let Some(links) = self.links {
-            rules.links = match links {
-                LinksArg::Allow => LinkPolicy::Allow,
-                LinksArg::Deny => LinkPolicy::Deny,
-            };
-        }
-        if let Some(secs) = self.slow_mode {
-            rules.slow_mode_secs = secs;
-        }
-        if let Some(guests) = self.guests {
-            rules.guests = match guests {
-                GuestsArg::Write => GuestAccess::Write,
-                GuestsArg::Read => GuestAccess::Read,
-            };
-        }
-        rules
-    }
-}
-
-/// `list` with `add` appended (those not in it yet) and `remove` taken out.
-fn edit(list: &mut Vec<String>, add: &[String], remove: &[String]) {
-    for a in add {
-        if !list.contains(a) {
-            list.push(a.clone());
-        }
-    }
-    list.retain(|x| !remove.contains(x));
 }
 
 /// Runs `chatty site …`; answers the exit status.
@@ -420,55 +258,6 @@ async fn run(args: SiteArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `chatty site keys`: adds or removes a key when asked, then lists them.
-async fn keys(admin: &Admin, flags: &KeysArgs, json: bool) -> anyhow::Result<()> {
-    let (site, secret) = (flags.site.as_str(), Some(flags.secret.as_str()));
-    let fail = |e: chat_api::ApiError| anyhow::anyhow!("{e}");
-    if let (Some(kid), Some(key)) = (&flags.add, &flags.key) {
-        let req = AddUserKeyRequest {
-            kid: kid.clone(),
-            alg: flags.alg.name().to_owned(),
-            key: key.clone(),
-        };
-        let _: UserKeyInfo = match admin {
-            Admin::Embedded(chat, _) => chat.add_user_key(site, req, secret).await.map_err(fail)?,
-            Admin::Remote(http, base, _) => {
-                let post = http.post(format!("{base}/v1/sites/{site}/user-keys"));
-                answer(post.bearer_auth(&flags.secret).json(&req)).await?
-            }
-        };
-    }
-    if let Some(kid) = &flags.remove {
-        match admin {
-            Admin::Embedded(chat, _) => chat
-                .remove_user_key(site, kid, secret)
-                .await
-                .map_err(fail)?,
-            Admin::Remote(http, base, _) => {
-                let delete = http.delete(format!("{base}/v1/sites/{site}/user-keys/{kid}"));
-                let resp = delete.bearer_auth(&flags.secret).send().await?;
-                let status = resp.status();
-                anyhow::ensure!(status.is_success(), "{status}: {}", resp.text().await?);
-            }
-        }
-    }
-    let keys: Vec<UserKeyInfo> = match admin {
-        Admin::Embedded(chat, _) => chat.list_user_keys(site, secret).await.map_err(fail)?,
-        Admin::Remote(http, base, _) => {
-            let get = http.get(format!("{base}/v1/sites/{site}/user-keys"));
-            answer(get.bearer_auth(&flags.secret)).await?
-        }
-    };
-    if json {
-        println!("{}", serde_json::to_string_pretty(&keys)?);
-    } else {
-        for k in keys {
-            println!("{}\t{}", k.kid, k.alg);
-        }
-    }
-    Ok(())
-}
-
 /// Sends `req` and reads a successful answer's JSON; any other status is
 /// an error carrying the API's own message.
 async fn answer<T: serde::de::DeserializeOwned>(req: reqwest::RequestBuilder) -> anyhow::Result<T> {
@@ -477,99 +266,6 @@ async fn answer<T: serde::de::DeserializeOwned>(req: reqwest::RequestBuilder) ->
     let body = resp.text().await?;
     anyhow::ensure!(status.is_success(), "{status}: {body}");
     Ok(serde_json::from_str(&body)?)
-}
-
-async fn get_audit(admin: &Admin, flags: &AuditArgs) -> anyhow::Result<Vec<AuditEntry>> {
-    match admin {
-        Admin::Embedded(chat, _) => chat
-            .audit(&flags.site, usize::from(flags.limit), Some(&flags.secret))
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}")),
-        Admin::Remote(http, base, _) => {
-            let url = format!("{base}/v1/sites/{}/audit?limit={}", flags.site, flags.limit);
-            answer(http.get(url).bearer_auth(&flags.secret)).await
-        }
-    }
-}
-
-/// One audit line as text: when (UTC), where, who, what, on whom.
-fn audit_line(line: &AuditEntry) -> String {
-    let who = if line.moderator_id.is_empty() {
-        "(site secret)".to_owned()
-    } else {
-        format!("{} ({})", line.moderator_nick, line.moderator_id)
-    };
-    let mut what = line.action.name().to_owned();
-    if let Some(secs) = line.secs {
-        what.push_str(&format!(" {secs}s"));
-    }
-    if let Some(member) = &line.member_id {
-        what.push_str(&format!(" {member}"));
-    }
-    let seq = line.seq.map(|s| format!("  seq {s}")).unwrap_or_default();
-    format!(
-        "{}  {}  {who}  {what}{seq}",
-        chat_api::utc_time(line.at_ms),
-        line.room
-    )
-}
-
-async fn get_rules(admin: &Admin, flags: &RulesArgs) -> anyhow::Result<SiteRules> {
-    match admin {
-        Admin::Embedded(chat, _) => chat
-            .rules(&flags.site, Some(&flags.secret))
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}")),
-        Admin::Remote(http, base, _) => {
-            let url = format!("{base}/v1/sites/{}/rules", flags.site);
-            answer(http.get(url).bearer_auth(&flags.secret)).await
-        }
-    }
-}
-
-async fn set_rules(
-    admin: &Admin,
-    flags: &RulesArgs,
-    rules: SiteRules,
-) -> anyhow::Result<SiteRules> {
-    match admin {
-        Admin::Embedded(chat, _) => chat
-            .set_rules(&flags.site, rules, Some(&flags.secret))
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}")),
-        Admin::Remote(http, base, _) => {
-            let url = format!("{base}/v1/sites/{}/rules", flags.site);
-            answer(http.put(url).bearer_auth(&flags.secret).json(&rules)).await
-        }
-    }
-}
-
-fn print_rules(rules: &SiteRules, json: bool) -> anyhow::Result<()> {
-    if json {
-        println!("{}", serde_json::to_string_pretty(rules)?);
-        return Ok(());
-    }
-    let action = match rules.action {
-        BlockAction::Mask => "mask",
-        BlockAction::Refuse => "refuse",
-    };
-    let links = match rules.links {
-        LinkPolicy::Allow => "allow",
-        LinkPolicy::Deny => "deny",
-    };
-    println!("blocked words:    {}", rules.blocked_words.join(", "));
-    println!("blocked patterns: {}", rules.blocked_patterns.join("  "));
-    println!("action:           {action}");
-    println!("links:            {links}");
-    match rules.slow_mode_secs {
-        0 => println!("slow mode:        off"),
-        secs => println!("slow mode:        {secs} s"),
-    }
-    match rules.guests {
-        GuestAccess::Write => println!("guests:           write"),
-        GuestAccess::Read => println!("guests:           read only"),
-    }
-    Ok(())
 }
 
 /// The tag a site owner pastes into their pages.
@@ -605,6 +301,7 @@ fn print_created(created: &CreatedSite, public_url: &str, json: bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chatty_shared::wire::{AuditEntry, BlockAction, GuestAccess, LinkPolicy, SiteRules};
     use clap::Parser;
 
     /// `chatty site …` as the command line would give it.
