@@ -50,6 +50,7 @@ async fn until_streams(edge: &Edge, n: f64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_send_through_node_b_reaches_a_held_poll_and_a_stream_at_once() {
+    let _heavy = chatty_tests::heavy().await;
     const ROUNDS: usize = 5;
     let s = TwoNodes::start(&[], &[]).await;
     let g = Guest::join(&s.b.base, "acme", "hall", "ada").await;
@@ -167,6 +168,7 @@ async fn parked_guests_cost(s: &TwoNodes, room: &str) -> ([f64; 2], HashSet<Stri
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn redis_cut_while_guests_are_parked_releases_them_within_max_age_and_loses_nothing() {
+    let _heavy = chatty_tests::heavy().await;
     let mut s = TwoNodes::start(&[], &["--max-age", "2s"]).await;
     let g = Guest::join(&s.a.base, "acme", "hall", "ada").await;
     g.send("first", "c1").await;
@@ -207,6 +209,7 @@ async fn redis_cut_while_guests_are_parked_releases_them_within_max_age_and_lose
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigterm_releases_held_polls_and_ends_streams_with_a_retry_hint_at_once() {
+    let _heavy = chatty_tests::heavy().await;
     const GUESTS: usize = 10;
     // Requests in flight get the drain (9 s); parked guests are let go now.
     let s = TwoNodes::start(&[], &["--drain-timeout", "10s"]).await;
@@ -241,6 +244,7 @@ async fn sigterm_releases_held_polls_and_ends_streams_with_a_retry_hint_at_once(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_stream_resumed_with_last_event_id_after_a_node_is_killed_sees_every_message_once() {
+    let _heavy = chatty_tests::heavy().await;
     let mut s = TwoNodes::start(&[], &[]).await;
     let g = Guest::join(&s.a.base, "acme", "hall", "ada").await;
     let mut seen = Vec::new();
@@ -271,6 +275,7 @@ async fn a_stream_resumed_with_last_event_id_after_a_node_is_killed_sees_every_m
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn streaming_guests_stay_present_without_heartbeats_and_leave_after_the_grace() {
+    let _heavy = chatty_tests::heavy().await;
     let s = TwoNodes::start(&["--presence-ttl", "3s"], &["--presence-every", "1s"]).await;
     let ada = Guest::join(&s.a.base, "acme", "hall", "ada").await;
     let bob = Guest::join(&s.a.base, "acme", "hall", "bob").await;

@@ -69,12 +69,15 @@ pub fn http() -> reqwest::Client {
 }
 
 /// Tests that load the whole machine (a fault run under generated load,
-/// hundreds of parked guests, floods of connections or rooms) hold this
-/// while they run, so that at most one of them runs at a time; lighter
-/// tests run beside it. On a 2-core machine two of them side by side
-/// starve each other's processes for seconds, and what they assert (no
-/// failed request, one fetch per message) is about Chatty, not about the
-/// machine's share of CPU.
+/// hundreds of parked guests, floods of connections or rooms) or that
+/// bound the edge's timing (push at once, presence within its interval,
+/// release within max-age) hold this while they run, so that at most one
+/// of them runs at a time; lighter tests run beside it. On a 2-core machine
+/// two of them side by side starve each other's processes for seconds (a
+/// bus silent for a second makes the edge forget its map and release every
+/// parked guest), and what they assert (no failed request, one fetch per
+/// message, a push within a bound) is about Chatty, not about the machine's
+/// share of CPU.
 pub async fn heavy() -> tokio::sync::MutexGuard<'static, ()> {
     static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
     HEAVY.lock().await
