@@ -71,6 +71,7 @@ pub enum StoreOp {
     Audit,
     SetTimeout,
     TimeoutUntil,
+    Standing,
     SetModerator,
     IsModerator,
 }
@@ -101,6 +102,7 @@ impl StoreOp {
             StoreOp::Audit => "audit",
             StoreOp::SetTimeout => "set_timeout",
             StoreOp::TimeoutUntil => "timeout_until",
+            StoreOp::Standing => "standing",
             StoreOp::SetModerator => "set_moderator",
             StoreOp::IsModerator => "is_moderator",
         }

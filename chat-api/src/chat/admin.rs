@@ -44,6 +44,7 @@ impl Chat {
         validate::member_id(member_id).map_err(|m| ApiError::InvalidField(m.into()))?;
         self.store_call(StoreOp::Ban, self.store.ban(site, member_id))
             .await?;
+        self.site_changed(site).await;
         Ok(())
     }
 

@@ -12,10 +12,11 @@ use chatty_shared::RoomKey;
 use chatty_shared::Version;
 use chatty_shared::{if_none_match, members_etag, EtagBuf, RoomVersion};
 
-use super::{presence_down, Chat, Poll, Polled, Written, JOIN_MESSAGES, PAGE_SIZE};
+use super::{presence_down, Chat, Guard, Poll, Polled, Written, JOIN_MESSAGES, PAGE_SIZE};
 use crate::cache::VersionCache;
 use crate::error::ApiError;
 use crate::host_token;
+use crate::limits::Check;
 use crate::metrics::{StoreOp, METRICS};
 use crate::rules::Sender;
 use crate::secrets;
@@ -100,8 +101,7 @@ impl Chat {
             self.check_banned(key.site(), id).await?;
             self.check_timed_out(key.site(), id).await?;
         }
-        self.limit("ip", format!("ip:{ip}"), self.settings.ip_rate)
-            .await?;
+        self.pass(self.ip_limit(ip).into_iter().collect()).await?;
         let verified = member_id.as_deref().is_some_and(host_token::is_verified);
         if !verified {
             self.guests_may_join(key.site()).await?;
@@ -203,9 +203,10 @@ impl Chat {
     }
 
     /// `POST …/messages`: stores a message (or finds the original of a
-    /// retry). In order: the token, the text's length, a ban, the rate
-    /// limits, slow mode, the site's rules on the text (masked or
-    /// refused), the store.
+    /// retry). In order: the token, the text's length, a ban or timeout,
+    /// guests that only read, the rate limits and slow mode (asked
+    /// together), the site's rules on the text (masked or refused), the
+    /// store.
     pub(crate) async fn send(
         &self,
         site: &str,
@@ -228,16 +229,20 @@ impl Chat {
         validate::client_id(&client_id).map_err(|m| ApiError::InvalidField(m.into()))?;
         self.check_banned(key.site(), &claims.member_id).await?;
         self.check_timed_out(key.site(), &claims.member_id).await?;
-        self.limit_send(&key, &site, &claims.member_id, ip).await?;
         // Told apart by the signed token only: a verified user of the host
         // site may send links, a moderator is not slowed.
         let sender = Sender {
             verified: host_token::is_verified(&claims.member_id),
             moderator: claims.moderator,
         };
-        let text = self
-            .obey_rules(&key, &claims.member_id, sender, text)
-            .await?;
+        let rules = self.rules_for(key.site(), sender).await?;
+        let mut limits = self.send_limits(&key, &site, &claims.member_id, ip);
+        limits.extend(
+            self.slow_mode_limit(&key, &rules, &claims.member_id, sender)
+                .await?,
+        );
+        self.pass(limits).await?;
+        let text = self.apply_rules(&rules, sender, text)?;
         let msg = NewMessage {
             member_id: claims.member_id,
             nick: claims.nick,
@@ -255,37 +260,37 @@ impl Chat {
         Ok(appended.into())
     }
 
+    /// The address's rate limit, if one is set.
+    fn ip_limit(&self, ip: &str) -> Option<(Guard, Check)> {
+        let rate = self.settings.ip_rate?;
+        let key = format!("ip:{ip}");
+        Some((Guard::Rate("ip"), Check::Hit { key, rate }))
+    }
+
     /// The rate limits of a send: the address's, the guest's, and the
     /// site's own per-guest limit when it sets one.
-    async fn limit_send(
+    fn send_limits(
         &self,
         key: &RoomKey,
         site: &SiteRecord,
         member_id: &str,
         ip: &str,
-    ) -> Result<(), ApiError> {
-        self.limit("ip", format!("ip:{ip}"), self.settings.ip_rate)
-            .await?;
-        self.limit(
-            "guest",
-            format!("g:{}:{}", key.site(), member_id),
-            self.settings.guest_rate,
-        )
-        .await?;
-        let limits = site.limits;
-        if limits.guest_messages > 0 && limits.guest_window_secs > 0 {
-            let rate = Rate {
-                count: limits.guest_messages,
-                per: Duration::from_secs(u64::from(limits.guest_window_secs)),
-            };
-            self.limit(
-                "guest",
-                format!("gs:{}:{}", key.site(), member_id),
-                Some(rate),
-            )
-            .await?;
+    ) -> Vec<(Guard, Check)> {
+        let mut limits: Vec<(Guard, Check)> = self.ip_limit(ip).into_iter().collect();
+        if let Some(rate) = self.settings.guest_rate {
+            let key = format!("g:{}:{}", key.site(), member_id);
+            limits.push((Guard::Rate("guest"), Check::Hit { key, rate }));
         }
-        Ok(())
+        let own = site.limits;
+        if own.guest_messages > 0 && own.guest_window_secs > 0 {
+            let rate = Rate {
+                count: own.guest_messages,
+                per: Duration::from_secs(u64::from(own.guest_window_secs)),
+            };
+            let key = format!("gs:{}:{}", key.site(), member_id);
+            limits.push((Guard::Rate("guest"), Check::Hit { key, rate }));
+        }
+        limits
     }
 
     /// `GET …/messages?after=`: `NotModified` when `if_none_match` names the

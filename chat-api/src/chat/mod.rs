@@ -21,11 +21,11 @@ use chatty_shared::{Bus, BusMessage};
 use crate::cache::{RoomCaches, TimedCache, SITE_MAX_AGE};
 use crate::error::ApiError;
 use crate::host_token::UserKey;
-use crate::limits::{Decision, Limiter};
+use crate::limits::{Check, Decision, Limiter};
 use crate::metrics::{StoreOp, METRICS};
 use crate::presence::Presence;
 use crate::rules::Rules;
-use crate::store::{Appended, SiteRecord, Store, StoreError};
+use crate::store::{Appended, SiteRecord, Standing, Store, StoreError};
 use crate::token::{now_secs, Claims, TokenError, TokenKeys};
 
 mod admin;
@@ -35,6 +35,7 @@ mod moderation;
 mod node;
 mod presence;
 mod rules;
+mod standing;
 
 pub use moderation::utc;
 
@@ -107,6 +108,14 @@ impl From<Appended> for Written {
     }
 }
 
+/// What a limit guards, for the answer and the metrics: a rate (`ip`,
+/// `guest`) or a room's slow mode.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Guard {
+    Rate(&'static str),
+    SlowMode,
+}
+
 /// One node's chat service.
 pub struct Chat {
     pub(crate) store: Arc<dyn Store>,
@@ -122,6 +131,8 @@ pub struct Chat {
     rules: TimedCache<String, Arc<Rules>>,
     /// Rooms' own slow mode (`None`: the site's).
     room_slow_mode: TimedCache<RoomKey, Option<u32>>,
+    /// Sites' bans and running timeouts (`None`: too many to keep).
+    standing: TimedCache<String, Option<Arc<Standing>>>,
     /// Sites' user-token keys, by site id.
     user_keys: TimedCache<String, Arc<Vec<UserKey>>>,
     bus_up: AtomicBool,
@@ -168,6 +179,7 @@ impl Chat {
             sites: TimedCache::new(SITE_MAX_AGE),
             rules: TimedCache::new(SITE_MAX_AGE),
             room_slow_mode: TimedCache::new(SITE_MAX_AGE),
+            standing: TimedCache::new(SITE_MAX_AGE),
             user_keys: TimedCache::new(SITE_MAX_AGE),
             bus_up: AtomicBool::new(true),
             draining: AtomicBool::new(false),
@@ -281,33 +293,29 @@ impl Chat {
         Ok((key, rec))
     }
 
-    async fn limit(
-        &self,
-        scope: &'static str,
-        key: String,
-        rate: Option<Rate>,
-    ) -> Result<(), ApiError> {
-        let Some(rate) = rate else { return Ok(()) };
-        match self.limiter.hit(&key, rate).await {
-            Decision::Allowed => Ok(()),
-            Decision::Limited { retry_after } => {
-                METRICS.rate_limited.with_label_values(&[scope]).inc();
-                Err(ApiError::RateLimited { retry_after })
+    /// Asks every limit together (one round trip to a shared limiter);
+    /// the first refusal, in the given order, answers.
+    async fn pass(&self, limits: Vec<(Guard, Check)>) -> Result<(), ApiError> {
+        let (guards, checks): (Vec<Guard>, Vec<Check>) = limits.into_iter().unzip();
+        let decisions = self.limiter.check_all(&checks).await;
+        for (guard, decision) in guards.into_iter().zip(decisions) {
+            if let Decision::Limited { retry_after } = decision {
+                return Err(match guard {
+                    Guard::SlowMode => {
+                        METRICS
+                            .rules_applied
+                            .with_label_values(&["slow_mode"])
+                            .inc();
+                        ApiError::SlowMode { retry_after }
+                    }
+                    Guard::Rate(scope) => {
+                        METRICS.rate_limited.with_label_values(&[scope]).inc();
+                        ApiError::RateLimited { retry_after }
+                    }
+                });
             }
         }
-    }
-
-    async fn check_banned(&self, site: &str, member_id: &str) -> Result<(), ApiError> {
-        if self.is_banned(site, member_id).await? {
-            return Err(ApiError::Banned);
-        }
         Ok(())
-    }
-
-    async fn is_banned(&self, site: &str, member_id: &str) -> Result<bool, ApiError> {
-        Ok(self
-            .store_call(StoreOp::IsBanned, self.store.is_banned(site, member_id))
-            .await?)
     }
 
     /// Verifies a guest token for this room.

@@ -2,11 +2,10 @@
 //! whose token carries the moderator role for that room, or the site's
 //! owner with its secret), the actions (delete a message, time a member
 //! out, ban, clear a member's recent messages, the room's slow mode), each
-//! appended to the room's log as an event and to the site's audit, and the
-//! timeout every send checks in the store, so that a node enforces an
-//! action taken on another at once.
-
-use std::time::Duration;
+//! appended to the room's log as an event and to the site's audit. A ban
+//! or timeout publishes the site's bus word, so that every node forgets
+//! its copy of the site's bans and timeouts (`standing.rs`) and enforces
+//! an action taken on another at once.
 
 use chatty_shared::parse_decimal;
 use chatty_shared::wire::{
@@ -146,6 +145,7 @@ impl Chat {
                     self.store.set_timeout(site, member_id, until),
                 )
                 .await?;
+                self.site_changed(site).await;
                 record
             }
             ModerationRequest::Ban { member_id } => {
@@ -153,6 +153,7 @@ impl Chat {
                 self.may_act_on(&actor, site, member_id).await?;
                 self.store_call(StoreOp::Ban, self.store.ban(site, member_id))
                     .await?;
+                self.site_changed(site).await;
                 actor.record(ModerationAction::Ban, Some(member_id), None)
             }
             ModerationRequest::Clear { member_id } => {
@@ -303,32 +304,6 @@ impl Chat {
         Ok(self
             .store_call(StoreOp::Audit, self.store.audit(site, limit))
             .await?)
-    }
-
-    /// 403 `timed_out` (with the time left) while the member is timed out
-    /// on the site; read from the store, so a timeout given on any node
-    /// holds here at once.
-    pub(super) async fn check_timed_out(
-        &self,
-        site: &str,
-        member_id: &str,
-    ) -> Result<(), ApiError> {
-        let until = self
-            .store_call(
-                StoreOp::TimeoutUntil,
-                self.store.timeout_until(site, member_id),
-            )
-            .await?;
-        match until {
-            Some(until) if until > now_ms() => {
-                let left = u64::try_from(until - now_ms()).unwrap_or(0);
-                Err(ApiError::TimedOut {
-                    retry_after: Duration::from_millis(left),
-                    until: utc(until),
-                })
-            }
-            _ => Ok(()),
-        }
     }
 
     /// Records whether a verified member is a moderator of the site, as

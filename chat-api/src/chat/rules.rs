@@ -1,16 +1,17 @@
 //! A site's own rules at work: the site's owner reads and sets them and a
-//! room's own slow mode (site secret); every send passes slow mode, then
-//! the rules on its text. A change is published on the bus (`v1 s
+//! room's own slow mode (site secret); every send passes slow mode (asked
+//! with the send's rate limits), then the rules on its text. A change is published on the bus (`v1 s
 //! {site}`) so that every node forgets its cached settings of the site at
 //! once; a word lost leaves them in force for at most the cache's max age.
 
 use std::sync::Arc;
 
 use chatty_shared::wire::{GuestAccess, RoomSlowMode, SiteRules};
-use chatty_shared::{BusMessage, Decision, RoomKey};
+use chatty_shared::{BusMessage, RoomKey};
 
-use super::Chat;
+use super::{Chat, Guard};
 use crate::error::ApiError;
+use crate::limits::Check;
 use crate::metrics::{StoreOp, METRICS};
 use crate::rules::{self, Checked, Refusal, Rules, RulesError, Sender};
 
@@ -78,9 +79,10 @@ impl Chat {
     }
 
     /// Forgets what this node cached of a site: its record, its rules, its
-    /// user-token keys, its rooms' own slow mode.
+    /// bans and timeouts, its user-token keys, its rooms' own slow mode.
     pub(crate) fn forget_site(&self, site: &str) {
         self.sites.forget_where(|id| id == site);
+        self.standing.forget_where(|id| id == site);
         self.rules.forget_where(|id| id == site);
         self.user_keys.forget_where(|id| id == site);
         self.room_slow_mode.forget_where(|key| key.site() == site);
@@ -90,40 +92,57 @@ impl Chat {
     /// missed).
     pub(super) fn forget_sites(&self) {
         self.sites.forget_where(|_| true);
+        self.standing.forget_where(|_| true);
         self.rules.forget_where(|_| true);
         self.user_keys.forget_where(|_| true);
         self.room_slow_mode.forget_where(|_| true);
     }
 
-    /// What a send must pass once the guest is known not banned: slow mode
-    /// in the room, then the site's rules on the text. Answers the text to
-    /// store (masked, when the site masks).
-    pub(super) async fn obey_rules(
+    /// The site's rules for a sender about to write: 403 `read_only` for
+    /// a guest where the site's guests only read.
+    pub(super) async fn rules_for(
         &self,
-        key: &RoomKey,
-        member_id: &str,
+        site: &str,
         sender: Sender,
-        text: String,
-    ) -> Result<String, ApiError> {
-        let rules = self.compiled_rules(key.site()).await?;
+    ) -> Result<Arc<Rules>, ApiError> {
+        let rules = self.compiled_rules(site).await?;
         if !sender.verified && rules.source().guests == GuestAccess::Read {
             return Err(ApiError::ReadOnly);
         }
-        if sender.is_slowed() {
-            let secs = match self.own_slow_mode(key).await? {
-                Some(secs) => secs,
-                None => rules.source().slow_mode_secs,
-            };
-            if let Some(period) = rules::slow_mode(secs) {
-                let slot = format!("sm:{key}:{member_id}");
-                if let Decision::Limited { retry_after } =
-                    self.limiter.cooldown(&slot, period).await
-                {
-                    counted("slow_mode");
-                    return Err(ApiError::SlowMode { retry_after });
-                }
-            }
+        Ok(rules)
+    }
+
+    /// The room's slow mode for this sender, as a limit to pass with the
+    /// send's others; `None` when the room is not slowed or the sender is
+    /// a moderator.
+    pub(super) async fn slow_mode_limit(
+        &self,
+        key: &RoomKey,
+        rules: &Rules,
+        member_id: &str,
+        sender: Sender,
+    ) -> Result<Option<(Guard, Check)>, ApiError> {
+        if !sender.is_slowed() {
+            return Ok(None);
         }
+        let secs = match self.own_slow_mode(key).await? {
+            Some(secs) => secs,
+            None => rules.source().slow_mode_secs,
+        };
+        Ok(rules::slow_mode(secs).map(|period| {
+            let key = format!("sm:{key}:{member_id}");
+            (Guard::SlowMode, Check::Cooldown { key, period })
+        }))
+    }
+
+    /// The site's rules on a message's text: the text to store (masked,
+    /// where the site masks) or the refusal.
+    pub(super) fn apply_rules(
+        &self,
+        rules: &Rules,
+        sender: Sender,
+        text: String,
+    ) -> Result<String, ApiError> {
         match rules.apply(&text, sender) {
             Ok(Checked::Clean) => Ok(text),
             Ok(Checked::Masked(masked)) => {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use chatty_shared::Rate;
 
-use super::{Decision, Limiter};
+use super::{Check, Decision, Limiter};
 
 fn key(name: &str) -> String {
     format!("{name}:{:08x}", rand::random::<u32>())
@@ -20,6 +20,47 @@ pub(crate) async fn run_all(l: Arc<dyn Limiter>) {
     concurrent_hits(l.clone()).await;
     cooldown_one_hit_per_period(&*l).await;
     concurrent_cooldown(l.clone()).await;
+    checks_together(&*l).await;
+}
+
+/// Checks asked together answer in order, each as if asked alone, and
+/// each counts whatever the others answer.
+async fn checks_together(l: &dyn Limiter) {
+    let (a, b, c) = (key("all-a"), key("all-b"), key("all-c"));
+    let one = Rate {
+        count: 1,
+        per: Duration::from_secs(10),
+    };
+    let period = Duration::from_secs(10);
+    let checks = [
+        Check::Hit {
+            key: a.clone(),
+            rate: one,
+        },
+        Check::Hit {
+            key: b.clone(),
+            rate: Rate { count: 2, ..one },
+        },
+        Check::Cooldown {
+            key: c.clone(),
+            period,
+        },
+    ];
+    let first = l.check_all(&checks).await;
+    assert_eq!(first, vec![Decision::Allowed; 3]);
+    let second = l.check_all(&checks).await;
+    assert!(matches!(second[0], Decision::Limited { .. }), "{second:?}");
+    assert_eq!(second[1], Decision::Allowed, "b counts on though a refused");
+    assert!(matches!(second[2], Decision::Limited { .. }), "{second:?}");
+    assert!(matches!(
+        l.hit(&b, Rate { count: 2, ..one }).await,
+        Decision::Limited { .. }
+    ));
+    assert!(matches!(
+        l.cooldown(&c, period).await,
+        Decision::Limited { .. }
+    ));
+    assert!(l.check_all(&[]).await.is_empty());
 }
 
 /// A cooldown lets one hit through per period and tells the time left.

@@ -23,6 +23,15 @@ mod redis;
 pub use chatty_shared::Decision;
 pub use redis::RedisLimiter;
 
+/// One limit a request must pass.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Check {
+    /// A hit on `key`'s sliding window, against `rate`.
+    Hit { key: String, rate: Rate },
+    /// One hit on `key` per `period` (slow mode).
+    Cooldown { key: String, period: Duration },
+}
+
 /// A rate limiter.
 #[async_trait]
 pub trait Limiter: Send + Sync + 'static {
@@ -33,6 +42,20 @@ pub trait Limiter: Send + Sync + 'static {
     /// every hit inside it is refused with the time left (refused hits do
     /// not extend it).
     async fn cooldown(&self, key: &str, period: Duration) -> Decision;
+
+    /// Every check together (one round trip to a shared backend), answered
+    /// in order. Each check counts as if asked alone, whatever the others
+    /// answer.
+    async fn check_all(&self, checks: &[Check]) -> Vec<Decision> {
+        let mut decisions = Vec::with_capacity(checks.len());
+        for check in checks {
+            decisions.push(match check {
+                Check::Hit { key, rate } => self.hit(key, *rate).await,
+                Check::Cooldown { key, period } => self.cooldown(key, *period).await,
+            });
+        }
+        decisions
+    }
 }
 
 /// Default cap on the keys [`InProcessLimiter`] tracks.

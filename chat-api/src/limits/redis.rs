@@ -13,8 +13,8 @@ use async_trait::async_trait;
 use chatty_shared::per_ms;
 use chatty_shared::Rate;
 
-use super::{Decision, InProcessLimiter, Limiter};
-use crate::redis::{BoundedClient, CallError, Script};
+use super::{Check, Decision, InProcessLimiter, Limiter};
+use crate::redis::{BoundedClient, Call, CallError, Script};
 
 /// Upper bound on one Redis round trip before falling back.
 const CALL_TIMEOUT: Duration = Duration::from_millis(300);
@@ -98,29 +98,45 @@ impl RedisLimiter {
         }))
     }
 
-    async fn shared(&self, key: &str, rate: Rate) -> Result<Decision, CallError> {
-        let wait: i64 = self
-            .redis
-            .run(
-                &HIT,
-                vec![format!("{}l:{key}:", self.prefix)],
-                vec![rate.count.to_string(), per_ms(rate).to_string()],
-            )
-            .await?;
-        Ok(decision(wait))
+    /// The script run of a check.
+    fn call(&self, check: &Check) -> Call<'static> {
+        match check {
+            Check::Hit { key, rate } => Call {
+                script: &HIT,
+                keys: vec![format!("{}l:{key}:", self.prefix)],
+                args: vec![rate.count.to_string(), per_ms(*rate).to_string()],
+            },
+            Check::Cooldown { key, period } => {
+                let ms = u64::try_from(period.as_millis()).unwrap_or(u64::MAX).max(1);
+                Call {
+                    script: &COOLDOWN,
+                    keys: vec![format!("{}c:{key}", self.prefix)],
+                    args: vec![ms.to_string()],
+                }
+            }
+        }
     }
 
-    async fn shared_cooldown(&self, key: &str, period: Duration) -> Result<Decision, CallError> {
-        let ms = u64::try_from(period.as_millis()).unwrap_or(u64::MAX).max(1);
-        let wait: i64 = self
-            .redis
-            .run(
-                &COOLDOWN,
-                vec![format!("{}c:{key}", self.prefix)],
-                vec![ms.to_string()],
-            )
-            .await?;
-        Ok(decision(wait))
+    async fn shared(&self, checks: &[Check]) -> Result<Vec<Decision>, CallError> {
+        let calls: Vec<Call<'_>> = checks.iter().map(|c| self.call(c)).collect();
+        let waits: Vec<i64> = match calls.as_slice() {
+            [] => Vec::new(),
+            [one] => vec![
+                self.redis
+                    .run(one.script, one.keys.clone(), one.args.clone())
+                    .await?,
+            ],
+            _ => self.redis.run_pipelined(&calls).await?,
+        };
+        Ok(waits.into_iter().map(decision).collect())
+    }
+
+    /// This node's own answer to a check, while Redis does not answer.
+    fn fallback(&self, check: &Check) -> Decision {
+        match check {
+            Check::Hit { key, rate } => self.fallback.check(key, *rate),
+            Check::Cooldown { key, period } => self.fallback.check_cooldown(key, *period),
+        }
     }
 }
 
@@ -137,21 +153,28 @@ fn decision(wait: i64) -> Decision {
 #[async_trait]
 impl Limiter for RedisLimiter {
     async fn hit(&self, key: &str, rate: Rate) -> Decision {
-        match self.shared(key, rate).await {
-            Ok(d) => d,
-            Err(e) => {
-                tracing::debug!(error = %e, "rate limits: Redis unavailable, counting on this node");
-                self.fallback.check(key, rate)
-            }
-        }
+        let check = Check::Hit {
+            key: key.to_owned(),
+            rate,
+        };
+        self.check_all(std::slice::from_ref(&check)).await[0]
     }
 
     async fn cooldown(&self, key: &str, period: Duration) -> Decision {
-        match self.shared_cooldown(key, period).await {
-            Ok(d) => d,
+        let check = Check::Cooldown {
+            key: key.to_owned(),
+            period,
+        };
+        self.check_all(std::slice::from_ref(&check)).await[0]
+    }
+
+    /// One pipelined round trip for all the checks.
+    async fn check_all(&self, checks: &[Check]) -> Vec<Decision> {
+        match self.shared(checks).await {
+            Ok(decisions) => decisions,
             Err(e) => {
-                tracing::debug!(error = %e, "cooldowns: Redis unavailable, counting on this node");
-                self.fallback.check_cooldown(key, period)
+                tracing::debug!(error = %e, "rate limits: Redis unavailable, counting on this node");
+                checks.iter().map(|c| self.fallback(c)).collect()
             }
         }
     }

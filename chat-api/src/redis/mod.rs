@@ -12,7 +12,7 @@ use fred::types::FromValue;
 
 mod script;
 
-pub(crate) use script::Script;
+pub(crate) use script::{Call, Script};
 
 /// Why a bounded Redis call failed.
 #[derive(Debug, thiserror::Error)]
@@ -78,6 +78,15 @@ impl BoundedClient {
         args: Vec<String>,
     ) -> Result<R, CallError> {
         self.bounded(script.run(&self.client, keys, args)).await
+    }
+
+    /// Runs every call in one pipelined round trip, answers in order.
+    pub(crate) async fn run_pipelined<R: FromValue>(
+        &self,
+        calls: &[Call<'_>],
+    ) -> Result<Vec<R>, CallError> {
+        self.bounded(script::run_pipelined(&self.client, calls))
+            .await
     }
 
     async fn bounded<R>(

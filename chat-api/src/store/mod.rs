@@ -38,7 +38,7 @@ mod mysql;
 mod rows;
 mod sqlite;
 
-pub use moderation::{Moderation, ModerationStore, MAX_AUDIT_LIMIT};
+pub use moderation::{Moderation, ModerationStore, Standing, MAX_AUDIT_LIMIT};
 pub use mysql::MysqlStore;
 pub use sqlite::SqliteStore;
 

@@ -5,6 +5,8 @@
 //! (`sqlite/moderation.rs`, `mysql/moderation.rs`) on tables of their own
 //! (`audit`, `timeouts`, `moderators`).
 
+use std::collections::{HashMap, HashSet};
+
 use async_trait::async_trait;
 use chatty_shared::wire::{AuditEntry, Event, EventKind, ModerationAction};
 use chatty_shared::RoomKey;
@@ -87,6 +89,30 @@ pub(super) fn action_from_code(code: i64) -> Result<ModerationAction, StoreError
     })
 }
 
+/// Who may not write on a site at one moment: its banned members and the
+/// members whose timeout had not ended.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Standing {
+    pub banned: HashSet<String>,
+    /// Each timed-out member's end of timeout, in ms since the Unix epoch.
+    pub timed_out: HashMap<String, i64>,
+}
+
+impl Standing {
+    /// Builds it from the rows read, or `None` when either list holds more
+    /// than `max` (the reader asked for one more to tell).
+    pub(super) fn bounded(
+        banned: Vec<String>,
+        timed_out: Vec<(String, i64)>,
+        max: usize,
+    ) -> Option<Standing> {
+        (banned.len() <= max && timed_out.len() <= max).then(|| Standing {
+            banned: banned.into_iter().collect(),
+            timed_out: timed_out.into_iter().collect(),
+        })
+    }
+}
+
 /// Most audit lines one read answers.
 pub const MAX_AUDIT_LIMIT: usize = 1000;
 
@@ -117,6 +143,15 @@ pub trait ModerationStore: Send + Sync + 'static {
     /// When the member's timeout ends (it may be over already); `None`
     /// when never timed out.
     async fn timeout_until(&self, site: &str, member_id: &str) -> Result<Option<i64>, StoreError>;
+    /// The site's banned members and the timeouts not ended at `now_ms`;
+    /// `None` when the site has more than `max` of either (the caller then
+    /// asks per member).
+    async fn standing(
+        &self,
+        site: &str,
+        now_ms: i64,
+        max: usize,
+    ) -> Result<Option<Standing>, StoreError>;
     /// Records whether a verified member of a site is a moderator (as its
     /// last user token said).
     async fn set_moderator(

@@ -5,7 +5,7 @@
 use chatty_shared::wire::{EventKind, ModerationAction};
 use chatty_shared::RoomKey;
 
-use super::Moderation;
+use super::{Moderation, Standing};
 use crate::store::conformance::message;
 use crate::store::Store;
 
@@ -28,6 +28,7 @@ fn by_moderator(action: ModerationAction, member: Option<&str>, secs: Option<u32
 pub(crate) async fn run_all(store: &dyn Store) {
     events_and_audit(store).await;
     timeouts(store).await;
+    standing(store).await;
     moderators(store).await;
 }
 
@@ -122,6 +123,28 @@ async fn timeouts(store: &dyn Store) {
     assert_eq!(store.timeout_until(&site, "g1").await.unwrap(), Some(500));
     assert_eq!(store.timeout_until(&site, "g2").await.unwrap(), None);
     assert_eq!(store.timeout_until(&other, "g1").await.unwrap(), None);
+}
+
+/// A site's bans and running timeouts in one read, per site, bounded.
+async fn standing(store: &dyn Store) {
+    let site = unique("st");
+    let empty = store.standing(&site, 1_000, 2).await.unwrap().unwrap();
+    assert_eq!(empty, Standing::default());
+    store.ban(&site, "g1").await.unwrap();
+    store.ban(&unique("st"), "g9").await.unwrap();
+    store.set_timeout(&site, "g2", 2_000).await.unwrap();
+    store.set_timeout(&site, "g3", 500).await.unwrap();
+    let now = store.standing(&site, 1_000, 2).await.unwrap().unwrap();
+    assert_eq!(now.banned, ["g1".to_owned()].into_iter().collect());
+    assert_eq!(
+        now.timed_out,
+        [("g2".to_owned(), 2_000)].into_iter().collect()
+    );
+    store.ban(&site, "g4").await.unwrap();
+    store.ban(&site, "g5").await.unwrap();
+    assert_eq!(store.standing(&site, 1_000, 2).await.unwrap(), None);
+    let all = store.standing(&site, 1_000, 3).await.unwrap().unwrap();
+    assert_eq!(all.banned.len(), 3);
 }
 
 /// Moderators per site, recorded and forgotten (idempotently).

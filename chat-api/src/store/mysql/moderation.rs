@@ -9,7 +9,9 @@ use mysql_async::Row;
 
 use super::log::{insert_event, lock_new_room};
 use super::{db_error, decode, MysqlStore};
-use crate::store::moderation::{action_code, action_from_code, Moderation, ModerationStore};
+use crate::store::moderation::{
+    action_code, action_from_code, Moderation, ModerationStore, Standing,
+};
 use crate::store::rows::limit_to_i64;
 use crate::store::{Appended, StoreError};
 
@@ -140,6 +142,35 @@ impl ModerationStore for MysqlStore {
                 .map_err(db_error)?;
             row.map(|r| decode::<(i64,)>(r).map(|(until,)| until))
                 .transpose()
+        })
+        .await
+    }
+
+    async fn standing(
+        &self,
+        site: &str,
+        now_ms: i64,
+        max: usize,
+    ) -> Result<Option<Standing>, StoreError> {
+        let over = limit_to_i64(max.saturating_add(1));
+        self.read(|s| async move {
+            let mut conn = s.conn().await?;
+            let banned: Vec<String> = conn
+                .exec(
+                    "SELECT member_id FROM bans WHERE site = ? LIMIT ?",
+                    (site, over),
+                )
+                .await
+                .map_err(db_error)?;
+            let timed_out: Vec<(String, i64)> = conn
+                .exec(
+                    "SELECT member_id, until_ms FROM timeouts
+                     WHERE site = ? AND until_ms > ? LIMIT ?",
+                    (site, now_ms, over),
+                )
+                .await
+                .map_err(db_error)?;
+            Ok(Standing::bounded(banned, timed_out, max))
         })
         .await
     }

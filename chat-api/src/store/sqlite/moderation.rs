@@ -7,7 +7,9 @@ use chatty_shared::RoomKey;
 use rusqlite::{params, OptionalExtension, TransactionBehavior};
 
 use super::{failed, insert_event, room_row, SqliteStore};
-use crate::store::moderation::{action_code, action_from_code, Moderation, ModerationStore};
+use crate::store::moderation::{
+    action_code, action_from_code, Moderation, ModerationStore, Standing,
+};
 use crate::store::rows::{limit_to_i64, new_epoch, seq_to_i64};
 use crate::store::{Appended, StoreError};
 
@@ -187,6 +189,37 @@ impl ModerationStore for SqliteStore {
             )
             .optional()
             .map_err(failed)
+        })
+        .await
+    }
+
+    async fn standing(
+        &self,
+        site: &str,
+        now_ms: i64,
+        max: usize,
+    ) -> Result<Option<Standing>, StoreError> {
+        let site = site.to_owned();
+        let over = limit_to_i64(max.saturating_add(1));
+        self.read(move |c| {
+            let banned = c
+                .prepare_cached("SELECT member_id FROM bans WHERE site = ?1 LIMIT ?2")
+                .and_then(|mut st| {
+                    st.query_map(params![site, over], |r| r.get(0))?
+                        .collect::<Result<Vec<String>, _>>()
+                })
+                .map_err(failed)?;
+            let timed_out = c
+                .prepare_cached(
+                    "SELECT member_id, until_ms FROM timeouts
+                     WHERE site = ?1 AND until_ms > ?2 LIMIT ?3",
+                )
+                .and_then(|mut st| {
+                    st.query_map(params![site, now_ms, over], |r| Ok((r.get(0)?, r.get(1)?)))?
+                        .collect::<Result<Vec<(String, i64)>, _>>()
+                })
+                .map_err(failed)?;
+            Ok(Standing::bounded(banned, timed_out, max))
         })
         .await
     }
