@@ -37,6 +37,8 @@ pub(super) const JOIN_ATTEMPTS: u32 = 3;
 pub struct Plan {
     pub guests: usize,
     pub rooms: usize,
+    /// Rooms are `{room_prefix}-0`, `{room_prefix}-1`, …
+    pub room_prefix: String,
     pub duration: Duration,
     pub send_rate: f64,
     pub arrivals: Arrivals,
@@ -228,7 +230,9 @@ impl Ctx {
         let window_start = t0 + plan.ramp;
         let window_end = window_start + plan.duration;
         let assignment = assign_rooms(plan.guests, plan.rooms, plan.seed);
-        let names: Vec<String> = (0..plan.rooms).map(|k| format!("load-{k}")).collect();
+        let names: Vec<String> = (0..plan.rooms)
+            .map(|k| format!("{}-{k}", plan.room_prefix))
+            .collect();
         let (clients, edges, nchan) = match target {
             Target::Chatty { clients, edges } => {
                 assert!(!clients.is_empty(), "a run needs at least one client");

@@ -73,6 +73,10 @@ pub struct LoadArgs {
     /// Zipf-like (s = 1), so a few rooms are big and most are small.
     #[arg(long, default_value_t = 10)]
     pub rooms: usize,
+    /// What the rooms' names start with, so that two runs side by side
+    /// (a hot room beside a crowd, say) keep to rooms of their own.
+    #[arg(long, default_value = "load")]
+    pub room_prefix: String,
     /// Length of the measured window, after the ramp (e.g. 60s, 5m).
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     pub duration: Duration,
@@ -159,6 +163,13 @@ impl LoadArgs {
         }
         if !chatty_shared::is_valid_site(self.site.as_bytes()) {
             return Err(format!("--site {:?}: not a valid site id", self.site));
+        }
+        let last_room = format!("{}-{}", self.room_prefix, self.rooms.saturating_sub(1));
+        if chatty_shared::RoomKey::new(&self.site, &last_room).is_err() {
+            return Err(format!(
+                "--room-prefix {:?}: {last_room:?} is not a valid room name",
+                self.room_prefix
+            ));
         }
         if self.guests == 0 || self.rooms == 0 {
             return Err("--guests and --rooms must be at least 1".into());
@@ -334,6 +345,7 @@ fn plan(args: &LoadArgs) -> Plan {
     Plan {
         guests: args.guests,
         rooms: args.rooms,
+        room_prefix: args.room_prefix.clone(),
         duration: args.duration,
         send_rate: args.send_rate,
         arrivals: args.arrivals,
