@@ -78,6 +78,17 @@ pub struct Config {
     #[arg(long, env = "CHATTY_STORE_TIMEOUT", default_value = "600ms", value_parser = parse_duration)]
     pub store_timeout: Duration,
 
+    /// Most sends one store transaction holds (group commit): a node's
+    /// sends queue to one writer, which stores what has queued, up to this
+    /// many, in one transaction. 1: one send per transaction.
+    #[arg(long, env = "CHATTY_SEND_BATCH", default_value_t = DEFAULT_SEND_BATCH)]
+    pub send_batch: usize,
+
+    /// How long the writer waits for more sends to fill a batch, beyond
+    /// those queued already (`0ms`: never).
+    #[arg(long, env = "CHATTY_SEND_BATCH_WAIT", default_value = "2ms", value_parser = parse_duration)]
+    pub send_batch_wait: Duration,
+
     /// On SIGTERM, the node first answers /readyz with 503 and keeps serving
     /// for this long, so that edges (health checks every second) take it out
     /// of rotation before it stops accepting.
@@ -102,6 +113,12 @@ pub struct Config {
     #[arg(long, env = "CHATTY_WORKERS")]
     pub workers: Option<usize>,
 }
+
+/// Default of --send-batch.
+pub const DEFAULT_SEND_BATCH: usize = 64;
+
+/// Longest accepted --send-batch-wait.
+pub const MAX_SEND_BATCH_WAIT: Duration = Duration::from_millis(100);
 
 /// Largest accepted --max-text-bytes (a message must fit the 16 KiB body).
 pub const MAX_TEXT_BYTES_LIMIT: u32 = 8000;
@@ -129,6 +146,8 @@ impl Config {
             presence_ttl: Duration::from_secs(30),
             max_text_bytes: 2000,
             store_timeout: Duration::from_millis(600),
+            send_batch: DEFAULT_SEND_BATCH,
+            send_batch_wait: Duration::from_millis(2),
             drain_delay: Duration::from_millis(2500),
             drain_timeout: Duration::from_secs(10),
             node_name: None,
@@ -209,6 +228,18 @@ impl Config {
         if self.store_timeout.is_zero() {
             return bad("--store-timeout must be positive".into());
         }
+        if self.send_batch == 0 || self.send_batch > crate::store::MAX_BATCH {
+            return bad(format!(
+                "--send-batch must be 1..={}",
+                crate::store::MAX_BATCH
+            ));
+        }
+        if self.send_batch_wait > MAX_SEND_BATCH_WAIT || self.send_batch_wait >= self.store_timeout
+        {
+            return bad(format!(
+                "--send-batch-wait must be at most {MAX_SEND_BATCH_WAIT:?} and below --store-timeout"
+            ));
+        }
         if let Some(n) = &self.node_name {
             if n.is_empty() || n.len() > MAX_NODE_LEN || !n.bytes().all(|b| b.is_ascii_graphic()) {
                 return bad(format!(
@@ -271,6 +302,34 @@ mod tests {
         assert!(parse(&["--guest-rate", "x"]).is_err());
         assert!(parse(&["--store-timeout", "5"]).is_err());
         assert!(parse(&["--log-format", "xml"]).is_err());
+        let c = parse(&["--send-batch", "1", "--send-batch-wait", "0ms"]).unwrap();
+        assert_eq!((c.send_batch, c.send_batch_wait), (1, Duration::ZERO));
+        assert!(c.validate().is_ok());
+        let c = parse(&[]).unwrap();
+        assert_eq!(
+            (c.send_batch, c.send_batch_wait),
+            (DEFAULT_SEND_BATCH, Duration::from_millis(2))
+        );
+        assert!(parse(&["--send-batch", "-1"]).is_err());
+        assert!(parse(&["--send-batch-wait", "2"]).is_err());
+    }
+
+    #[test]
+    fn send_batch_limits() {
+        let check = |batch: usize, wait_ms: u64, store_ms: u64, ok: bool| {
+            let mut c = Config::embedded("x");
+            c.send_batch = batch;
+            c.send_batch_wait = Duration::from_millis(wait_ms);
+            c.store_timeout = Duration::from_millis(store_ms);
+            assert_eq!(c.validate().is_ok(), ok, "{batch} {wait_ms}ms {store_ms}ms");
+        };
+        check(1, 0, 600, true);
+        check(64, 2, 600, true);
+        check(crate::store::MAX_BATCH, 100, 600, true);
+        check(0, 2, 600, false);
+        check(crate::store::MAX_BATCH + 1, 2, 600, false);
+        check(64, 101, 600, false);
+        check(64, 50, 50, false);
     }
 
     #[test]

@@ -16,7 +16,7 @@ use super::{presence_down, Chat, Poll, Polled, Written, JOIN_MESSAGES, PAGE_SIZE
 use crate::cache::VersionCache;
 use crate::error::ApiError;
 use crate::host_token;
-use crate::metrics::{StoreOp, METRICS};
+use crate::metrics::StoreOp;
 use crate::rules::Sender;
 use crate::secrets;
 use crate::store::{NewMessage, SiteRecord};
@@ -245,13 +245,7 @@ impl Chat {
             client_id,
             at_ms: now_ms(),
         };
-        let appended = self
-            .store_call(StoreOp::Append, self.store.append_message(&key, msg))
-            .await?;
-        if appended.created {
-            METRICS.messages_stored.inc();
-            self.room_moved(&key, appended.version).await;
-        }
+        let appended = self.writer.append(key, msg).await?;
         Ok(appended.into())
     }
 

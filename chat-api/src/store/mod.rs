@@ -211,7 +211,8 @@ pub trait Store: ModerationStore + Send + Sync + 'static {
     async fn remove_user_key(&self, site: &str, kid: &str) -> Result<(), StoreError>;
     /// Appends a message, or returns the original for a retried
     /// `(member_id, client_id)`. Durable when it returns `Ok`. A batch of
-    /// one.
+    /// one; the API itself only writes batches (`chat/writer.rs`).
+    #[cfg(test)]
     async fn append_message(&self, key: &RoomKey, msg: NewMessage) -> Result<Appended, StoreError> {
         let mut answers = self.append_messages(&[(key.clone(), msg)]).await?;
         answers
