@@ -258,6 +258,20 @@ async fn lock_batch_rooms(
     ))
 }
 
+/// An event row with its room first: site, room, then [`RawEvent`]'s columns.
+type RoomEventRow = (
+    String,
+    String,
+    u64,
+    u8,
+    String,
+    String,
+    String,
+    Option<String>,
+    Option<u64>,
+    i64,
+);
+
 /// The stored messages the batch names, by identity, in one statement.
 async fn find_stored(
     tx: &mut Transaction<'_>,
@@ -285,18 +299,8 @@ async fn find_stored(
     let rows: Vec<Row> = tx.exec(sql, params).await.map_err(db_error)?;
     let mut stored = HashMap::with_capacity(rows.len());
     for row in rows {
-        let (site, room, seq, kind, member_id, nick, text, client_id, deletes, at_ms): (
-            String,
-            String,
-            u64,
-            u8,
-            String,
-            String,
-            String,
-            Option<String>,
-            Option<u64>,
-            i64,
-        ) = decode(row)?;
+        let (site, room, seq, kind, member_id, nick, text, client_id, deletes, at_ms): RoomEventRow =
+            decode(row)?;
         let key = RoomKey::new(&site, &room)
             .map_err(|e| StoreError::Corrupt(format!("stored room {site}/{room}: {e}")))?;
         let event =
