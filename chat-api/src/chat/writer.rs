@@ -324,6 +324,18 @@ mod tests {
         RoomKey::new("demo", room).unwrap()
     }
 
+    /// Yields until `done`, for at most 10 s.
+    async fn until(what: &str, done: impl Fn() -> bool) {
+        let start = std::time::Instant::now();
+        while !done() {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "waited too long for {what}"
+            );
+            tokio::task::yield_now().await;
+        }
+    }
+
     /// Holds the store while `n` sends (`room`, client id) queue behind a
     /// first one, then lets go; returns every answer, the first one's first.
     async fn queued_behind_one(
@@ -336,9 +348,7 @@ mod tests {
             let w = w.clone();
             tokio::spawn(async move { w.append(key("lobby"), message("m0", "first", "x")).await })
         };
-        while r.batches.load(Ordering::SeqCst) == 0 {
-            tokio::task::yield_now().await;
-        }
+        until("the first batch", || r.batches.load(Ordering::SeqCst) > 0).await;
         let mut rest = Vec::new();
         for (k, client) in sends {
             let w = w.clone();
@@ -347,9 +357,10 @@ mod tests {
             }));
         }
         // Every send is queued before the store is let go.
-        while w.queue.capacity() + rest.len() > w.queue.max_capacity() {
-            tokio::task::yield_now().await;
-        }
+        until("the sends queued", || {
+            w.queue.capacity() + rest.len() <= w.queue.max_capacity()
+        })
+        .await;
         drop(gate);
         let mut out = vec![first.await.unwrap()];
         for t in rest {
@@ -477,9 +488,7 @@ mod tests {
                     .await
             }));
         }
-        while w.queue.capacity() > 0 {
-            tokio::task::yield_now().await;
-        }
+        until("a full queue", || w.queue.capacity() == 0).await;
         let refused = w.append(key("lobby"), message("m1", "late", "x")).await;
         assert!(matches!(refused, Err(WriteError::Full)));
         assert!(matches!(
