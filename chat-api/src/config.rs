@@ -89,6 +89,13 @@ pub struct Config {
     #[arg(long, env = "CHATTY_SEND_BATCH_WAIT", default_value = "2ms", value_parser = parse_duration)]
     pub send_batch_wait: Duration,
 
+    /// Most batches of sends in store transactions at once (each on its own
+    /// connection; batches naming the same room wait on its row lock). With
+    /// --send-batch 1, more than one gives one transaction per send side by
+    /// side, as before group commit.
+    #[arg(long, env = "CHATTY_SEND_BATCHES_IN_FLIGHT", default_value_t = DEFAULT_SEND_BATCHES_IN_FLIGHT)]
+    pub send_batches_in_flight: usize,
+
     /// On SIGTERM, the node first answers /readyz with 503 and keeps serving
     /// for this long, so that edges (health checks every second) take it out
     /// of rotation before it stops accepting.
@@ -116,6 +123,13 @@ pub struct Config {
 
 /// Default of --send-batch.
 pub const DEFAULT_SEND_BATCH: usize = 64;
+
+/// Default of --send-batches-in-flight.
+pub const DEFAULT_SEND_BATCHES_IN_FLIGHT: usize = 1;
+
+/// Most accepted --send-batches-in-flight: half of a node's MySQL
+/// connections, so that reads still find one.
+pub const MAX_SEND_BATCHES_IN_FLIGHT: usize = 8;
 
 /// Longest accepted --send-batch-wait.
 pub const MAX_SEND_BATCH_WAIT: Duration = Duration::from_millis(100);
@@ -148,6 +162,7 @@ impl Config {
             store_timeout: Duration::from_millis(600),
             send_batch: DEFAULT_SEND_BATCH,
             send_batch_wait: Duration::from_millis(2),
+            send_batches_in_flight: DEFAULT_SEND_BATCHES_IN_FLIGHT,
             drain_delay: Duration::from_millis(2500),
             drain_timeout: Duration::from_secs(10),
             node_name: None,
@@ -240,6 +255,13 @@ impl Config {
                 "--send-batch-wait must be at most {MAX_SEND_BATCH_WAIT:?} and below --store-timeout"
             ));
         }
+        if self.send_batches_in_flight == 0
+            || self.send_batches_in_flight > MAX_SEND_BATCHES_IN_FLIGHT
+        {
+            return bad(format!(
+                "--send-batches-in-flight must be 1..={MAX_SEND_BATCHES_IN_FLIGHT}"
+            ));
+        }
         if let Some(n) = &self.node_name {
             if n.is_empty() || n.len() > MAX_NODE_LEN || !n.bytes().all(|b| b.is_ascii_graphic()) {
                 return bad(format!(
@@ -330,6 +352,21 @@ mod tests {
         check(crate::store::MAX_BATCH + 1, 2, 600, false);
         check(64, 101, 600, false);
         check(64, 50, 50, false);
+        let in_flight = |n: usize| {
+            let mut c = Config::embedded("x");
+            c.send_batches_in_flight = n;
+            c.validate().is_ok()
+        };
+        assert_eq!(
+            [
+                0,
+                1,
+                MAX_SEND_BATCHES_IN_FLIGHT,
+                MAX_SEND_BATCHES_IN_FLIGHT + 1
+            ]
+            .map(in_flight),
+            [false, true, true, false]
+        );
     }
 
     #[test]

@@ -122,6 +122,7 @@ impl App {
             store_timeout: config.store_timeout,
             send_batch: config.send_batch,
             send_batch_wait: config.send_batch_wait,
+            send_batches_in_flight: config.send_batches_in_flight,
             presence_ttl: config.presence_ttl,
             max_text_bytes: config.max_text_bytes,
             guest_rate: config.guest_rate.0,

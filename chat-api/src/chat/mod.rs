@@ -56,6 +56,8 @@ pub(crate) struct Settings {
     pub send_batch: usize,
     /// How long the writer waits for more sends to fill a batch.
     pub send_batch_wait: Duration,
+    /// Most batches in flight at once.
+    pub send_batches_in_flight: usize,
     pub presence_ttl: Duration,
     pub max_text_bytes: u32,
     pub guest_rate: Option<Rate>,
@@ -168,6 +170,7 @@ impl Chat {
             max: settings.send_batch,
             wait: settings.send_batch_wait,
             max_queued: settings.store_timeout,
+            in_flight: settings.send_batches_in_flight,
         });
         Self {
             store,

@@ -1,27 +1,28 @@
 //! The node's writer: group commit of sends. Every send of the node queues
 //! here; one task takes what has queued (what arrived while the previous
-//! transaction was in flight, waiting up to `--send-batch-wait` for more,
-//! at most `--send-batch` sends), stores it with one
+//! transactions were in flight, waiting up to `--send-batch-wait` for more,
+//! at most `--send-batch` sends) whenever fewer than
+//! `--send-batches-in-flight` batches are in flight, stores it with one
 //! [`Store::append_messages`](crate::store::Store::append_messages) under
 //! the store timeout, answers every sender only after the commit, and then
 //! publishes one bump per room with the room's newest version.
 //!
-//! Bounded everywhere: the queue holds at most [`QUEUE_BATCHES`] batches
-//! (a send finding it full is refused with 503 at once), and a send that
+//! Bounded everywhere: the queue holds [`queue_len`] sends (a send finding
+//! it full is refused with 503 at once), and a send that
 //! waited in the queue longer than the store timeout is refused without
 //! being stored, so a sender waits at most about twice the store timeout.
 //! A failed batch stores nothing (the store writes all of it or none) and
 //! every one of its senders gets the failure.
 
 use std::collections::BTreeMap;
-use std::sync::Weak;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chatty_shared::RoomKey;
 use chatty_shared::RoomVersion;
 use parking_lot::Mutex;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -30,8 +31,17 @@ use crate::error::ApiError;
 use crate::metrics::{StoreOp, METRICS};
 use crate::store::{Appended, NewMessage, StoreError};
 
-/// Batches the queue holds: `QUEUE_BATCHES × --send-batch` sends.
-pub(crate) const QUEUE_BATCHES: usize = 16;
+/// Sends the queue holds at least, whatever the batch size: a node's
+/// concurrent sends wait here rather than being refused (each at most
+/// [`MAX_TEXT_BYTES_LIMIT`](crate::config::MAX_TEXT_BYTES_LIMIT) of text:
+/// a few MiB at most).
+pub(crate) const MIN_QUEUE: usize = 1024;
+
+/// The queue's length for batches of `max`: [`MIN_QUEUE`], or four
+/// batches when that is more.
+pub(crate) fn queue_len(max: usize) -> usize {
+    MIN_QUEUE.max(max.saturating_mul(4))
+}
 
 /// How the writer forms batches.
 #[derive(Debug, Clone, Copy)]
@@ -43,6 +53,8 @@ pub(crate) struct BatchLimits {
     /// A send queued longer than this is refused unstored (the store
     /// timeout).
     pub max_queued: Duration,
+    /// Most batches in flight at once (`--send-batches-in-flight`).
+    pub in_flight: usize,
 }
 
 /// Why a send was not stored (every one a 503 to the guest).
@@ -123,7 +135,7 @@ impl std::fmt::Debug for Writer {
 
 impl Writer {
     pub(crate) fn new(limits: BatchLimits) -> Writer {
-        let (queue, rx) = mpsc::channel(limits.max.max(1) * QUEUE_BATCHES);
+        let (queue, rx) = mpsc::channel(queue_len(limits.max));
         Writer {
             queue,
             unstarted: Mutex::new(Some(rx)),
@@ -159,14 +171,24 @@ impl Writer {
     }
 }
 
-/// The writer's loop: a batch at a time, until the queue or `to` is gone.
+/// The writer's loop, until the queue or `to` is gone: while fewer than
+/// `limits.in_flight` batches are in flight, the next batch is what has
+/// queued meanwhile.
 async fn run<C: Commit>(mut rx: mpsc::Receiver<Job>, to: Weak<C>, limits: BatchLimits) {
-    let mut jobs = Vec::with_capacity(limits.max);
-    while let Some(first) = rx.recv().await {
+    let slots = Arc::new(Semaphore::new(limits.in_flight.max(1)));
+    loop {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let Some(first) = rx.recv().await else { return };
+        let mut jobs = Vec::with_capacity(limits.max);
         jobs.push(first);
         gather(&mut rx, &mut jobs, limits).await;
         let Some(to) = to.upgrade() else { return };
-        commit(&*to, std::mem::take(&mut jobs), limits).await;
+        tokio::spawn(async move {
+            commit(&*to, jobs, limits).await;
+            drop(slot);
+        });
     }
 }
 
@@ -253,7 +275,6 @@ async fn commit<C: Commit + ?Sized>(to: &C, jobs: Vec<Job>, limits: BatchLimits)
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-    use std::sync::Arc;
 
     use super::*;
     use crate::store::conformance::message;
@@ -317,6 +338,7 @@ mod tests {
             max,
             wait: Duration::ZERO,
             max_queued: Duration::from_secs(30),
+            in_flight: 1,
         }
     }
 
@@ -417,6 +439,43 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_second_batch_goes_while_the_first_is_in_flight_when_allowed() {
+        let (_dir, r) = recorder();
+        let w = Arc::new(started(
+            &r,
+            BatchLimits {
+                in_flight: 2,
+                ..limits(64)
+            },
+        ));
+        let gate = r.gate.lock().await;
+        let mut sends = Vec::new();
+        for i in 0..5 {
+            let w = w.clone();
+            sends.push(tokio::spawn(async move {
+                w.append(key("lobby"), message("m1", &format!("c{i}"), "x"))
+                    .await
+            }));
+            until("the send's batch", || {
+                r.batches.load(Ordering::SeqCst) > i.min(1)
+            })
+            .await;
+        }
+        // Two batches in flight (the first send, then the next one alone);
+        // the other three wait for a slot.
+        assert_eq!(r.batches.load(Ordering::SeqCst), 2);
+        drop(gate);
+        let mut seqs = Vec::new();
+        for s in sends {
+            seqs.push(s.await.unwrap().unwrap().event.seq);
+        }
+        seqs.sort_unstable();
+        assert_eq!(seqs, [1, 2, 3, 4, 5]);
+        assert_eq!(r.sizes.lock().iter().sum::<usize>(), 5);
+        assert_eq!(r.batches.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
     async fn batches_stop_at_the_limit() {
         let (_dir, r) = recorder();
         let w = Arc::new(started(&r, limits(4)));
@@ -478,10 +537,12 @@ mod tests {
     #[tokio::test]
     async fn a_full_queue_refuses_at_once() {
         let (_dir, r) = recorder();
-        let w = Arc::new(Writer::new(limits(1)));
+        let w = Arc::new(Writer::new(limits(64)));
+        assert_eq!(w.queue.max_capacity(), queue_len(64));
+        assert_eq!((queue_len(1), queue_len(1024)), (MIN_QUEUE, 4096));
         // Not started: nothing drains the queue.
         let mut waiting = Vec::new();
-        for i in 0..QUEUE_BATCHES {
+        for i in 0..queue_len(64) {
             let w = w.clone();
             waiting.push(tokio::spawn(async move {
                 w.append(key("lobby"), message("m1", &format!("c{i}"), "x"))
