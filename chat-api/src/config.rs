@@ -78,6 +78,24 @@ pub struct Config {
     #[arg(long, env = "CHATTY_STORE_TIMEOUT", default_value = "600ms", value_parser = parse_duration)]
     pub store_timeout: Duration,
 
+    /// Most sends one store transaction holds (group commit): a node's
+    /// sends queue to one writer, which stores what has queued, up to this
+    /// many, in one transaction. 1: one send per transaction.
+    #[arg(long, env = "CHATTY_SEND_BATCH", default_value_t = DEFAULT_SEND_BATCH)]
+    pub send_batch: usize,
+
+    /// How long the writer waits for more sends to fill a batch, beyond
+    /// those queued already (`0ms`: never).
+    #[arg(long, env = "CHATTY_SEND_BATCH_WAIT", default_value = "2ms", value_parser = parse_duration)]
+    pub send_batch_wait: Duration,
+
+    /// Most batches of sends in store transactions at once (each on its own
+    /// connection; batches naming the same room wait on its row lock). With
+    /// --send-batch 1, more than one gives one transaction per send side by
+    /// side, as before group commit.
+    #[arg(long, env = "CHATTY_SEND_BATCHES_IN_FLIGHT", default_value_t = DEFAULT_SEND_BATCHES_IN_FLIGHT)]
+    pub send_batches_in_flight: usize,
+
     /// On SIGTERM, the node first answers /readyz with 503 and keeps serving
     /// for this long, so that edges (health checks every second) take it out
     /// of rotation before it stops accepting.
@@ -102,6 +120,19 @@ pub struct Config {
     #[arg(long, env = "CHATTY_WORKERS")]
     pub workers: Option<usize>,
 }
+
+/// Default of --send-batch.
+pub const DEFAULT_SEND_BATCH: usize = 64;
+
+/// Default of --send-batches-in-flight.
+pub const DEFAULT_SEND_BATCHES_IN_FLIGHT: usize = 1;
+
+/// Most accepted --send-batches-in-flight: half of a node's MySQL
+/// connections, so that reads still find one.
+pub const MAX_SEND_BATCHES_IN_FLIGHT: usize = 8;
+
+/// Longest accepted --send-batch-wait.
+pub const MAX_SEND_BATCH_WAIT: Duration = Duration::from_millis(100);
 
 /// Largest accepted --max-text-bytes (a message must fit the 16 KiB body).
 pub const MAX_TEXT_BYTES_LIMIT: u32 = 8000;
@@ -129,6 +160,9 @@ impl Config {
             presence_ttl: Duration::from_secs(30),
             max_text_bytes: 2000,
             store_timeout: Duration::from_millis(600),
+            send_batch: DEFAULT_SEND_BATCH,
+            send_batch_wait: Duration::from_millis(2),
+            send_batches_in_flight: DEFAULT_SEND_BATCHES_IN_FLIGHT,
             drain_delay: Duration::from_millis(2500),
             drain_timeout: Duration::from_secs(10),
             node_name: None,
@@ -209,6 +243,25 @@ impl Config {
         if self.store_timeout.is_zero() {
             return bad("--store-timeout must be positive".into());
         }
+        if self.send_batch == 0 || self.send_batch > crate::store::MAX_BATCH {
+            return bad(format!(
+                "--send-batch must be 1..={}",
+                crate::store::MAX_BATCH
+            ));
+        }
+        if self.send_batch_wait > MAX_SEND_BATCH_WAIT || self.send_batch_wait >= self.store_timeout
+        {
+            return bad(format!(
+                "--send-batch-wait must be at most {MAX_SEND_BATCH_WAIT:?} and below --store-timeout"
+            ));
+        }
+        if self.send_batches_in_flight == 0
+            || self.send_batches_in_flight > MAX_SEND_BATCHES_IN_FLIGHT
+        {
+            return bad(format!(
+                "--send-batches-in-flight must be 1..={MAX_SEND_BATCHES_IN_FLIGHT}"
+            ));
+        }
         if let Some(n) = &self.node_name {
             if n.is_empty() || n.len() > MAX_NODE_LEN || !n.bytes().all(|b| b.is_ascii_graphic()) {
                 return bad(format!(
@@ -271,6 +324,49 @@ mod tests {
         assert!(parse(&["--guest-rate", "x"]).is_err());
         assert!(parse(&["--store-timeout", "5"]).is_err());
         assert!(parse(&["--log-format", "xml"]).is_err());
+        let c = parse(&["--send-batch", "1", "--send-batch-wait", "0ms"]).unwrap();
+        assert_eq!((c.send_batch, c.send_batch_wait), (1, Duration::ZERO));
+        assert!(c.validate().is_ok());
+        let c = parse(&[]).unwrap();
+        assert_eq!(
+            (c.send_batch, c.send_batch_wait),
+            (DEFAULT_SEND_BATCH, Duration::from_millis(2))
+        );
+        assert!(parse(&["--send-batch", "-1"]).is_err());
+        assert!(parse(&["--send-batch-wait", "2"]).is_err());
+    }
+
+    #[test]
+    fn send_batch_limits() {
+        let check = |batch: usize, wait_ms: u64, store_ms: u64, ok: bool| {
+            let mut c = Config::embedded("x");
+            c.send_batch = batch;
+            c.send_batch_wait = Duration::from_millis(wait_ms);
+            c.store_timeout = Duration::from_millis(store_ms);
+            assert_eq!(c.validate().is_ok(), ok, "{batch} {wait_ms}ms {store_ms}ms");
+        };
+        check(1, 0, 600, true);
+        check(64, 2, 600, true);
+        check(crate::store::MAX_BATCH, 100, 600, true);
+        check(0, 2, 600, false);
+        check(crate::store::MAX_BATCH + 1, 2, 600, false);
+        check(64, 101, 600, false);
+        check(64, 50, 50, false);
+        let in_flight = |n: usize| {
+            let mut c = Config::embedded("x");
+            c.send_batches_in_flight = n;
+            c.validate().is_ok()
+        };
+        assert_eq!(
+            [
+                0,
+                1,
+                MAX_SEND_BATCHES_IN_FLIGHT,
+                MAX_SEND_BATCHES_IN_FLIGHT + 1
+            ]
+            .map(in_flight),
+            [false, true, true, false]
+        );
     }
 
     #[test]

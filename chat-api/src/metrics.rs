@@ -5,8 +5,9 @@ use std::sync::LazyLock;
 
 use chatty_shared::telemetry::LATENCY_BUCKETS;
 use prometheus::{
-    register_histogram_vec, register_int_counter, register_int_counter_vec, register_int_gauge_vec,
-    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
+    register_histogram, register_histogram_vec, register_int_counter, register_int_counter_vec,
+    register_int_gauge_vec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGaugeVec, Opts,
 };
 
 /// Route labels of `chatty_api_requests_total` and
@@ -116,6 +117,7 @@ pub struct Metrics {
     pub store_duration: HistogramVec,
     pub store_errors: IntCounter,
     pub messages_stored: IntCounter,
+    pub send_batch_size: Histogram,
     pub publish_failures: IntCounter,
     pub rate_limited: IntCounterVec,
     pub rules_applied: IntCounterVec,
@@ -140,6 +142,17 @@ fn histogram_vec(name: &str, help: &str, labels: &[&str]) -> HistogramVec {
     let opts = HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec());
     register_histogram_vec!(opts.clone(), labels)
         .unwrap_or_else(|_| HistogramVec::new(opts, labels).unwrap_or_else(|_| unreachable!()))
+}
+
+/// Buckets of `chatty_api_send_batch_size`: sends per store transaction.
+const BATCH_BUCKETS: &[f64] = &[
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
+];
+
+fn histogram(name: &str, help: &str, buckets: &[f64]) -> Histogram {
+    let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
+    register_histogram!(opts.clone())
+        .unwrap_or_else(|_| Histogram::with_opts(opts).unwrap_or_else(|_| unreachable!()))
 }
 
 /// The process-wide metrics (the default Prometheus registry).
@@ -167,6 +180,11 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         messages_stored: counter(
             "chatty_api_messages_stored_total",
             "Messages durably stored.",
+        ),
+        send_batch_size: histogram(
+            "chatty_api_send_batch_size",
+            "Sends stored per store transaction (the writer's batches).",
+            BATCH_BUCKETS,
         ),
         publish_failures: counter(
             "chatty_api_publish_failures_total",

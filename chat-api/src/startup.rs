@@ -3,6 +3,7 @@
 //! Redis), `App::run` serves on a given listener until the shutdown future
 //! resolves, then reports not ready for --drain-delay while still serving,
 //! then drains in-flight requests for at most --drain-timeout.
+//! The send writer (group commit) starts with the service and ends with it.
 //! Beside the HTTP server run the bus follower (version caches), the
 //! heartbeat publisher (every 250 ms), the presence sweeper (every 1 s) and
 //! the backend check (every 2 s).
@@ -119,6 +120,9 @@ impl App {
         } = side_backends(&config)?;
         let settings = Settings {
             store_timeout: config.store_timeout,
+            send_batch: config.send_batch,
+            send_batch_wait: config.send_batch_wait,
+            send_batches_in_flight: config.send_batches_in_flight,
             presence_ttl: config.presence_ttl,
             max_text_bytes: config.max_text_bytes,
             guest_rate: config.guest_rate.0,
@@ -140,10 +144,9 @@ impl App {
                 None => tracing::debug!("the demo site exists"),
             }
         }
-        Ok(App {
-            chat: web::Data::new(chat),
-            config,
-        })
+        let chat = web::Data::new(chat);
+        chat.clone().into_inner().start_writer();
+        Ok(App { chat, config })
     }
 
     /// The bus this node publishes on (in embedded mode, the in-process bus

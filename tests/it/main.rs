@@ -3,6 +3,7 @@
 //! key prefix) and stops them when it ends.
 
 mod abuse;
+mod batches;
 mod browser;
 mod cluster;
 mod contract;

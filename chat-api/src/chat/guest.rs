@@ -17,7 +17,7 @@ use crate::cache::VersionCache;
 use crate::error::ApiError;
 use crate::host_token;
 use crate::limits::Check;
-use crate::metrics::{StoreOp, METRICS};
+use crate::metrics::StoreOp;
 use crate::rules::Sender;
 use crate::secrets;
 use crate::store::{NewMessage, SiteRecord};
@@ -250,13 +250,7 @@ impl Chat {
             client_id,
             at_ms: now_ms(),
         };
-        let appended = self
-            .store_call(StoreOp::Append, self.store.append_message(&key, msg))
-            .await?;
-        if appended.created {
-            METRICS.messages_stored.inc();
-            self.room_moved(&key, appended.version).await;
-        }
+        let appended = self.writer.append(key, msg).await?;
         Ok(appended.into())
     }
 

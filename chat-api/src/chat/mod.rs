@@ -4,7 +4,7 @@
 //! token checks). The use cases are in the files beside: `guest.rs` (what a
 //! guest does in a room), `presence.rs` (the edge's presence batches),
 //! `admin.rs` (site owners and the operator) and `node.rs` (the node's own
-//! life). Handlers in `routes/` only translate
+//! life); `writer.rs` stores the node's sends in batches. Handlers in `routes/` only translate
 //! HTTP to and from these calls.
 
 use std::future::Future;
@@ -36,6 +36,7 @@ mod node;
 mod presence;
 mod rules;
 mod standing;
+mod writer;
 
 pub use moderation::utc;
 
@@ -52,6 +53,12 @@ pub(crate) const DEMO_ORIGINS: &[&str] = &["http://localhost:*", "http://127.0.0
 #[derive(Debug, Clone)]
 pub(crate) struct Settings {
     pub store_timeout: Duration,
+    /// Most sends per store transaction.
+    pub send_batch: usize,
+    /// How long the writer waits for more sends to fill a batch.
+    pub send_batch_wait: Duration,
+    /// Most batches in flight at once.
+    pub send_batches_in_flight: usize,
     pub presence_ttl: Duration,
     pub max_text_bytes: u32,
     pub guest_rate: Option<Rate>,
@@ -125,6 +132,8 @@ pub struct Chat {
     pub(crate) keys: TokenKeys,
     pub(crate) settings: Settings,
     pub(crate) caches: RoomCaches,
+    /// The queue of this node's sends, stored in batches.
+    pub(crate) writer: writer::Writer,
     /// Site records, or "no such site", by id.
     sites: TimedCache<String, Option<Arc<SiteRecord>>>,
     /// Sites' rules, compiled, by site id.
@@ -168,6 +177,12 @@ impl Chat {
         keys: TokenKeys,
         settings: Settings,
     ) -> Self {
+        let writer = writer::Writer::new(writer::BatchLimits {
+            max: settings.send_batch,
+            wait: settings.send_batch_wait,
+            max_queued: settings.store_timeout,
+            in_flight: settings.send_batches_in_flight,
+        });
         Self {
             store,
             bus,
@@ -176,6 +191,7 @@ impl Chat {
             keys,
             settings,
             caches: RoomCaches::default(),
+            writer,
             sites: TimedCache::new(SITE_MAX_AGE),
             rules: TimedCache::new(SITE_MAX_AGE),
             room_slow_mode: TimedCache::new(SITE_MAX_AGE),
@@ -232,6 +248,12 @@ impl Chat {
                 }
             }
         }
+    }
+
+    /// Starts the task that stores the queued sends; it ends when the
+    /// service is dropped.
+    pub(crate) fn start_writer(self: &Arc<Self>) {
+        self.writer.start(Arc::downgrade(self));
     }
 
     async fn room_moved(&self, key: &RoomKey, version: RoomVersion) {

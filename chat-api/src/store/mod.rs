@@ -10,7 +10,11 @@
 //!
 //! Sends are idempotent: a message is identified by `(site, room, member_id,
 //! client_id)`, checked under the same lock, so a retry returns the original
-//! event with `created == false`. A deletion is itself an event (kind
+//! event with `created == false`. Messages are appended in batches
+//! ([`Store::append_messages`]): one transaction locks every room of the
+//! batch (in primary-key order), looks up every identity at once, and
+//! writes all of the batch or none of it; a single send is a batch of one.
+//! A deletion is itself an event (kind
 //! `Deletion`, `deletes: Some(seq)`); deleting twice returns the first
 //! deletion.
 //!
@@ -31,13 +35,15 @@ use chatty_shared::RoomVersion;
 
 use crate::host_token::UserKey;
 
+mod batch;
 #[cfg(test)]
-mod conformance;
+pub(crate) mod conformance;
 mod moderation;
 mod mysql;
 mod rows;
 mod sqlite;
 
+pub use batch::MAX_BATCH;
 pub use moderation::{Moderation, ModerationStore, Standing, MAX_AUDIT_LIMIT};
 pub use mysql::MysqlStore;
 pub use sqlite::SqliteStore;
@@ -138,8 +144,8 @@ pub struct Erased {
 /// Only [`StoreError::NotFound`] and [`StoreError::Conflict`] are answers;
 /// the rest are failures, told apart so that retries are decided by kind
 /// ([`StoreError::retry_may_help`]) and corrupt data is not mistaken for an
-/// outage.
-#[derive(Debug, thiserror::Error)]
+/// outage. Cloned when one failure answers every send of a batch.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// The database could not be reached, or the connection broke mid-call.
     #[error("store connection failed: {0}")]
@@ -204,8 +210,26 @@ pub trait Store: ModerationStore + Send + Sync + 'static {
     /// [`StoreError::NotFound`] if the site has no key of that id.
     async fn remove_user_key(&self, site: &str, kid: &str) -> Result<(), StoreError>;
     /// Appends a message, or returns the original for a retried
-    /// `(member_id, client_id)`. Durable when it returns `Ok`.
-    async fn append_message(&self, key: &RoomKey, msg: NewMessage) -> Result<Appended, StoreError>;
+    /// `(member_id, client_id)`. Durable when it returns `Ok`. A batch of
+    /// one; the API itself only writes batches (`chat/writer.rs`).
+    #[cfg(test)]
+    async fn append_message(&self, key: &RoomKey, msg: NewMessage) -> Result<Appended, StoreError> {
+        let mut answers = self.append_messages(&[(key.clone(), msg)]).await?;
+        answers
+            .pop()
+            .ok_or_else(|| StoreError::Server("a batch of one had no answer".into()))
+    }
+    /// Appends messages to any rooms in one transaction, all or none; the
+    /// answers are in the batch's order. Each message is appended as by
+    /// [`Store::append_message`], in the batch's order: the new ones of a
+    /// room get its next seqs, a retry of a stored message returns the
+    /// original, and a message whose `(room, member_id, client_id)` came
+    /// earlier in the batch returns that earlier one, `created == false`.
+    /// At most [`MAX_BATCH`] messages. Durable when it returns `Ok`.
+    async fn append_messages(
+        &self,
+        batch: &[(RoomKey, NewMessage)],
+    ) -> Result<Vec<Appended>, StoreError>;
     /// Appends the deletion of message `seq`. [`StoreError::NotFound`] if
     /// there is no such message (or `seq` is itself a deletion); deleting a
     /// deleted message returns the existing deletion with `created == false`.

@@ -6,6 +6,7 @@
 //! readers run beside the writer, each read seeing one committed snapshot.
 //! Every call runs on tokio's blocking pool.
 
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -18,10 +19,10 @@ use chatty_shared::RoomVersion;
 use parking_lot::Mutex;
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 
+use super::batch::{self, RoomRow};
 use super::rows::{
-    deleted_before, deletion_event, deletion_target, kind_code, limit_to_i64, message_event,
-    new_epoch, origins_to_json, rules_from_json, rules_to_json, seq_to_i64, site_record,
-    StoredEvent, Target,
+    deleted_before, deletion_event, deletion_target, kind_code, limit_to_i64, new_epoch,
+    origins_to_json, rules_from_json, rules_to_json, seq_to_i64, site_record, StoredEvent, Target,
 };
 use super::{rows, Appended, Erased, NewMessage, NewSite, SiteRecord, Store, StoreError};
 use crate::host_token::UserKey;
@@ -314,11 +315,14 @@ fn room_row(tx: &Connection, key: &RoomKey) -> Result<Option<(u32, u64)>, StoreE
     .map_err(failed)
 }
 
-fn insert_event(tx: &Connection, key: &RoomKey, e: &Event) -> Result<(), StoreError> {
-    tx.execute(
+/// Writes event `e` of room `key`, leaving the room's seq as it was.
+fn insert_row(tx: &Connection, key: &RoomKey, e: &Event) -> Result<(), StoreError> {
+    tx.prepare_cached(
         "INSERT INTO events (site, room, seq, kind, member_id, nick, text, client_id, deletes, at_ms)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-        params![
+    )
+    .and_then(|mut stmt| {
+        stmt.execute(params![
             key.site(),
             key.room(),
             seq_to_i64(e.seq),
@@ -329,15 +333,76 @@ fn insert_event(tx: &Connection, key: &RoomKey, e: &Event) -> Result<(), StoreEr
             e.client_id,
             e.deletes.map(seq_to_i64),
             e.at_ms,
-        ],
-    )
+        ])
+    })
     .map_err(failed)?;
+    Ok(())
+}
+
+/// Moves room `key` to `seq`.
+fn set_seq(tx: &Connection, key: &RoomKey, seq: u64) -> Result<(), StoreError> {
     tx.execute(
         "UPDATE rooms SET seq = ?3 WHERE site = ?1 AND room = ?2",
-        params![key.site(), key.room(), seq_to_i64(e.seq)],
+        params![key.site(), key.room(), seq_to_i64(seq)],
     )
     .map_err(failed)?;
     Ok(())
+}
+
+/// Writes event `e` of room `key` and moves the room to its seq.
+fn insert_event(tx: &Connection, key: &RoomKey, e: &Event) -> Result<(), StoreError> {
+    insert_row(tx, key, e)?;
+    set_seq(tx, key, e.seq)
+}
+
+/// Appends a batch inside the writer's IMMEDIATE transaction: rooms
+/// without a row get one, then the plan is written and committed.
+fn append_batch(
+    c: &mut Connection,
+    batch: &[(RoomKey, NewMessage)],
+) -> Result<Vec<Appended>, StoreError> {
+    let tx = c
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(failed)?;
+    let mut rooms = BTreeMap::new();
+    for key in batch::rooms_of(batch) {
+        let (epoch, seq) = match room_row(&tx, &key)? {
+            Some(row) => row,
+            None => {
+                let epoch = new_epoch();
+                tx.execute(
+                    "INSERT INTO rooms (site, room, epoch, seq) VALUES (?1, ?2, ?3, 0)",
+                    params![key.site(), key.room(), epoch],
+                )
+                .map_err(failed)?;
+                (epoch, 0)
+            }
+        };
+        rooms.insert(key, RoomRow { epoch, seq });
+    }
+    let mut stored = HashMap::new();
+    for (key, msg) in batch {
+        let found = events_where(
+            &tx,
+            "site = ?1 AND room = ?2 AND member_id = ?3 AND client_id = ?4",
+            params![key.site(), key.room(), msg.member_id, msg.client_id],
+        )?;
+        if let Some(event) = found.into_iter().next() {
+            stored.insert(batch::identity(key, msg), event);
+        }
+    }
+    let plan = batch::plan(batch, &rooms, &stored)?;
+    if plan.inserts.is_empty() {
+        return Ok(plan.answers);
+    }
+    for (key, event) in &plan.inserts {
+        insert_row(&tx, key, event)?;
+    }
+    for (key, seq) in &plan.moved {
+        set_seq(&tx, key, *seq)?;
+    }
+    tx.commit().map_err(failed)?;
+    Ok(plan.answers)
 }
 
 #[async_trait]
@@ -519,40 +584,16 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn append_message(&self, key: &RoomKey, msg: NewMessage) -> Result<Appended, StoreError> {
-        let key = key.clone();
-        self.write(move |c| {
-            let tx = c
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(failed)?;
-            let (epoch, last) = match room_row(&tx, &key)? {
-                Some((epoch, last)) => {
-                    let existing = events_where(
-                        &tx,
-                        "site = ?1 AND room = ?2 AND member_id = ?3 AND client_id = ?4",
-                        params![key.site(), key.room(), msg.member_id, msg.client_id],
-                    )?;
-                    if let Some(event) = existing.into_iter().next() {
-                        return Ok(Appended::existing(event, RoomVersion::new(epoch, last)));
-                    }
-                    (epoch, last)
-                }
-                None => {
-                    let epoch = new_epoch();
-                    tx.execute(
-                        "INSERT INTO rooms (site, room, epoch, seq) VALUES (?1, ?2, ?3, 0)",
-                        params![key.site(), key.room(), epoch],
-                    )
-                    .map_err(failed)?;
-                    (epoch, 0)
-                }
-            };
-            let event = message_event(last + 1, &msg);
-            insert_event(&tx, &key, &event)?;
-            tx.commit().map_err(failed)?;
-            Ok(Appended::written(event, epoch))
-        })
-        .await
+    async fn append_messages(
+        &self,
+        batch: &[(RoomKey, NewMessage)],
+    ) -> Result<Vec<Appended>, StoreError> {
+        batch::check_size(batch)?;
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        let batch = batch.to_vec();
+        self.write(move |c| append_batch(c, &batch)).await
     }
 
     async fn delete_message(

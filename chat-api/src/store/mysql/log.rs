@@ -1,16 +1,20 @@
-//! The MySQL event log: appending messages and deletions under the room's
-//! row lock, and reading events with the room's version in one statement.
+//! The MySQL event log: appending batches of messages and deletions under
+//! the rooms' row locks, and reading events with the room's version in one
+//! statement.
+
+use std::collections::{BTreeMap, HashMap};
 
 use chatty_shared::wire::{Event, EventKind};
 use chatty_shared::RoomKey;
 use chatty_shared::RoomVersion;
 use mysql_async::prelude::{FromRow, Queryable};
-use mysql_async::{IsolationLevel, Params, Pool, Row, Transaction, TxOpts};
+use mysql_async::{IsolationLevel, Params, Pool, Row, Transaction, TxOpts, Value};
 
 use super::{db_error, decode, MysqlStore};
+use crate::store::batch::{check_size, identity, plan, rooms_of, Identity, Plan, RoomRow};
 use crate::store::rows::{
-    deleted_before, deletion_event, deletion_target, kind_code, limit_to_i64, message_event,
-    new_epoch, StoredEvent, Target,
+    deleted_before, deletion_event, deletion_target, kind_code, limit_to_i64, new_epoch,
+    StoredEvent, Target,
 };
 use crate::store::{Appended, Erased, NewMessage, StoreError};
 
@@ -30,7 +34,7 @@ type RawEvent = (
     i64,
 );
 
-fn stored(raw: RawEvent) -> StoredEvent {
+fn stored_event(raw: RawEvent) -> StoredEvent {
     let (seq, kind, member_id, nick, text, client_id, deletes, at_ms) = raw;
     StoredEvent {
         seq,
@@ -46,7 +50,7 @@ fn stored(raw: RawEvent) -> StoredEvent {
 
 impl FromRow for StoredEvent {
     fn from_row_opt(row: Row) -> Result<Self, mysql_async::FromRowError> {
-        RawEvent::from_row_opt(row).map(stored)
+        RawEvent::from_row_opt(row).map(stored_event)
     }
 }
 
@@ -113,7 +117,7 @@ async fn joined(
             let raw = (
                 e_seq, kind, member_id, nick, text, client_id, deletes, at_ms,
             );
-            events.push(stored(raw).decode()?);
+            events.push(stored_event(raw).decode()?);
         }
     }
     Ok((events, v))
@@ -186,27 +190,187 @@ pub(super) async fn lock_room(pool: &Pool, key: &RoomKey) -> Result<Locked, Stor
     }
 }
 
-/// Appends a message, or finds the original of a retry.
-pub(super) async fn append(
-    s: &MysqlStore,
-    key: &RoomKey,
-    msg: &NewMessage,
-) -> Result<Appended, StoreError> {
-    let (mut tx, epoch, seq) = lock_new_room(s, key).await?;
-    let existing = find_event(
-        &mut tx,
-        "e.site = ? AND e.room = ? AND e.member_id = ? AND e.client_id = ?",
-        (key.site(), key.room(), &msg.member_id, &msg.client_id),
-    )
-    .await?;
-    if let Some(event) = existing {
-        tx.rollback().await.map_err(db_error)?;
-        return Ok(Appended::existing(event, version(epoch, seq)));
+/// `n` copies of `tuple` (`(?, ?)`, say), comma-separated.
+fn tuples(tuple: &str, n: usize) -> String {
+    vec![tuple; n].join(", ")
+}
+
+/// Starts a write transaction and locks the rows of `rooms` (given in
+/// primary-key order) in one statement, in primary-key order, so that two
+/// writers locking overlapping sets never wait on each other in a cycle.
+/// Returns the rows found; a room missing from them has no row yet.
+async fn lock_rooms(
+    pool: &Pool,
+    rooms: &[RoomKey],
+) -> Result<(Transaction<'static>, BTreeMap<RoomKey, RoomRow>), StoreError> {
+    let mut tx = pool.start_transaction(write_tx()).await.map_err(db_error)?;
+    let sql = format!(
+        "SELECT site, room, epoch, seq FROM rooms WHERE (site, room) IN ({})
+         ORDER BY site, room FOR UPDATE",
+        tuples("(?, ?)", rooms.len())
+    );
+    let params: Vec<Value> = rooms
+        .iter()
+        .flat_map(|k| [k.site().into(), k.room().into()])
+        .collect();
+    let rows: Vec<Row> = tx.exec(sql, params).await.map_err(db_error)?;
+    let mut locked = BTreeMap::new();
+    for row in rows {
+        let (site, room, epoch, seq): (String, String, u32, u64) = decode(row)?;
+        let key = RoomKey::new(&site, &room)
+            .map_err(|e| StoreError::Corrupt(format!("stored room {site}/{room}: {e}")))?;
+        locked.insert(key, RoomRow { epoch, seq });
     }
-    let event = message_event(seq + 1, msg);
-    insert_event(&mut tx, key, &event).await?;
+    Ok((tx, locked))
+}
+
+/// Locks every room of a batch, making the rows of rooms never written
+/// first: outside the write transaction, so concurrent first writers never
+/// deadlock (the loser's insert is ignored and both then queue on the row
+/// lock).
+async fn lock_batch_rooms(
+    s: &MysqlStore,
+    rooms: &[RoomKey],
+) -> Result<(Transaction<'static>, BTreeMap<RoomKey, RoomRow>), StoreError> {
+    for _ in 0..2 {
+        let (tx, locked) = lock_rooms(&s.pool, rooms).await?;
+        let missing: Vec<&RoomKey> = rooms.iter().filter(|k| !locked.contains_key(k)).collect();
+        if missing.is_empty() {
+            return Ok((tx, locked));
+        }
+        tx.rollback().await.map_err(db_error)?;
+        let sql = format!(
+            "INSERT IGNORE INTO rooms (site, room, epoch, seq) VALUES {}",
+            tuples("(?, ?, ?, 0)", missing.len())
+        );
+        let params: Vec<Value> = missing
+            .iter()
+            .flat_map(|k| [k.site().into(), k.room().into(), new_epoch().into()])
+            .collect();
+        s.conn()
+            .await?
+            .exec_drop(sql, params)
+            .await
+            .map_err(db_error)?;
+    }
+    Err(StoreError::Server(
+        "a room row vanished while writing".into(),
+    ))
+}
+
+/// An event row with its room first: site, room, then [`RawEvent`]'s columns.
+type RoomEventRow = (
+    String,
+    String,
+    u64,
+    u8,
+    String,
+    String,
+    String,
+    Option<String>,
+    Option<u64>,
+    i64,
+);
+
+/// The stored messages the batch names, by identity, in one statement.
+async fn find_stored(
+    tx: &mut Transaction<'_>,
+    batch: &[(RoomKey, NewMessage)],
+) -> Result<HashMap<Identity, Event>, StoreError> {
+    let mut ids: Vec<Identity> = batch.iter().map(|(k, m)| identity(k, m)).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let sql = format!(
+        "SELECT e.site, e.room, {EVENT_COLUMNS} FROM events e
+         WHERE (e.site, e.room, e.member_id, e.client_id) IN ({})",
+        tuples("(?, ?, ?, ?)", ids.len())
+    );
+    let params: Vec<Value> = ids
+        .iter()
+        .flat_map(|(k, member, client)| {
+            [
+                k.site().into(),
+                k.room().into(),
+                member.as_str().into(),
+                client.as_str().into(),
+            ]
+        })
+        .collect();
+    let rows: Vec<Row> = tx.exec(sql, params).await.map_err(db_error)?;
+    let mut stored = HashMap::with_capacity(rows.len());
+    for row in rows {
+        let (site, room, seq, kind, member_id, nick, text, client_id, deletes, at_ms): RoomEventRow =
+            decode(row)?;
+        let key = RoomKey::new(&site, &room)
+            .map_err(|e| StoreError::Corrupt(format!("stored room {site}/{room}: {e}")))?;
+        let event =
+            stored_event((seq, kind, member_id, nick, text, client_id, deletes, at_ms)).decode()?;
+        let client = event.client_id.clone().unwrap_or_default();
+        stored.insert((key, event.member_id.clone(), client), event);
+    }
+    Ok(stored)
+}
+
+/// Writes a batch's new events in one statement and moves its rooms in
+/// another.
+async fn write_plan(tx: &mut Transaction<'_>, plan: &Plan) -> Result<(), StoreError> {
+    let sql = format!(
+        "INSERT INTO events (site, room, seq, kind, member_id, nick, text, client_id, deletes, at_ms)
+         VALUES {}",
+        tuples("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", plan.inserts.len())
+    );
+    let mut params: Vec<Value> = Vec::with_capacity(plan.inserts.len() * 10);
+    for (key, e) in &plan.inserts {
+        params.extend([
+            key.site().into(),
+            key.room().into(),
+            e.seq.into(),
+            kind_code(e.kind).into(),
+            e.member_id.as_str().into(),
+            e.nick.as_str().into(),
+            e.text.as_str().into(),
+            e.client_id.as_deref().into(),
+            e.deletes.into(),
+            e.at_ms.into(),
+        ]);
+    }
+    tx.exec_drop(sql, params).await.map_err(db_error)?;
+    let sql = format!(
+        "UPDATE rooms SET seq = CASE {} END WHERE (site, room) IN ({})",
+        vec!["WHEN site = ? AND room = ? THEN ?"; plan.moved.len()].join(" "),
+        tuples("(?, ?)", plan.moved.len())
+    );
+    let mut params: Vec<Value> = Vec::with_capacity(plan.moved.len() * 5);
+    for (key, seq) in &plan.moved {
+        params.extend([key.site().into(), key.room().into(), (*seq).into()]);
+    }
+    for (key, _) in &plan.moved {
+        params.extend([key.site().into(), key.room().into()]);
+    }
+    tx.exec_drop(sql, params).await.map_err(db_error)
+}
+
+/// Appends a batch of messages in one transaction: the rooms locked in one
+/// statement, the batch's identities looked up in one, the new events
+/// inserted in one, the rooms' seqs moved in one, one commit.
+pub(super) async fn append_batch(
+    s: &MysqlStore,
+    batch: &[(RoomKey, NewMessage)],
+) -> Result<Vec<Appended>, StoreError> {
+    check_size(batch)?;
+    if batch.is_empty() {
+        return Ok(Vec::new());
+    }
+    let (mut tx, rooms) = lock_batch_rooms(s, &rooms_of(batch)).await?;
+    let stored = find_stored(&mut tx, batch).await?;
+    let plan = plan(batch, &rooms, &stored)?;
+    if plan.inserts.is_empty() {
+        tx.rollback().await.map_err(db_error)?;
+        return Ok(plan.answers);
+    }
+    write_plan(&mut tx, &plan).await?;
     tx.commit().await.map_err(db_error)?;
-    Ok(Appended::written(event, epoch))
+    Ok(plan.answers)
 }
 
 /// Starts a write transaction on the room's locked row, making the row

@@ -341,8 +341,11 @@ impl Store for MysqlStore {
         log::erase(self, site, member_id, at_ms).await
     }
 
-    async fn append_message(&self, key: &RoomKey, msg: NewMessage) -> Result<Appended, StoreError> {
-        self.bounded(log::append(self, key, &msg)).await
+    async fn append_messages(
+        &self,
+        batch: &[(RoomKey, NewMessage)],
+    ) -> Result<Vec<Appended>, StoreError> {
+        self.bounded(log::append_batch(self, batch)).await
     }
 
     async fn delete_message(
