@@ -37,7 +37,8 @@ sys.exit(0 if bad else 1)' "$1"
 }
 
 for mode in $MODES; do
-  if [[ $mode == before ]]; then export CHATTY_SEND_BATCH=1; else unset CHATTY_SEND_BATCH; fi
+  if [[ $mode == before ]]; then export CHATTY_SEND_BATCH=1 CHATTY_SEND_BATCHES_IN_FLIGHT=16
+  else unset CHATTY_SEND_BATCH CHATTY_SEND_BATCHES_IN_FLIGHT; fi
   chatty_up "sends-$mode" "${CLUSTER[@]}" --api-nodes 2
   CPU_PROCS=("api1=${API_PIDS[0]}" "api2=${API_PIDS[1]}" "edge=$CHATTY_PID" "mariadb=$(mariadb_pid)" "redis=$(redis_pid)")
   for scenario in $SCENARIOS; do
@@ -69,7 +70,7 @@ for mode in $MODES; do
   done
   stop_all
 done
-unset CHATTY_SEND_BATCH
+unset CHATTY_SEND_BATCH CHATTY_SEND_BATCHES_IN_FLIGHT
 
 python3 - "$RUNS_JSONL" "$OUT/sends.json" "$WINDOW" "$OUT/sends.png" <<'PY'
 import json, sys
