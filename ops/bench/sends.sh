@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # (d) Send throughput into MariaDB at send p99 <= 50 ms, one send per
-# transaction ("before": every node with --send-batch 1) against group commit
+# transaction ("before": every node with --send-batch 1 and up to 8 such
+# transactions side by side, the most the flag allows) against group commit
 # ("after": the nodes' defaults), through one API node and through two.
 # Beside every run a crowd of guests stays connected (polling through the
 # edge, rooms of their own, sending nothing). The senders talk to the nodes
@@ -37,7 +38,7 @@ sys.exit(0 if bad else 1)' "$1"
 }
 
 for mode in $MODES; do
-  if [[ $mode == before ]]; then export CHATTY_SEND_BATCH=1 CHATTY_SEND_BATCHES_IN_FLIGHT=16
+  if [[ $mode == before ]]; then export CHATTY_SEND_BATCH=1 CHATTY_SEND_BATCHES_IN_FLIGHT=8
   else unset CHATTY_SEND_BATCH CHATTY_SEND_BATCHES_IN_FLIGHT; fi
   chatty_up "sends-$mode" "${CLUSTER[@]}" --api-nodes 2
   CPU_PROCS=("api1=${API_PIDS[0]}" "api2=${API_PIDS[1]}" "edge=$CHATTY_PID" "mariadb=$(mariadb_pid)" "redis=$(redis_pid)")
@@ -63,6 +64,22 @@ for mode in $MODES; do
         if [[ $n == 1 ]]; then line=$(load_run "$label" "$g" "${API_URLS[0]}")
         else line=$(load_run "$label" "$g" "${API_URLS[0]}" "${API_URLS[1]}"); fi
         wait "$crowd_pid" || true
+        # The crowd's own figures go on the run's line.
+        line=$(python3 - "$RUNS_JSONL" "$crowd" <<'PY'
+import json, sys
+lines = open(sys.argv[1]).read().splitlines()
+r = json.loads(lines[-1])
+try:
+    c = json.load(open(sys.argv[2]))
+    r.update(crowd_joined=c.get("guests_joined"), crowd_errors=sum((c.get("errors") or {}).values()),
+             crowd_poll_p99_ms=(c.get("poll_latency_ms") or {}).get("p99"))
+except (OSError, ValueError):
+    r.update(crowd_joined=None)
+lines[-1] = json.dumps(r, sort_keys=True)
+open(sys.argv[1], "w").write("\n".join(lines) + "\n")
+print(lines[-1])
+PY
+)
         if over "$line"; then log "stop: p99 > 50 ms, errors or anomalies at $rate/s"; break; fi
         sleep 2
       done
@@ -84,9 +101,10 @@ for r in runs:
     ok = (r.get("send_p99_ms", 1e9) <= 50 and r.get("errors_total", 0) <= 0.01 * max(r.get("sends", 1), 1)
           and not r.get("check_anomalies") and not r.get("reports_missing"))
     r["within_bound"] = ok
-    print("%-28s acked/s %7.1f  send p50 %6.1f ms  p99 %7.1f ms  errors %d  anomalies %d  %s" % (
+    print("%-28s acked/s %7.1f  send p50 %6.1f ms  p99 %7.1f ms  errors %d  anomalies %d  crowd %s joined, %s errors  %s" % (
         r["label"], r["sends_acked_per_s"], r.get("send_p50_ms", 0), r.get("send_p99_ms", 0),
-        r.get("errors_total", 0), r.get("check_anomalies", 0), "ok" if ok else "over"))
+        r.get("errors_total", 0), r.get("check_anomalies", 0), r.get("crowd_joined"), r.get("crowd_errors"),
+        "ok" if ok else "over"))
     key = "%s %s %s" % (scenario, nodes, mode)
     if ok and r["sends_acked_per_s"] > best.get(key, {}).get("sends_acked_per_s", -1):
         best[key] = r
@@ -103,6 +121,8 @@ except ImportError:
     sys.exit(0)
 fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), dpi=100, sharey=True)
 for ax, scenario in zip(axes, ("spread", "hot")):
+    if not any(r["scenario"] == scenario for r in runs):
+        continue
     for key in sorted({(r["nodes"], r["mode"]) for r in runs if r["scenario"] == scenario}):
         rs = sorted((r for r in runs if r["scenario"] == scenario and (r["nodes"], r["mode"]) == key), key=lambda r: r["rate_asked"])
         ax.plot([r["sends_acked_per_s"] for r in rs], [r.get("send_p99_ms", 0) for r in rs], marker="o",
