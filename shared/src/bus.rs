@@ -17,13 +17,19 @@
 //! [`InProcessBus`] (a broadcast channel, embedded mode). Pub/sub is
 //! at-most-once: a subscriber that was down or lagged hears [`BusEvent::Down`]
 //! and must forget what it learned.
+//!
+//! The Redis behind the bus is one server, a primary found through Sentinel,
+//! or a Redis Cluster, as the URL says ([`RedisTopology`]). On a Cluster the
+//! channel is a sharded one (`SPUBLISH`/`SSUBSCRIBE`): only the shard that
+//! owns its slot carries the bus, instead of every node of the cluster
+//! relaying every line.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use fred::clients::{Client, SubscriberClient};
 use fred::interfaces::{ClientLike, EventInterface, PubsubInterface};
-use fred::types::config::{Config, ReconnectPolicy};
+use fred::types::config::{Config, ReconnectError, ReconnectPolicy, ServerConfig};
 use fred::types::Builder;
 use tokio::sync::{broadcast, mpsc};
 
@@ -238,8 +244,59 @@ impl RedisBusConfig {
     }
 }
 
+/// What kind of Redis deployment a `--redis-url` names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RedisTopology {
+    /// One server: `redis://host:port/db` (or `rediss://`).
+    Single,
+    /// A primary and its replicas watched by Sentinels:
+    /// `redis-sentinel://sentinel:26379/db?sentinelServiceName=NAME&node=sentinel2:26379…`.
+    /// The client asks the Sentinels for the primary at every (re)connect.
+    Sentinel,
+    /// A Redis Cluster: `redis-cluster://node:port?node=node2:port…`
+    /// (any of its nodes; the rest are discovered).
+    Cluster,
+}
+
+/// The URL schemes `--redis-url` takes.
+const SCHEMES: &[&str] = &[
+    "redis://",
+    "rediss://",
+    "redis-sentinel://",
+    "rediss-sentinel://",
+    "redis-cluster://",
+    "rediss-cluster://",
+];
+
+impl RedisTopology {
+    /// Checks `url` and says what it names. The one check of a Redis URL:
+    /// both binaries validate `--redis-url` with it before binding a port.
+    pub fn of(url: &str) -> Result<RedisTopology, BusError> {
+        if !SCHEMES.iter().any(|s| url.starts_with(s)) {
+            return Err(BusError(
+                "expected redis://host:port/db, \
+                 redis-sentinel://host:port/db?sentinelServiceName=NAME&node=host:port… \
+                 or redis-cluster://host:port?node=host:port… (rediss… for TLS)"
+                    .into(),
+            ));
+        }
+        let config = Config::from_url(url).map_err(|e| BusError(e.to_string()))?;
+        Ok(match config.server {
+            ServerConfig::Clustered { .. } => RedisTopology::Cluster,
+            ServerConfig::Sentinel { .. } => RedisTopology::Sentinel,
+            _ => RedisTopology::Single,
+        })
+    }
+}
+
 /// Builds a fred client for `url` that reconnects by itself, fails commands
 /// fast while disconnected, and never blocks start-up on a first connect.
+///
+/// A failover is a reconnect: behind Sentinel, a lost primary means asking
+/// the Sentinels again until they name the promoted replica (fred checks
+/// its `ROLE` before using it); a connection still open to a server that
+/// was demoted answers writes with `READONLY`, which is made a reconnect
+/// too, as are `MASTERDOWN`, `LOADING` and `CLUSTERDOWN`.
 pub fn redis_builder(url: &str) -> Result<Builder, BusError> {
     let config = Config::from_url(url).map_err(|e| BusError(e.to_string()))?;
     let mut builder = Builder::from_config(config);
@@ -248,6 +305,12 @@ pub fn redis_builder(url: &str) -> Result<Builder, BusError> {
             c.connection_timeout = Duration::from_millis(500);
             c.internal_command_timeout = Duration::from_millis(500);
             c.max_command_attempts = 1;
+            c.reconnect_errors = vec![
+                ReconnectError::ReadOnly,
+                ReconnectError::MasterDown,
+                ReconnectError::Loading,
+                ReconnectError::ClusterDown,
+            ];
         })
         .with_performance_config(|p| {
             p.default_command_timeout = Duration::from_millis(500);
@@ -256,10 +319,12 @@ pub fn redis_builder(url: &str) -> Result<Builder, BusError> {
     Ok(builder)
 }
 
-/// The cluster bus: Redis pub/sub on one channel.
+/// The cluster bus: Redis pub/sub on one channel (sharded on a Redis
+/// Cluster).
 pub struct RedisBus {
     config: RedisBusConfig,
     client: Client,
+    sharded: bool,
 }
 
 impl std::fmt::Debug for RedisBus {
@@ -274,11 +339,16 @@ impl RedisBus {
     /// Starts connecting in the background; publishes fail fast until Redis
     /// answers.
     pub fn connect(config: RedisBusConfig) -> Result<Arc<Self>, BusError> {
+        let sharded = RedisTopology::of(&config.url)? == RedisTopology::Cluster;
         let client = redis_builder(&config.url)?
             .build()
             .map_err(|e| BusError(e.to_string()))?;
         start_connecting(&client);
-        Ok(Arc::new(Self { config, client }))
+        Ok(Arc::new(Self {
+            config,
+            client,
+            sharded,
+        }))
     }
 }
 
@@ -303,10 +373,13 @@ impl Bus for RedisBus {
         if !self.client.is_connected() {
             return Err(BusError("not connected".into()));
         }
-        self.client
-            .publish::<(), _, _>(self.config.channel(), msg.encode())
-            .await
-            .map_err(|e| BusError(e.to_string()))
+        let (channel, line) = (self.config.channel(), msg.encode());
+        let sent = if self.sharded {
+            self.client.spublish::<(), _, _>(channel, line).await
+        } else {
+            self.client.publish::<(), _, _>(channel, line).await
+        };
+        sent.map_err(|e| BusError(e.to_string()))
     }
 
     async fn ping(&self) -> Result<(), BusError> {
@@ -355,6 +428,7 @@ async fn subscribe_once(
     channel: &str,
     tx: &mpsc::Sender<BusEvent>,
 ) -> Result<(), BusError> {
+    let sharded = RedisTopology::of(&config.url)? == RedisTopology::Cluster;
     let client: SubscriberClient = redis_builder(&config.url)?
         .with_performance_config(|p| p.broadcast_channel_capacity = SUBSCRIBER_BUFFER)
         .build_subscriber_client()
@@ -366,10 +440,12 @@ async fn subscribe_once(
             .await
             .map_err(|e| BusError(e.to_string()))?;
         let mut messages = client.message_rx();
-        client
-            .subscribe(channel)
-            .await
-            .map_err(|e| BusError(e.to_string()))?;
+        let subscribed = if sharded {
+            client.ssubscribe(channel).await
+        } else {
+            client.subscribe(channel).await
+        };
+        subscribed.map_err(|e| BusError(e.to_string()))?;
         if tx.send(BusEvent::Up).await.is_err() {
             return Ok(());
         }
@@ -485,6 +561,33 @@ mod tests {
             );
         }
         assert_eq!(BusMessage::decode(&[0xff, 0xfe]), Err(DecodeError));
+    }
+
+    #[test]
+    fn tells_the_topology_from_the_url() {
+        use RedisTopology::*;
+        let check = |url: &str, expect: Option<RedisTopology>| {
+            assert_eq!(RedisTopology::of(url).ok(), expect, "{url}");
+        };
+        check("redis://127.0.0.1:6379", Some(Single));
+        check("redis://127.0.0.1:6379/2", Some(Single));
+        check(
+            "redis-sentinel://10.0.0.1:26379/0?sentinelServiceName=chatty&node=10.0.0.2:26379&node=10.0.0.3:26379",
+            Some(Sentinel),
+        );
+        check(
+            "redis-sentinel://s1:26379?sentinelServiceName=chatty",
+            Some(Sentinel),
+        );
+        check(
+            "redis-cluster://10.0.0.1:7000?node=10.0.0.2:7000&node=10.0.0.3:7000",
+            Some(Cluster),
+        );
+        check("redis-cluster://10.0.0.1:7000", Some(Cluster));
+        check("redis-sentinel://s1:26379", None);
+        check("http://127.0.0.1:6379", None);
+        check("127.0.0.1:6379", None);
+        check("", None);
     }
 
     #[tokio::test]

@@ -1,6 +1,6 @@
 //! A Lua script run with `EVALSHA`, loaded on first use and reloaded after
-//! a Redis restart forgets it (`NOSCRIPT`). Shared by Redis presence and
-//! Redis rate limits.
+//! a Redis restart or a failover forgets it (`NOSCRIPT`). Shared by Redis
+//! presence and Redis rate limits.
 
 use fred::clients::Client;
 use fred::interfaces::LuaInterface;
@@ -35,9 +35,15 @@ impl Script {
                 Err(e) if e.details().starts_with("NOSCRIPT") => {}
                 other => return other,
             }
+        } else {
+            // The SHA-1 of a script is the same on every server; `SCRIPT
+            // LOAD` tells it (on a Cluster, from any one node).
+            let sha: String = client.script_load(self.src).await?;
+            *self.sha.lock() = Some(sha);
         }
-        let sha: String = client.script_load(self.src).await?;
-        *self.sha.lock() = Some(sha.clone());
-        client.evalsha(sha, keys, args).await
+        // `EVAL` runs on the server that owns the keys and leaves the script
+        // in its cache: the node of a Cluster that has not seen it yet, or a
+        // promoted replica, learns it here.
+        client.eval(self.src, keys, args).await
     }
 }
