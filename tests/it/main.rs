@@ -14,5 +14,6 @@ mod moderation;
 mod observability;
 mod outages;
 mod rules;
+mod sentinel;
 mod streams;
 mod taken_port;

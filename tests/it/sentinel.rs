@@ -1,0 +1,203 @@
+//! Redis behind Sentinel: two API nodes and an edge on a `redis-sentinel://`
+//! URL (a private primary, one replica, three Sentinels), under
+//! `chatty load --check`; the primary is killed (SIGKILL) in the middle of
+//! the run. Sends go on while the Sentinels promote the replica, every
+//! client follows the promotion by itself, the edge forgets its map when
+//! the bus drops and answers 304s again once it has relearned, and the
+//! checker finds nothing lost or duplicated. Prints a figures line
+//! (`FAULT {...}`).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chatty_tests::chat::{client, create_site, Guest, Reader};
+use chatty_tests::load::Load;
+use chatty_tests::procs::{ApiNode, Edge};
+use chatty_tests::sentinel::{command, SentinelRedis};
+use chatty_tests::services::FreshDb;
+use chatty_tests::stack::{edge_opts, node_opts, RATES_OFF};
+use chatty_tests::{unique, wait_for};
+
+/// The edge's max-age in this test.
+const MAX_AGE: Duration = Duration::from_secs(2);
+/// The load's poll interval (the widget's).
+const POLL: Duration = Duration::from_secs(2);
+/// How long the load runs; the primary is killed after `FAULT_AT`.
+const RUN: Duration = Duration::from_secs(20);
+const FAULT_AT: Duration = Duration::from_secs(6);
+/// How often the probe sends while the primary is away.
+const PROBE_EVERY: Duration = Duration::from_millis(100);
+
+/// What the probe saw of sends while Redis failed over.
+#[derive(Debug, Default)]
+struct Probe {
+    sent: u64,
+    failed: u64,
+    /// The longest time between two acknowledged sends.
+    longest_gap: Duration,
+}
+
+/// Sends through the edge every [`PROBE_EVERY`] until `stop`.
+async fn probe(guest: Guest, stop: Arc<AtomicBool>) -> Probe {
+    let mut p = Probe::default();
+    let mut last_ok = Instant::now();
+    let mut n = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        n += 1;
+        let id = format!("probe-{n}");
+        match guest
+            .client
+            .send(&guest.room, &guest.joined.token, "probe", &id)
+            .await
+        {
+            Ok(_) => {
+                p.sent += 1;
+                p.longest_gap = p.longest_gap.max(last_ok.elapsed());
+                last_ok = Instant::now();
+            }
+            Err(_) => p.failed += 1,
+        }
+        tokio::time::sleep(PROBE_EVERY).await;
+    }
+    p.longest_gap = p.longest_gap.max(last_ok.elapsed());
+    p
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn primary_killed_under_load_fails_over() {
+    let _heavy = chatty_tests::heavy().await;
+    let mut redis = SentinelRedis::start().await;
+    let url = redis.url();
+    let db = FreshDb::create().await;
+    let prefix = unique("s").chars().take(10).collect::<String>() + ":";
+    let opts = node_opts(&db, &url, &prefix, RATES_OFF);
+    let a = ApiNode::start(opts.clone()).await;
+    let b = ApiNode::start(opts).await;
+    create_site(&a.base, "acme").await;
+    let max_age = format!("{}ms", MAX_AGE.as_millis());
+    let edge = Edge::start(edge_opts([&a, &b], &url, &prefix, &["--max-age", &max_age])).await;
+    let bus_up = || async { (edge.metric("chatty_edge_bus_up").await == 1.0).then_some(()) };
+    wait_for(
+        Duration::from_secs(10),
+        "the edge's bus over Sentinel",
+        bus_up,
+    )
+    .await;
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let load = Load::start(&edge.base, dir.path(), 21, RUN, POLL);
+    let stop = Arc::new(AtomicBool::new(false));
+    let prober = tokio::spawn(probe(
+        Guest::join(&edge.base, "acme", "probe", "probe").await,
+        stop.clone(),
+    ));
+    tokio::time::sleep(FAULT_AT).await;
+
+    let resets = edge.metric("chatty_edge_map_resets_total").await;
+    let old = redis.kill_primary().await;
+    let killed = Instant::now();
+    let (new, promoted_in) = redis.wait_promoted(old, Duration::from_secs(30)).await;
+    assert_ne!(new, old);
+
+    // Recovered: the edge heard its bus drop (its map forgotten) and is
+    // back on the promoted primary, and a send through the edge reaches a
+    // reader.
+    let checker = Guest::join(&edge.base, "acme", "probe", "checker").await;
+    let reader_client = client(&edge.base, "acme");
+    let mut n = 0u32;
+    wait_for(Duration::from_secs(30), "the stack to recover", || {
+        n += 1;
+        let (checker, reader_client, edge) = (&checker, &reader_client, &edge);
+        async move {
+            if edge.metric("chatty_edge_map_resets_total").await <= resets
+                || edge.metric("chatty_edge_bus_up").await != 1.0
+            {
+                return None;
+            }
+            let sent = checker
+                .client
+                .send(
+                    &checker.room,
+                    &checker.joined.token,
+                    "check",
+                    &format!("c-{n}"),
+                )
+                .await
+                .ok()?;
+            let mut reader = Reader::new();
+            reader.poll(reader_client, &checker.room).await.ok()?;
+            reader
+                .events
+                .iter()
+                .any(|e| e.seq == sent.seq)
+                .then_some(())
+        }
+    })
+    .await;
+    let recovered_in = killed.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let probed = prober.await.expect("the probe");
+    // The API nodes' own clients (presence, rate limits) followed too: the
+    // checker's join is on the promoted primary.
+    let members = command(new, &format!("ZRANGE {prefix}p:acme/probe 0 -1"))
+        .await
+        .expect("the promoted primary answers");
+    assert!(
+        members.contains(&checker.joined.member.id),
+        "the checker's presence is not on the promoted primary: {members:?}"
+    );
+
+    // The map relearns: a room read through the edge is then answered 304
+    // from memory again.
+    let short_circuits = r#"chatty_edge_requests_total{outcome="short_circuit"}"#;
+    let before = edge.metric(short_circuits).await;
+    let mut reader = Reader::new();
+    reader.poll(&reader_client, "probe").await.expect("a poll");
+    wait_for(Duration::from_secs(5), "a 304 from the edge's map", || {
+        let (reader_client, edge) = (&reader_client, &edge);
+        let mut r = Reader {
+            after: reader.after,
+            etag: reader.etag.clone(),
+            events: Vec::new(),
+        };
+        async move {
+            let moved = r.poll(reader_client, "probe").await.ok()?;
+            (!moved && edge.metric(short_circuits).await > before).then_some(())
+        }
+    })
+    .await;
+
+    let f = load.finish().await;
+    println!(
+        "FAULT {{\"fault\":\"redis_sentinel_failover\",\"failed_requests\":{},\"sends_acknowledged\":{},\"lost_acknowledged\":{},\"duplicated\":{},\"missing\":{},\"out_of_order\":{},\"delivery_max_ms\":{:.0},\"promoted_in_ms\":{},\"recovered_in_ms\":{},\"probe_sends\":{},\"probe_failed\":{},\"probe_longest_gap_ms\":{}}}",
+        f.failed_requests(),
+        f.sends_acknowledged(),
+        f.check("lost_acknowledged"),
+        f.check("duplicated"),
+        f.check("missing"),
+        f.check("out_of_order"),
+        f.delivery_max_ms(),
+        promoted_in.as_millis(),
+        recovered_in.as_millis(),
+        probed.sent,
+        probed.failed,
+        probed.longest_gap.as_millis(),
+    );
+    f.assert_nothing_lost("redis_sentinel_failover");
+    // Sends never waited for Redis: the probe's sends went on while the
+    // primary was away (a second of slack for a loaded 2-core machine).
+    assert!(
+        probed.longest_gap < Duration::from_secs(1) + PROBE_EVERY * 2,
+        "sends stopped for {:?} while Redis failed over ({probed:?})",
+        probed.longest_gap
+    );
+    // A stale 304 is bounded as with one Redis: a poll interval plus the
+    // edge's max-age (and a second of slack).
+    let bound = (POLL + MAX_AGE + Duration::from_secs(1)).as_millis() as f64;
+    assert!(
+        f.delivery_max_ms() <= bound,
+        "a message took {:.0} ms to reach a reader (bound {bound} ms)",
+        f.delivery_max_ms()
+    );
+}
