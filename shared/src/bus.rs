@@ -580,6 +580,10 @@ mod tests {
             Some(Sentinel),
         );
         check(
+            "redis-sentinel://:pw@chatty-redis.cache.svc.cluster.local:26379/0?sentinelServiceName=mymaster&sentinelPassword=pw",
+            Some(Sentinel),
+        );
+        check(
             "redis-cluster://10.0.0.1:7000?node=10.0.0.2:7000&node=10.0.0.3:7000",
             Some(Cluster),
         );
