@@ -13,6 +13,7 @@ mod identity;
 mod moderation;
 mod observability;
 mod outages;
+mod redis_cluster;
 mod rules;
 mod sentinel;
 mod streams;

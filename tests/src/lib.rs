@@ -13,6 +13,7 @@ pub mod host;
 pub mod load;
 pub mod procs;
 pub mod raw;
+pub mod redis_cluster;
 pub mod scrape;
 pub mod sentinel;
 pub mod services;
