@@ -353,18 +353,134 @@ impl RedisBus {
 }
 
 /// Connects a fred client in the background, retrying the first connect
-/// (fred's reconnect policy only applies after one success).
+/// (fred's reconnect policy only applies after one success). Behind
+/// Sentinel, the client also reconnects the moment the Sentinels announce
+/// a new primary ([`SentinelWatch`]).
 pub fn start_connecting(client: &(impl ClientLike + 'static)) {
+    let watch = SentinelWatch::of(&client.client_config());
     let client = client.clone();
     tokio::spawn(async move {
         loop {
             let _task = client.connect();
             if client.wait_for_connect().await.is_ok() {
-                return;
+                break;
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
+        let Some(watch) = watch else { return };
+        loop {
+            watch.next_switch().await;
+            tracing::info!("Redis primary switched: reconnecting");
+            if let Err(e) = client.force_reconnection().await {
+                tracing::debug!(error = %e, "reconnect after a switch of primary");
+            }
+        }
     });
+}
+
+/// The Sentinels of a `redis-sentinel://` URL, listened to for
+/// `+switch-master`.
+///
+/// fred asks the Sentinels for the primary whenever it (re)connects, but
+/// nothing makes it reconnect while the old primary still answers: after a
+/// graceful failover (`SENTINEL FAILOVER`, maintenance) the old primary
+/// stays a primary, taking writes that are then lost, until the Sentinels
+/// demote it (about ten seconds later). Clients that reconnect on the
+/// announcement move over at once, all together.
+#[derive(Debug, Clone)]
+pub struct SentinelWatch {
+    hosts: Vec<fred::types::config::Server>,
+    service: String,
+    username: Option<String>,
+    password: Option<String>,
+}
+
+impl SentinelWatch {
+    /// The watch for a Sentinel configuration; `None` for anything else.
+    pub fn of(config: &Config) -> Option<SentinelWatch> {
+        match &config.server {
+            ServerConfig::Sentinel {
+                hosts,
+                service_name,
+                username,
+                password,
+            } => Some(SentinelWatch {
+                hosts: hosts.clone(),
+                service: service_name.clone(),
+                username: username.clone(),
+                password: password.clone(),
+            }),
+            _ => None,
+        }
+    }
+
+    /// Returns when a Sentinel announces a new primary for the service,
+    /// going from Sentinel to Sentinel while they are unreachable.
+    pub async fn next_switch(&self) {
+        let mut i = 0;
+        loop {
+            let host = &self.hosts[i % self.hosts.len()];
+            i += 1;
+            match self.listen(host).await {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::debug!(error = %e, sentinel = %host, "Sentinel watch lost");
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+            }
+        }
+    }
+
+    /// Listens to one Sentinel: `Ok` on a switch of this service's primary.
+    async fn listen(&self, host: &fred::types::config::Server) -> Result<(), BusError> {
+        let config = Config {
+            server: ServerConfig::Centralized {
+                server: host.clone(),
+            },
+            username: self.username.clone(),
+            password: self.password.clone(),
+            ..Config::default()
+        };
+        let client: SubscriberClient = Builder::from_config(config)
+            .with_connection_config(|c| {
+                c.connection_timeout = Duration::from_millis(500);
+                c.internal_command_timeout = Duration::from_millis(500);
+            })
+            .build_subscriber_client()
+            .map_err(|e| BusError(e.to_string()))?;
+        let _task = client.connect();
+        let result = async {
+            tokio::time::timeout(Duration::from_secs(1), client.wait_for_connect())
+                .await
+                .map_err(|_| BusError("Sentinel did not answer".into()))?
+                .map_err(|e| BusError(e.to_string()))?;
+            let mut errors = client.error_rx();
+            let mut messages = client.message_rx();
+            client
+                .subscribe("+switch-master")
+                .await
+                .map_err(|e| BusError(e.to_string()))?;
+            loop {
+                tokio::select! {
+                    msg = messages.recv() => {
+                        let msg = msg.map_err(|e| BusError(e.to_string()))?;
+                        // `<name> <old ip> <old port> <new ip> <new port>`
+                        let text = msg.value.as_string().unwrap_or_default();
+                        if text.split(' ').next() == Some(self.service.as_str()) {
+                            return Ok(());
+                        }
+                    }
+                    e = errors.recv() => {
+                        let e = e.map_or_else(|e| e.to_string(), |(e, _)| e.to_string());
+                        return Err(BusError(e));
+                    }
+                }
+            }
+        }
+        .await;
+        let _ = client.quit().await;
+        result
+    }
 }
 
 #[async_trait::async_trait]
@@ -429,6 +545,8 @@ async fn subscribe_once(
     tx: &mpsc::Sender<BusEvent>,
 ) -> Result<(), BusError> {
     let sharded = RedisTopology::of(&config.url)? == RedisTopology::Cluster;
+    let watch =
+        SentinelWatch::of(&Config::from_url(&config.url).map_err(|e| BusError(e.to_string()))?);
     let client: SubscriberClient = redis_builder(&config.url)?
         .with_performance_config(|p| p.broadcast_channel_capacity = SUBSCRIBER_BUFFER)
         .build_subscriber_client()
@@ -439,6 +557,12 @@ async fn subscribe_once(
             .wait_for_connect()
             .await
             .map_err(|e| BusError(e.to_string()))?;
+        // fred reconnects by itself, to the promoted primary after a
+        // failover too, but does not subscribe again, and a quick reconnect
+        // is over before `is_connected` would show it: any connection error
+        // or reconnect ends this subscription (bumps may have been missed).
+        let mut errors = client.error_rx();
+        let mut reconnects = client.reconnect_rx();
         let mut messages = client.message_rx();
         let subscribed = if sharded {
             client.ssubscribe(channel).await
@@ -449,6 +573,13 @@ async fn subscribe_once(
         if tx.send(BusEvent::Up).await.is_err() {
             return Ok(());
         }
+        let switched = async {
+            match &watch {
+                Some(w) => w.next_switch().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(switched);
         let mut check = tokio::time::interval(Duration::from_millis(100));
         loop {
             tokio::select! {
@@ -471,6 +602,16 @@ async fn subscribe_once(
                         return Err(BusError("subscriber closed".into()));
                     }
                 },
+                e = errors.recv() => {
+                    let e = e.map_or_else(|e| e.to_string(), |(e, _)| e.to_string());
+                    return Err(BusError(format!("connection error: {e}")));
+                }
+                _ = reconnects.recv() => {
+                    return Err(BusError("reconnected".into()));
+                }
+                () = &mut switched => {
+                    return Err(BusError("the Sentinels switched the primary".into()));
+                }
                 _ = check.tick() => {
                     if !client.is_connected() {
                         return Err(BusError("connection lost".into()));

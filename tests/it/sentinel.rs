@@ -5,7 +5,8 @@
 //! client follows the promotion by itself, the edge forgets its map when
 //! the bus drops and answers 304s again once it has relearned, and the
 //! checker finds nothing lost or duplicated. Prints a figures line
-//! (`FAULT {...}`).
+//! (`FAULT {...}`). A graceful failover (`SENTINEL FAILOVER`, the old
+//! primary demoted while running) is followed the same way.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -199,5 +200,112 @@ async fn primary_killed_under_load_fails_over() {
         f.delivery_max_ms() <= bound,
         "a message took {:.0} ms to reach a reader (bound {bound} ms)",
         f.delivery_max_ms()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_failover_is_followed() {
+    let _heavy = chatty_tests::heavy().await;
+    let redis = SentinelRedis::start().await;
+    let url = redis.url();
+    let db = FreshDb::create().await;
+    let prefix = unique("s").chars().take(10).collect::<String>() + ":";
+    let opts = node_opts(&db, &url, &prefix, RATES_OFF);
+    let a = ApiNode::start(opts.clone()).await;
+    let b = ApiNode::start(opts).await;
+    create_site(&a.base, "acme").await;
+    // A max-age far beyond the test: a poll answered from a version the bus
+    // did not move would be a 304 for a minute.
+    let edge = Edge::start(edge_opts([&a, &b], &url, &prefix, &["--max-age", "60s"])).await;
+    let bus_up = || async { (edge.metric("chatty_edge_bus_up").await == 1.0).then_some(()) };
+    wait_for(
+        Duration::from_secs(10),
+        "the edge's bus over Sentinel",
+        bus_up,
+    )
+    .await;
+
+    let old = redis.failover().await;
+    let (new, promoted_in) = redis.wait_promoted(old, Duration::from_secs(30)).await;
+
+    // The old primary stays a primary, taking writes, until the Sentinels
+    // turn it into a replica of the new one (and drop its clients): every
+    // client then moves over. A join on `b` lands on the new primary ...
+    let promoted = Instant::now();
+    let mut n = 0u32;
+    wait_for(Duration::from_secs(20), "a join on the new primary", || {
+        n += 1;
+        let (b, prefix) = (&b, &prefix);
+        async move {
+            let guest = Guest::join(&b.base, "acme", "hall", &format!("g{n}")).await;
+            let members = command(new, &format!("ZRANGE {prefix}p:acme/hall 0 -1"))
+                .await
+                .ok()?;
+            members.contains(&guest.joined.member.id).then_some(())
+        }
+    })
+    .await;
+    let followed_in = promoted.elapsed();
+    // The clients reconnect on the Sentinels' announcement, not when the
+    // old primary is demoted (about ten seconds later).
+    assert!(
+        followed_in < Duration::from_secs(5),
+        "clients took {followed_in:?} to follow the new primary"
+    );
+
+    // ... the edge and both nodes subscribe to the bus there ...
+    wait_for(
+        Duration::from_secs(20),
+        "the bus on the new primary",
+        || {
+            let (prefix, edge) = (&prefix, &edge);
+            async move {
+                let reply = command(new, &format!("PUBSUB NUMSUB {prefix}bus"))
+                    .await
+                    .ok()?;
+                (reply.trim_end().ends_with(":3") && edge.metric("chatty_edge_bus_up").await == 1.0)
+                    .then_some(())
+            }
+        },
+    )
+    .await;
+    let bus_in = promoted.elapsed();
+
+    // ... and a send on node `a`, past the edge, reaches the edge through
+    // it (with a max-age of a minute, a missed bump would be a 304).
+    let ann = Guest::join(&edge.base, "acme", "hall", "ann").await;
+    let through_edge = client(&edge.base, "acme");
+    let on_a = client(&a.base, "acme");
+    let mut n = 0u32;
+    wait_for(
+        Duration::from_secs(20),
+        "a bump through the new primary",
+        || {
+            n += 1;
+            let (ann, on_a, through_edge) = (&ann, &on_a, &through_edge);
+            async move {
+                let mut reader = Reader::new();
+                reader.poll(through_edge, "hall").await.ok()?;
+                let sent = on_a
+                    .send("hall", &ann.joined.token, "moved", &format!("m-{n}"))
+                    .await
+                    .ok()?;
+                for _ in 0..50 {
+                    reader.poll(through_edge, "hall").await.ok()?;
+                    if reader.events.iter().any(|e| e.seq == sent.seq) {
+                        return Some(());
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                None
+            }
+        },
+    )
+    .await;
+    println!(
+        "graceful failover: replica promoted in {} ms; presence on it {} ms later, the bus {} ms later",
+        promoted_in.as_millis(),
+        followed_in.as_millis(),
+        bus_in.as_millis()
     );
 }

@@ -177,6 +177,18 @@ impl SentinelRedis {
         port
     }
 
+    /// Asks the Sentinels for a graceful failover (`SENTINEL FAILOVER`, as
+    /// for maintenance): the replica is promoted and the old primary, still
+    /// running, becomes its replica. Returns the old primary's port.
+    pub async fn failover(&self) -> u16 {
+        let port = self.primary().await.expect("a Sentinel names the primary");
+        let reply = command(self.sentinels[0].0, &format!("SENTINEL FAILOVER {SERVICE}"))
+            .await
+            .expect("the Sentinel answers");
+        assert!(reply.starts_with("+OK"), "SENTINEL FAILOVER: {reply}");
+        port
+    }
+
     /// Waits until the Sentinels name a primary other than `old` and it
     /// answers as one; returns its port and how long that took.
     pub async fn wait_promoted(&self, old: u16, limit: Duration) -> (u16, Duration) {
