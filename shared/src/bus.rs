@@ -355,7 +355,7 @@ impl RedisBus {
 /// Connects a fred client in the background, retrying the first connect
 /// (fred's reconnect policy only applies after one success). Behind
 /// Sentinel, the client also reconnects the moment the Sentinels announce
-/// a new primary ([`SentinelWatch`]).
+/// a new primary (`+switch-master`).
 pub fn start_connecting(client: &(impl ClientLike + 'static)) {
     let watch = SentinelWatch::of(&client.client_config());
     let client = client.clone();
@@ -388,7 +388,7 @@ pub fn start_connecting(client: &(impl ClientLike + 'static)) {
 /// demote it (about ten seconds later). Clients that reconnect on the
 /// announcement move over at once, all together.
 #[derive(Debug, Clone)]
-pub struct SentinelWatch {
+struct SentinelWatch {
     hosts: Vec<fred::types::config::Server>,
     service: String,
     username: Option<String>,
@@ -397,7 +397,7 @@ pub struct SentinelWatch {
 
 impl SentinelWatch {
     /// The watch for a Sentinel configuration; `None` for anything else.
-    pub fn of(config: &Config) -> Option<SentinelWatch> {
+    fn of(config: &Config) -> Option<SentinelWatch> {
         match &config.server {
             ServerConfig::Sentinel {
                 hosts,
@@ -416,7 +416,7 @@ impl SentinelWatch {
 
     /// Returns when a Sentinel announces a new primary for the service,
     /// going from Sentinel to Sentinel while they are unreachable.
-    pub async fn next_switch(&self) {
+    async fn next_switch(&self) {
         let mut i = 0;
         loop {
             let host = &self.hosts[i % self.hosts.len()];
