@@ -34,7 +34,10 @@ pub struct Config {
     #[arg(long, env = "CHATTY_MYSQL_URL")]
     pub mysql_url: Option<String>,
 
-    /// Redis URL (`redis://host:6379`): bus, presence and rate limits.
+    /// Redis URL: bus, presence and rate limits. One server
+    /// (`redis://host:6379/db`), a primary behind Sentinel
+    /// (`redis-sentinel://host:26379/db?sentinelServiceName=NAME&node=host2:26379…`)
+    /// or a Cluster (`redis-cluster://host:port?node=host2:port…`).
     #[arg(long, env = "CHATTY_REDIS_URL")]
     pub redis_url: Option<String>,
 
@@ -209,8 +212,8 @@ impl Config {
             }
         }
         if let Some(url) = &self.redis_url {
-            if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
-                return bad("--redis-url must start with redis:// or rediss://".into());
+            if let Err(e) = chatty_shared::RedisTopology::of(url) {
+                return bad(format!("--redis-url: {e}"));
             }
         }
         if self.redis_prefix.len() > 64 || !self.redis_prefix.bytes().all(|b| b.is_ascii_graphic())

@@ -100,8 +100,11 @@ pub struct EdgeConfig {
     #[arg(long = "upstream", env = "CHATTY_EDGE_UPSTREAM", value_delimiter = ',')]
     pub upstreams: Vec<String>,
 
-    /// Redis URL of the bus (redis://host:port/db). Without it the edge
-    /// learns only from the responses it forwards, bounded by --max-age.
+    /// Redis URL of the bus: redis://host:port/db, behind Sentinel
+    /// redis-sentinel://host:26379/db?sentinelServiceName=NAME&node=host2:26379…,
+    /// or a Cluster redis-cluster://host:port?node=host2:port…. Without it
+    /// the edge learns only from the responses it forwards, bounded by
+    /// --max-age.
     #[arg(long, env = "CHATTY_EDGE_REDIS_URL")]
     pub redis_url: Option<String>,
 
@@ -235,11 +238,7 @@ impl EdgeConfig {
             }
         }
         if let Some(url) = &self.redis_url {
-            if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
-                return Err(ConfigError::BadRedisUrl(
-                    "expected redis://host:port/db or rediss://…".into(),
-                ));
-            }
+            chatty_shared::RedisTopology::of(url).map_err(|e| ConfigError::BadRedisUrl(e.0))?;
             chatty_shared::redis_builder(url).map_err(|e| ConfigError::BadRedisUrl(e.0))?;
         }
         let p = &self.redis_prefix;
@@ -470,5 +469,23 @@ mod tests {
         }
         .validate()
         .is_ok());
+        for url in [
+            "redis-sentinel://10.0.0.1:26379/0?sentinelServiceName=chatty&node=10.0.0.2:26379",
+            "redis-cluster://10.0.0.1:7000?node=10.0.0.2:7000",
+        ] {
+            let config = EdgeConfig {
+                redis_url: Some(url.into()),
+                ..ok()
+            };
+            assert!(config.validate().is_ok(), "{url}");
+        }
+        let config = EdgeConfig {
+            redis_url: Some("redis-sentinel://10.0.0.1:26379".into()),
+            ..ok()
+        };
+        assert!(
+            config.validate().is_err(),
+            "a Sentinel URL names its service"
+        );
     }
 }

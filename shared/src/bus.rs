@@ -17,13 +17,19 @@
 //! [`InProcessBus`] (a broadcast channel, embedded mode). Pub/sub is
 //! at-most-once: a subscriber that was down or lagged hears [`BusEvent::Down`]
 //! and must forget what it learned.
+//!
+//! The Redis behind the bus is one server, a primary found through Sentinel,
+//! or a Redis Cluster, as the URL says ([`RedisTopology`]). On a Cluster the
+//! channel is a sharded one (`SPUBLISH`/`SSUBSCRIBE`): only the shard that
+//! owns its slot carries the bus, instead of every node of the cluster
+//! relaying every line.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use fred::clients::{Client, SubscriberClient};
 use fred::interfaces::{ClientLike, EventInterface, PubsubInterface};
-use fred::types::config::{Config, ReconnectPolicy};
+use fred::types::config::{Config, ReconnectError, ReconnectPolicy, ServerConfig};
 use fred::types::Builder;
 use tokio::sync::{broadcast, mpsc};
 
@@ -238,8 +244,59 @@ impl RedisBusConfig {
     }
 }
 
+/// What kind of Redis deployment a `--redis-url` names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RedisTopology {
+    /// One server: `redis://host:port/db` (or `rediss://`).
+    Single,
+    /// A primary and its replicas watched by Sentinels:
+    /// `redis-sentinel://sentinel:26379/db?sentinelServiceName=NAME&node=sentinel2:26379…`.
+    /// The client asks the Sentinels for the primary at every (re)connect.
+    Sentinel,
+    /// A Redis Cluster: `redis-cluster://node:port?node=node2:port…`
+    /// (any of its nodes; the rest are discovered).
+    Cluster,
+}
+
+/// The URL schemes `--redis-url` takes.
+const SCHEMES: &[&str] = &[
+    "redis://",
+    "rediss://",
+    "redis-sentinel://",
+    "rediss-sentinel://",
+    "redis-cluster://",
+    "rediss-cluster://",
+];
+
+impl RedisTopology {
+    /// Checks `url` and says what it names. The one check of a Redis URL:
+    /// both binaries validate `--redis-url` with it before binding a port.
+    pub fn of(url: &str) -> Result<RedisTopology, BusError> {
+        if !SCHEMES.iter().any(|s| url.starts_with(s)) {
+            return Err(BusError(
+                "expected redis://host:port/db, \
+                 redis-sentinel://host:port/db?sentinelServiceName=NAME&node=host:port… \
+                 or redis-cluster://host:port?node=host:port… (rediss… for TLS)"
+                    .into(),
+            ));
+        }
+        let config = Config::from_url(url).map_err(|e| BusError(e.to_string()))?;
+        Ok(match config.server {
+            ServerConfig::Clustered { .. } => RedisTopology::Cluster,
+            ServerConfig::Sentinel { .. } => RedisTopology::Sentinel,
+            _ => RedisTopology::Single,
+        })
+    }
+}
+
 /// Builds a fred client for `url` that reconnects by itself, fails commands
 /// fast while disconnected, and never blocks start-up on a first connect.
+///
+/// A failover is a reconnect: behind Sentinel, a lost primary means asking
+/// the Sentinels again until they name the promoted replica (fred checks
+/// its `ROLE` before using it); a connection still open to a server that
+/// was demoted answers writes with `READONLY`, which is made a reconnect
+/// too, as are `MASTERDOWN`, `LOADING` and `CLUSTERDOWN`.
 pub fn redis_builder(url: &str) -> Result<Builder, BusError> {
     let config = Config::from_url(url).map_err(|e| BusError(e.to_string()))?;
     let mut builder = Builder::from_config(config);
@@ -248,6 +305,12 @@ pub fn redis_builder(url: &str) -> Result<Builder, BusError> {
             c.connection_timeout = Duration::from_millis(500);
             c.internal_command_timeout = Duration::from_millis(500);
             c.max_command_attempts = 1;
+            c.reconnect_errors = vec![
+                ReconnectError::ReadOnly,
+                ReconnectError::MasterDown,
+                ReconnectError::Loading,
+                ReconnectError::ClusterDown,
+            ];
         })
         .with_performance_config(|p| {
             p.default_command_timeout = Duration::from_millis(500);
@@ -256,10 +319,12 @@ pub fn redis_builder(url: &str) -> Result<Builder, BusError> {
     Ok(builder)
 }
 
-/// The cluster bus: Redis pub/sub on one channel.
+/// The cluster bus: Redis pub/sub on one channel (sharded on a Redis
+/// Cluster).
 pub struct RedisBus {
     config: RedisBusConfig,
     client: Client,
+    sharded: bool,
 }
 
 impl std::fmt::Debug for RedisBus {
@@ -274,27 +339,148 @@ impl RedisBus {
     /// Starts connecting in the background; publishes fail fast until Redis
     /// answers.
     pub fn connect(config: RedisBusConfig) -> Result<Arc<Self>, BusError> {
+        let sharded = RedisTopology::of(&config.url)? == RedisTopology::Cluster;
         let client = redis_builder(&config.url)?
             .build()
             .map_err(|e| BusError(e.to_string()))?;
         start_connecting(&client);
-        Ok(Arc::new(Self { config, client }))
+        Ok(Arc::new(Self {
+            config,
+            client,
+            sharded,
+        }))
     }
 }
 
 /// Connects a fred client in the background, retrying the first connect
-/// (fred's reconnect policy only applies after one success).
+/// (fred's reconnect policy only applies after one success). Behind
+/// Sentinel, the client also reconnects the moment the Sentinels announce
+/// a new primary (`+switch-master`).
 pub fn start_connecting(client: &(impl ClientLike + 'static)) {
+    let watch = SentinelWatch::of(&client.client_config());
     let client = client.clone();
     tokio::spawn(async move {
         loop {
             let _task = client.connect();
             if client.wait_for_connect().await.is_ok() {
-                return;
+                break;
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
+        let Some(watch) = watch else { return };
+        loop {
+            watch.next_switch().await;
+            tracing::info!("Redis primary switched: reconnecting");
+            if let Err(e) = client.force_reconnection().await {
+                tracing::debug!(error = %e, "reconnect after a switch of primary");
+            }
+        }
     });
+}
+
+/// The Sentinels of a `redis-sentinel://` URL, listened to for
+/// `+switch-master`.
+///
+/// fred asks the Sentinels for the primary whenever it (re)connects, but
+/// nothing makes it reconnect while the old primary still answers: after a
+/// graceful failover (`SENTINEL FAILOVER`, maintenance) the old primary
+/// stays a primary, taking writes that are then lost, until the Sentinels
+/// demote it (about ten seconds later). Clients that reconnect on the
+/// announcement move over at once, all together.
+#[derive(Debug, Clone)]
+struct SentinelWatch {
+    hosts: Vec<fred::types::config::Server>,
+    service: String,
+    username: Option<String>,
+    password: Option<String>,
+}
+
+impl SentinelWatch {
+    /// The watch for a Sentinel configuration; `None` for anything else.
+    fn of(config: &Config) -> Option<SentinelWatch> {
+        match &config.server {
+            ServerConfig::Sentinel {
+                hosts,
+                service_name,
+                username,
+                password,
+            } => Some(SentinelWatch {
+                hosts: hosts.clone(),
+                service: service_name.clone(),
+                username: username.clone(),
+                password: password.clone(),
+            }),
+            _ => None,
+        }
+    }
+
+    /// Returns when a Sentinel announces a new primary for the service,
+    /// going from Sentinel to Sentinel while they are unreachable.
+    async fn next_switch(&self) {
+        let mut i = 0;
+        loop {
+            let host = &self.hosts[i % self.hosts.len()];
+            i += 1;
+            match self.listen(host).await {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::debug!(error = %e, sentinel = %host, "Sentinel watch lost");
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+            }
+        }
+    }
+
+    /// Listens to one Sentinel: `Ok` on a switch of this service's primary.
+    async fn listen(&self, host: &fred::types::config::Server) -> Result<(), BusError> {
+        let config = Config {
+            server: ServerConfig::Centralized {
+                server: host.clone(),
+            },
+            username: self.username.clone(),
+            password: self.password.clone(),
+            ..Config::default()
+        };
+        let client: SubscriberClient = Builder::from_config(config)
+            .with_connection_config(|c| {
+                c.connection_timeout = Duration::from_millis(500);
+                c.internal_command_timeout = Duration::from_millis(500);
+            })
+            .build_subscriber_client()
+            .map_err(|e| BusError(e.to_string()))?;
+        let _task = client.connect();
+        let result = async {
+            tokio::time::timeout(Duration::from_secs(1), client.wait_for_connect())
+                .await
+                .map_err(|_| BusError("Sentinel did not answer".into()))?
+                .map_err(|e| BusError(e.to_string()))?;
+            let mut errors = client.error_rx();
+            let mut messages = client.message_rx();
+            client
+                .subscribe("+switch-master")
+                .await
+                .map_err(|e| BusError(e.to_string()))?;
+            loop {
+                tokio::select! {
+                    msg = messages.recv() => {
+                        let msg = msg.map_err(|e| BusError(e.to_string()))?;
+                        // `<name> <old ip> <old port> <new ip> <new port>`
+                        let text = msg.value.as_string().unwrap_or_default();
+                        if text.split(' ').next() == Some(self.service.as_str()) {
+                            return Ok(());
+                        }
+                    }
+                    e = errors.recv() => {
+                        let e = e.map_or_else(|e| e.to_string(), |(e, _)| e.to_string());
+                        return Err(BusError(e));
+                    }
+                }
+            }
+        }
+        .await;
+        let _ = client.quit().await;
+        result
+    }
 }
 
 #[async_trait::async_trait]
@@ -303,10 +489,13 @@ impl Bus for RedisBus {
         if !self.client.is_connected() {
             return Err(BusError("not connected".into()));
         }
-        self.client
-            .publish::<(), _, _>(self.config.channel(), msg.encode())
-            .await
-            .map_err(|e| BusError(e.to_string()))
+        let (channel, line) = (self.config.channel(), msg.encode());
+        let sent = if self.sharded {
+            self.client.spublish::<(), _, _>(channel, line).await
+        } else {
+            self.client.publish::<(), _, _>(channel, line).await
+        };
+        sent.map_err(|e| BusError(e.to_string()))
     }
 
     async fn ping(&self) -> Result<(), BusError> {
@@ -355,6 +544,9 @@ async fn subscribe_once(
     channel: &str,
     tx: &mpsc::Sender<BusEvent>,
 ) -> Result<(), BusError> {
+    let sharded = RedisTopology::of(&config.url)? == RedisTopology::Cluster;
+    let watch =
+        SentinelWatch::of(&Config::from_url(&config.url).map_err(|e| BusError(e.to_string()))?);
     let client: SubscriberClient = redis_builder(&config.url)?
         .with_performance_config(|p| p.broadcast_channel_capacity = SUBSCRIBER_BUFFER)
         .build_subscriber_client()
@@ -365,14 +557,29 @@ async fn subscribe_once(
             .wait_for_connect()
             .await
             .map_err(|e| BusError(e.to_string()))?;
+        // fred reconnects by itself, to the promoted primary after a
+        // failover too, but does not subscribe again, and a quick reconnect
+        // is over before `is_connected` would show it: any connection error
+        // or reconnect ends this subscription (bumps may have been missed).
+        let mut errors = client.error_rx();
+        let mut reconnects = client.reconnect_rx();
         let mut messages = client.message_rx();
-        client
-            .subscribe(channel)
-            .await
-            .map_err(|e| BusError(e.to_string()))?;
+        let subscribed = if sharded {
+            client.ssubscribe(channel).await
+        } else {
+            client.subscribe(channel).await
+        };
+        subscribed.map_err(|e| BusError(e.to_string()))?;
         if tx.send(BusEvent::Up).await.is_err() {
             return Ok(());
         }
+        let switched = async {
+            match &watch {
+                Some(w) => w.next_switch().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(switched);
         let mut check = tokio::time::interval(Duration::from_millis(100));
         loop {
             tokio::select! {
@@ -395,6 +602,16 @@ async fn subscribe_once(
                         return Err(BusError("subscriber closed".into()));
                     }
                 },
+                e = errors.recv() => {
+                    let e = e.map_or_else(|e| e.to_string(), |(e, _)| e.to_string());
+                    return Err(BusError(format!("connection error: {e}")));
+                }
+                _ = reconnects.recv() => {
+                    return Err(BusError("reconnected".into()));
+                }
+                () = &mut switched => {
+                    return Err(BusError("the Sentinels switched the primary".into()));
+                }
                 _ = check.tick() => {
                     if !client.is_connected() {
                         return Err(BusError("connection lost".into()));
@@ -485,6 +702,37 @@ mod tests {
             );
         }
         assert_eq!(BusMessage::decode(&[0xff, 0xfe]), Err(DecodeError));
+    }
+
+    #[test]
+    fn tells_the_topology_from_the_url() {
+        use RedisTopology::*;
+        let check = |url: &str, expect: Option<RedisTopology>| {
+            assert_eq!(RedisTopology::of(url).ok(), expect, "{url}");
+        };
+        check("redis://127.0.0.1:6379", Some(Single));
+        check("redis://127.0.0.1:6379/2", Some(Single));
+        check(
+            "redis-sentinel://10.0.0.1:26379/0?sentinelServiceName=chatty&node=10.0.0.2:26379&node=10.0.0.3:26379",
+            Some(Sentinel),
+        );
+        check(
+            "redis-sentinel://s1:26379?sentinelServiceName=chatty",
+            Some(Sentinel),
+        );
+        check(
+            "redis-sentinel://:pw@chatty-redis.cache.svc.cluster.local:26379/0?sentinelServiceName=mymaster&sentinelPassword=pw",
+            Some(Sentinel),
+        );
+        check(
+            "redis-cluster://10.0.0.1:7000?node=10.0.0.2:7000&node=10.0.0.3:7000",
+            Some(Cluster),
+        );
+        check("redis-cluster://10.0.0.1:7000", Some(Cluster));
+        check("redis-sentinel://s1:26379", None);
+        check("http://127.0.0.1:6379", None);
+        check("127.0.0.1:6379", None);
+        check("", None);
     }
 
     #[tokio::test]

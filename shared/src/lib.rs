@@ -19,7 +19,7 @@ pub mod wire;
 
 pub use bus::{
     redis_builder, run_redis_subscription, start_connecting, Bus, BusError, BusEvent, BusMessage,
-    InProcessBus, RedisBus, RedisBusConfig, HEARTBEAT_EVERY, MAX_NODE_LEN,
+    InProcessBus, RedisBus, RedisBusConfig, RedisTopology, HEARTBEAT_EVERY, MAX_NODE_LEN,
 };
 pub use config::{
     parse_duration, parse_rate, parse_rate_setting, Rate, RateSetting, EXIT_BAD_CONFIG,

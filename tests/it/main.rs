@@ -14,6 +14,8 @@ mod identity;
 mod moderation;
 mod observability;
 mod outages;
+mod redis_cluster;
 mod rules;
+mod sentinel;
 mod streams;
 mod taken_port;

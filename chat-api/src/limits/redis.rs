@@ -5,6 +5,11 @@
 //! applies the sliding-window rule and counts the hit atomically. A
 //! cooldown is one key, `{prefix}c:{key}`, set with `NX` and expiring at
 //! the end of its period.
+//!
+//! On a Redis Cluster the script's two window keys must share a slot, so
+//! there the key is a hash tag: `{prefix}l:{{key}}:{window}`. Each limited
+//! key (a guest, an address) lives on one shard, and the keys spread over
+//! all of them.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -73,6 +78,17 @@ pub struct RedisLimiter {
     fallback: InProcessLimiter,
 }
 
+/// The start of a limited key's counter names; the window follows. On a
+/// Cluster the key is the hash tag, so that both windows the script reads
+/// share a slot.
+fn counter_stem(prefix: &str, key: &str, clustered: bool) -> String {
+    if clustered {
+        format!("{prefix}l:{{{key}}}:")
+    } else {
+        format!("{prefix}l:{key}:")
+    }
+}
+
 impl std::fmt::Debug for RedisLimiter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisLimiter")
@@ -103,7 +119,7 @@ impl RedisLimiter {
         match check {
             Check::Hit { key, rate } => Call {
                 script: &HIT,
-                keys: vec![format!("{}l:{key}:", self.prefix)],
+                keys: vec![counter_stem(&self.prefix, key, self.redis.clustered())],
                 args: vec![rate.count.to_string(), per_ms(*rate).to_string()],
             },
             Check::Cooldown { key, period } => {
@@ -216,6 +232,29 @@ mod tests {
             b.cooldown("c", period).await,
             Decision::Limited { .. }
         ));
+    }
+
+    #[test]
+    fn cluster_counters_of_a_key_share_a_slot() {
+        use crate::redis::testing::slot;
+        for (prefix, key) in [
+            ("chatty:", "ip:203.0.113.7"),
+            ("chatty:", "ip:2001:db8::1"),
+            ("chatty:", "guest:acme:g-12ab"),
+            ("odd{prefix:", "ip:203.0.113.7"),
+        ] {
+            let stem = counter_stem(prefix, key, true);
+            assert_eq!(
+                slot(&format!("{stem}123456")),
+                slot(&format!("{stem}123455"))
+            );
+        }
+        assert_ne!(
+            slot(&counter_stem("chatty:", "ip:203.0.113.7", true)),
+            slot(&counter_stem("chatty:", "ip:203.0.113.8", true)),
+            "keys spread over slots"
+        );
+        assert_eq!(counter_stem("chatty:", "ip:1", false), "chatty:l:ip:1:");
     }
 
     #[tokio::test]

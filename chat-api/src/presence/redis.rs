@@ -6,14 +6,23 @@
 //! `{prefix}px` indexes every `"{room} {member id}"` by expiry so that a sweep
 //! finds expired members in any room. Every change is one Lua script, timed
 //! by Redis' own clock, so versions are bumped atomically and a sweep run
-//! by several nodes at once reports each removal once. (The sweep touches
-//! keys it derives from the index: fine on one Redis, not on Redis Cluster.)
+//! by several nodes at once reports each removal once.
+//!
+//! On a Redis Cluster every key one script touches must hash to one slot,
+//! and the sweep touches keys it derives from the index. So there rooms are
+//! spread over [`CLUSTER_BUCKETS`] buckets by a hash of the room key, each
+//! bucket with its own index, and every key of a bucket carries the bucket's
+//! hash tag: `{prefix}{p7}:p:{room}`, `{prefix}{p7}:px`. A bucket lives on
+//! one shard, so presence is spread over at most that many shards, and a
+//! sweep is one script per bucket. On one server (or behind Sentinel) there
+//! is one bucket and no tag.
 //!
 //! Keys expire an hour after their room's last activity (the index an hour
 //! after the last join or heartbeat anywhere), so abandoned rooms leave
 //! nothing behind. While Redis is down every call fails within a
 //! second with [`PresenceError::Unavailable`].
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,6 +36,32 @@ use crate::redis::{BoundedClient, Script};
 
 /// Upper bound on one presence call, whatever fred does.
 const CALL_TIMEOUT: Duration = Duration::from_millis(800);
+
+/// Buckets of rooms on a Redis Cluster (see the module's comment). Every
+/// node of a deployment must agree on it: changing it moves every room's
+/// keys.
+pub const CLUSTER_BUCKETS: u32 = 16;
+
+/// The bucket of a room among `buckets` (FNV-1a of the room key: stable
+/// across nodes, builds and versions).
+fn bucket_of(key: &str, buckets: u32) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in key.bytes() {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    h % buckets.max(1)
+}
+
+/// The start of every key of `bucket`: the prefix alone with one bucket,
+/// else the prefix and the bucket's hash tag.
+fn stem(prefix: &str, bucket: u32, buckets: u32) -> String {
+    if buckets <= 1 {
+        prefix.to_owned()
+    } else {
+        format!("{prefix}{{p{bucket}}}:")
+    }
+}
 
 /// KEYS: members zset, nicks hash, version, global index.
 /// ARGV: member id, nick, ttl ms, room key. Returns {changed, version}.
@@ -123,10 +158,26 @@ return out
 ",
 );
 
+/// A room's keys under `stem`: members zset, nicks hash, version, and the
+/// index of its bucket.
+fn room_keys(stem: &str, room: &str) -> Vec<String> {
+    vec![
+        format!("{stem}p:{room}"),
+        format!("{stem}pn:{room}"),
+        format!("{stem}pv:{room}"),
+        format!("{stem}px"),
+    ]
+}
+
 /// Presence kept in Redis.
 pub struct RedisPresence {
     redis: BoundedClient,
     prefix: String,
+    /// 1, or [`CLUSTER_BUCKETS`] on a Redis Cluster.
+    buckets: u32,
+    /// The bucket the next sweep starts with, so that a busy bucket does
+    /// not keep the others waiting.
+    next_sweep: AtomicU32,
 }
 
 impl std::fmt::Debug for RedisPresence {
@@ -160,20 +211,26 @@ impl RedisPresence {
     /// Starts connecting in the background (calls fail fast until Redis
     /// answers). Keys live under `prefix`. Needs a tokio runtime.
     pub fn connect(url: &str, prefix: &str) -> Result<Arc<RedisPresence>, PresenceError> {
+        let redis = BoundedClient::connect(url, CALL_TIMEOUT).map_err(down)?;
+        let buckets = if redis.clustered() {
+            CLUSTER_BUCKETS
+        } else {
+            1
+        };
         Ok(Arc::new(RedisPresence {
-            redis: BoundedClient::connect(url, CALL_TIMEOUT).map_err(down)?,
+            redis,
             prefix: prefix.to_owned(),
+            buckets,
+            next_sweep: AtomicU32::new(0),
         }))
     }
 
     fn room_keys(&self, key: &RoomKey) -> Vec<String> {
-        let p = &self.prefix;
-        vec![
-            format!("{p}p:{key}"),
-            format!("{p}pn:{key}"),
-            format!("{p}pv:{key}"),
-            format!("{p}px"),
-        ]
+        let room = key.to_string();
+        room_keys(
+            &stem(&self.prefix, bucket_of(&room, self.buckets), self.buckets),
+            &room,
+        )
     }
 
     async fn call<R: fred::types::FromValue>(
@@ -242,24 +299,29 @@ impl Presence for RedisPresence {
     }
 
     async fn sweep(&self, max: usize) -> Result<Vec<(RoomKey, u64)>, PresenceError> {
-        if max == 0 {
-            return Ok(Vec::new());
-        }
-        let reply: Vec<Value> = self
-            .call(
-                &SWEEP,
-                vec![format!("{}px", self.prefix)],
-                vec![max.to_string(), self.prefix.clone()],
-            )
-            .await?;
-        let mut out = Vec::with_capacity(reply.len() / 2);
-        let mut items = reply.into_iter();
-        while let (Some(room), Some(version)) = (items.next(), items.next()) {
-            let room = text(room)?;
-            // Keys were written by this code from valid room keys; skip
-            // anything else rather than fail the whole sweep.
-            if let Ok(key) = RoomKey::parse(&room) {
-                out.push((key, number(&version)?));
+        let first = self.next_sweep.fetch_add(1, Ordering::Relaxed);
+        let mut out = Vec::new();
+        for i in 0..self.buckets {
+            let left = max.saturating_sub(out.len());
+            if left == 0 {
+                break;
+            }
+            let stem = stem(&self.prefix, (first + i) % self.buckets, self.buckets);
+            let reply: Vec<Value> = self
+                .call(
+                    &SWEEP,
+                    vec![format!("{stem}px")],
+                    vec![left.to_string(), stem],
+                )
+                .await?;
+            let mut items = reply.into_iter();
+            while let (Some(room), Some(version)) = (items.next(), items.next()) {
+                let room = text(room)?;
+                // Keys were written by this code from valid room keys; skip
+                // anything else rather than fail the whole sweep.
+                if let Ok(key) = RoomKey::parse(&room) {
+                    out.push((key, number(&version)?));
+                }
             }
         }
         Ok(out)
@@ -270,7 +332,7 @@ impl Presence for RedisPresence {
 mod tests {
     use super::*;
     use crate::presence::conformance;
-    use crate::redis::testing::{must_connect, test_prefix, LOCAL};
+    use crate::redis::testing::{must_connect, slot, test_prefix, LOCAL};
     use fred::interfaces::KeysInterface;
 
     async fn presence() -> Arc<RedisPresence> {
@@ -307,6 +369,47 @@ mod tests {
         let v = p.join(&key, &a, Duration::from_secs(30)).await.unwrap();
         assert!(v > last, "{v} after {last}");
         assert_eq!(p.list(&key).await.unwrap(), (vec![a], v));
+    }
+
+    #[test]
+    fn cluster_keys_of_a_room_share_its_bucket_slot() {
+        for (prefix, room) in [
+            ("chatty:", "demo/lobby"),
+            ("chatty:", "acme/a-much-longer_room-name"),
+            ("t1a2b3c4:", "x/y"),
+            ("odd{prefix:", "demo/lobby"),
+        ] {
+            let b = bucket_of(room, CLUSTER_BUCKETS);
+            let keys = room_keys(&stem(prefix, b, CLUSTER_BUCKETS), room);
+            let s = slot(&keys[0]);
+            for k in &keys {
+                assert_eq!(slot(k), s, "{k} and {}", keys[0]);
+            }
+            // The sweep's keys for that bucket: its index, and the keys it
+            // derives from the stem it is given.
+            let sweep_stem = stem(prefix, b, CLUSTER_BUCKETS);
+            assert_eq!(slot(&format!("{sweep_stem}px")), s);
+            assert_eq!(slot(&format!("{sweep_stem}pn:{room}")), s);
+        }
+        let all: std::collections::HashSet<u16> = (0..CLUSTER_BUCKETS)
+            .map(|b| slot(&format!("chatty:{{p{b}}}:px")))
+            .collect();
+        assert!(all.len() > 8, "buckets spread over slots: {all:?}");
+        // One server: the keys are the plain ones, as before buckets.
+        assert_eq!(
+            room_keys(&stem("chatty:", 0, 1), "demo/lobby"),
+            [
+                "chatty:p:demo/lobby",
+                "chatty:pn:demo/lobby",
+                "chatty:pv:demo/lobby",
+                "chatty:px"
+            ]
+        );
+        assert_eq!(bucket_of("demo/lobby", 1), 0);
+        assert_eq!(
+            bucket_of("demo/lobby", CLUSTER_BUCKETS),
+            bucket_of("demo/lobby", 16)
+        );
     }
 
     #[tokio::test]

@@ -64,6 +64,12 @@ impl BoundedClient {
         true
     }
 
+    /// Whether the client talks to a Redis Cluster, where every key one
+    /// script touches must hash to one slot.
+    pub(crate) fn clustered(&self) -> bool {
+        self.client.is_clustered()
+    }
+
     /// The client itself, for tests that reach under the bounded calls.
     #[cfg(test)]
     pub(crate) fn inner(&self) -> &Client {
@@ -126,6 +132,38 @@ pub(crate) mod testing {
     /// A key prefix of its own for one test.
     pub(crate) fn test_prefix() -> String {
         format!("t{:08x}:", rand::random::<u32>())
+    }
+
+    /// Redis Cluster's key slot (CRC16 of the hash tag, if any), as the
+    /// Cluster specification defines it.
+    pub(crate) fn slot(key: &str) -> u16 {
+        let bytes = key.as_bytes();
+        let tagged = bytes.iter().position(|&b| b == b'{').and_then(|open| {
+            let close = bytes[open + 1..].iter().position(|&b| b == b'}')?;
+            (close > 0).then(|| &bytes[open + 1..open + 1 + close])
+        });
+        let mut crc: u16 = 0;
+        for &b in tagged.unwrap_or(bytes) {
+            crc ^= u16::from(b) << 8;
+            for _ in 0..8 {
+                crc = if crc & 0x8000 != 0 {
+                    (crc << 1) ^ 0x1021
+                } else {
+                    crc << 1
+                };
+            }
+        }
+        crc % 16384
+    }
+
+    #[test]
+    fn slots_as_redis_computes_them() {
+        // The specification's check value, and its hash-tag examples.
+        assert_eq!(slot("123456789"), 0x31c3);
+        assert_eq!(slot("{user1000}.following"), slot("{user1000}.followers"));
+        assert_ne!(slot("foo{}{bar}"), slot("bar"));
+        assert_eq!(slot("foo{{bar}}zap"), slot("{bar"));
+        assert_eq!(slot("foo{bar}{zap}"), slot("bar"));
     }
 
     /// Waits for `client` to connect, failing the test with how to start
