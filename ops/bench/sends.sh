@@ -26,6 +26,7 @@ export WINDOW="${WINDOW:-20}" RAMP_OVERRIDE="${RAMP_OVERRIDE:-5}"
 
 build_release
 need_bin chat-api chatty
+mkdir -p "$OUT/runs"
 RUNS_JSONL="$OUT/sends.jsonl"; : > "$RUNS_JSONL"
 
 # over LINE: whether a run missed the bound (p99, errors, anomalies, reports).
