@@ -5,17 +5,15 @@
 //! messages lost, duplicates, the longest delivery (bounding any stale-304
 //! window) and the time to recover.
 
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use chatty_tests::chat::{client, create_site, Guest, Reader};
+use chatty_tests::chat::{client, create_site, Guest};
 use chatty_tests::fault::{FaultProxy, Mode};
-use chatty_tests::procs::{bin, ApiNode, ApiOpts, Edge, EdgeOpts, Proc};
+use chatty_tests::load::{Load, LoadReport};
+use chatty_tests::procs::{ApiNode, ApiOpts, Edge, EdgeOpts};
 use chatty_tests::services::{FreshDb, PrivateRedis};
 use chatty_tests::stack::edge_opts;
 use chatty_tests::{unique, wait_for};
-use serde_json::Value;
 
 /// The edge's max-age in these tests.
 const MAX_AGE: Duration = Duration::from_secs(2);
@@ -117,91 +115,39 @@ impl Cluster {
     }
 
     /// Starts `chatty load --check` through the edge in the background.
-    fn load(&self, seed: u64) -> (Proc, PathBuf) {
-        let report = self.dir.path().join(format!("load-{seed}.json"));
-        let mut cmd = Command::new(bin("chatty"));
-        cmd.args(["load", "--site", "acme", "--guests", "30", "--rooms", "3"])
-            .args([
-                "--send-rate",
-                "8",
-                "--ramp",
-                "2s",
-                "--check",
-                "--no-progress",
-            ])
-            .arg("--target")
-            .arg(&self.edge.base)
-            .arg("--duration")
-            .arg(format!("{}s", RUN.as_secs()))
-            .arg("--poll-interval")
-            .arg(format!("{}s", POLL.as_secs()))
-            .arg("--seed")
-            .arg(seed.to_string())
-            .arg("--json")
-            .arg(&report);
-        (Proc::spawn("chatty load", cmd), report)
+    fn load(&self, seed: u64) -> Load {
+        Load::start(&self.edge.base, self.dir.path(), seed, RUN, POLL)
     }
 }
 
-/// What one fault run measured.
+/// What one fault run measured: the load's report and the time the
+/// cluster took to recover.
 #[derive(Debug)]
 struct Figures {
-    exit: Option<i32>,
-    report: Value,
+    load: LoadReport,
     recovered_in: Duration,
 }
 
 impl Figures {
     fn failed_requests(&self) -> u64 {
-        self.report["errors"]
-            .as_object()
-            .map(|m| m.values().filter_map(Value::as_u64).sum())
-            .unwrap_or(0)
-    }
-
-    fn check(&self, field: &str) -> u64 {
-        self.report["check"][field].as_u64().expect("check field")
-    }
-
-    fn delivery_max_ms(&self) -> f64 {
-        self.report["delivery_latency_ms"]["max"]
-            .as_f64()
-            .unwrap_or(0.0)
+        self.load.failed_requests()
     }
 
     /// Prints the figures line and asserts what every fault test must hold.
     fn assert_nothing_lost(&self, name: &str) {
+        let l = &self.load;
         println!(
             "FAULT {{\"fault\":\"{name}\",\"failed_requests\":{},\"sends_acknowledged\":{},\"lost_acknowledged\":{},\"duplicated\":{},\"missing\":{},\"out_of_order\":{},\"delivery_max_ms\":{:.0},\"recovered_in_ms\":{}}}",
-            self.failed_requests(),
-            self.report["sends_acknowledged"],
-            self.check("lost_acknowledged"),
-            self.check("duplicated"),
-            self.check("missing"),
-            self.check("out_of_order"),
-            self.delivery_max_ms(),
+            l.failed_requests(),
+            l.sends_acknowledged(),
+            l.check("lost_acknowledged"),
+            l.check("duplicated"),
+            l.check("missing"),
+            l.check("out_of_order"),
+            l.delivery_max_ms(),
             self.recovered_in.as_millis()
         );
-        assert!(self.report["check"]["enabled"].as_bool().unwrap_or(false));
-        assert!(
-            self.report["sends_acknowledged"].as_u64().unwrap_or(0) > 20,
-            "too few sends: {}",
-            self.report
-        );
-        assert_eq!(
-            self.check("lost_acknowledged"),
-            0,
-            "{name}: acknowledged messages lost"
-        );
-        assert_eq!(self.check("duplicated"), 0, "{name}: duplicates");
-        assert_eq!(self.check("missing"), 0, "{name}: a reader skipped events");
-        assert_eq!(self.check("out_of_order"), 0, "{name}: events out of order");
-        assert_eq!(
-            self.exit,
-            Some(0),
-            "{name}: the checker failed: {}",
-            self.report
-        );
+        l.assert_nothing_lost(name);
     }
 
     /// The brief's bound on a stale 304: a message reaches every reader
@@ -210,35 +156,30 @@ impl Figures {
     fn assert_staleness_bounded(&self, name: &str) {
         let bound = (POLL + MAX_AGE + Duration::from_secs(1)).as_millis() as f64;
         assert!(
-            self.delivery_max_ms() <= bound,
+            self.load.delivery_max_ms() <= bound,
             "{name}: a message took {:.0} ms to reach a reader (bound {bound} ms)",
-            self.delivery_max_ms()
+            self.load.delivery_max_ms()
         );
     }
 }
 
 /// A load running through the edge, with a probe guest of its own.
 struct Running {
-    load: Proc,
-    report: PathBuf,
+    load: Load,
     probe: Guest,
 }
 
 /// Starts the load and waits until the fault is due.
 async fn start(c: &Cluster, seed: u64) -> Running {
     let probe = Guest::join(&c.edge.base, "acme", "probe", "probe").await;
-    let (load, report) = c.load(seed);
+    let load = c.load(seed);
     tokio::time::sleep(FAULT_AT).await;
-    Running {
-        load,
-        report,
-        probe,
-    }
+    Running { load, probe }
 }
 
 /// Called once the fault is over: measures the time until a send and a
 /// poll through the edge succeed again, then waits for the load's report.
-async fn finish(c: &Cluster, mut r: Running) -> Figures {
+async fn finish(c: &Cluster, r: Running) -> Figures {
     let restored = Instant::now();
     let reader_client = client(&c.edge.base, "acme");
     let mut n = 0u32;
@@ -247,28 +188,12 @@ async fn finish(c: &Cluster, mut r: Running) -> Figures {
         n += 1;
         let id = format!("probe-{n}");
         let reader_client = &reader_client;
-        async move {
-            let sent = probe
-                .client
-                .send(&probe.room, &probe.joined.token, "probe", &id)
-                .await
-                .ok()?;
-            let mut reader = Reader::new();
-            reader.poll(reader_client, &probe.room).await.ok()?;
-            reader
-                .events
-                .iter()
-                .any(|e| e.seq == sent.seq)
-                .then_some(())
-        }
+        async move { probe.round_trip(reader_client, "probe", &id).await }
     })
     .await;
     let recovered_in = restored.elapsed();
-    let exit = r.load.wait_exit(RUN + Duration::from_secs(60)).await;
-    let text = std::fs::read_to_string(&r.report).expect("the load's JSON report");
     Figures {
-        exit,
-        report: serde_json::from_str(&text).expect("report JSON"),
+        load: r.load.finish().await,
         recovered_in,
     }
 }
@@ -294,7 +219,7 @@ async fn api_node_sigterm_drains_without_a_failed_request() {
         f.failed_requests(),
         0,
         "a drained node failed requests: {}",
-        f.report["errors"]
+        f.load.report["errors"]
     );
 }
 
@@ -362,7 +287,7 @@ async fn edge_restarted_gracefully() {
         f.failed_requests(),
         0,
         "the upgrade failed requests: {}",
-        f.report["errors"]
+        f.load.report["errors"]
     );
 }
 

@@ -116,23 +116,9 @@ async fn primary_killed_under_load_fails_over() {
             {
                 return None;
             }
-            let sent = checker
-                .client
-                .send(
-                    &checker.room,
-                    &checker.joined.token,
-                    "check",
-                    &format!("c-{n}"),
-                )
+            checker
+                .round_trip(reader_client, "check", &format!("c-{n}"))
                 .await
-                .ok()?;
-            let mut reader = Reader::new();
-            reader.poll(reader_client, &checker.room).await.ok()?;
-            reader
-                .events
-                .iter()
-                .any(|e| e.seq == sent.seq)
-                .then_some(())
         }
     })
     .await;

@@ -59,6 +59,20 @@ impl Guest {
             .await
             .unwrap_or_else(|e| panic!("send {text:?}: {e}"))
     }
+
+    /// Sends `text` and reads the room from the start through `reader`:
+    /// `Some` once the message is there, `None` on any failure (for
+    /// waiting until a cluster has recovered).
+    pub async fn round_trip(&self, reader: &ApiClient, text: &str, client_id: &str) -> Option<()> {
+        let sent = self
+            .client
+            .send(&self.room, &self.joined.token, text, client_id)
+            .await
+            .ok()?;
+        let mut r = Reader::new();
+        r.poll(reader, &self.room).await.ok()?;
+        r.events.iter().any(|e| e.seq == sent.seq).then_some(())
+    }
 }
 
 /// Follows a room from seq 0, the way the widget does, and keeps every event.
