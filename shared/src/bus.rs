@@ -7,7 +7,8 @@
 //! v1 m {site}/{room} {version}       a room's members list moved to version
 //! v1 h {node}                        an API node is alive (every few hundred ms)
 //! v1 s {site}                        a site's settings (limits, rules, slow
-//!                                    mode) changed: forget what is cached
+//!                                    mode, bans, timeouts) changed: forget
+//!                                    what is cached
 //! ```
 //!
 //! A subscriber ignores the kinds it has no use for (the edge ignores `s`);
