@@ -296,12 +296,13 @@ async fn streaming_guests_stay_present_without_heartbeats_and_leave_after_the_gr
             .await
             .expect("a members list");
     assert_eq!(nicks(&members), ["ada", "bob"]);
-    assert!(
-        s.edge
-            .metric("chatty_edge_presence_batches_total{outcome=\"ok\"}")
-            .await
-            >= 5.0
-    );
+    // Kept present across three ttls takes a report at least every ttl
+    // (one a second is asked; a loaded machine may fail a few).
+    let reported = s
+        .edge
+        .metric("chatty_edge_presence_batches_total{outcome=\"ok\"}")
+        .await;
+    assert!(reported >= 3.0, "{reported} presence reports in 9 s");
     assert_eq!(route_requests(&s.a, "heartbeat").await, 0.0);
     assert_eq!(route_requests(&s.b, "heartbeat").await, 0.0);
     // Bob closes his stream: he leaves after the grace, and ada's stream
