@@ -250,8 +250,33 @@ impl Parked {
     /// `unchanged` looks at the map once the wake-up is armed: false means
     /// the part moved already.
     pub async fn wait(&self, until: Instant, unchanged: impl FnOnce() -> bool) -> Woken {
+        self.wait_on(true, until, unchanged).await
+    }
+
+    /// As [`Parked::wait`], deaf to the members of a stream's room: for a
+    /// stream that may not send them again before `until` (a join ramp
+    /// moves them hundreds of times a second, and each wake of thousands
+    /// of streams would bring them nothing).
+    pub async fn wait_for_messages(
+        &self,
+        until: Instant,
+        unchanged: impl FnOnce() -> bool,
+    ) -> Woken {
+        self.wait_on(false, until, unchanged).await
+    }
+
+    async fn wait_on(
+        &self,
+        members: bool,
+        until: Instant,
+        unchanged: impl FnOnce() -> bool,
+    ) -> Woken {
         let first = self.places[0].1.notify.notified();
-        let second = self.places.get(1).map(|(_, bell)| bell.notify.notified());
+        let second = self
+            .places
+            .get(1)
+            .filter(|_| members)
+            .map(|(_, bell)| bell.notify.notified());
         tokio::pin!(first);
         let mut second = std::pin::pin!(second);
         first.as_mut().enable();
@@ -435,6 +460,17 @@ mod tests {
         }
         assert!(s.last_move().is_some());
         assert_eq!(s.wait(later(100), || true).await, Woken::Timer);
+        // Deaf to the members, not to the messages.
+        let members_only = s.wait_for_messages(later(100), || {
+            holds.wake(LOBBY, Resource::Members);
+            true
+        });
+        assert_eq!(members_only.await, Woken::Timer);
+        let messages = s.wait_for_messages(later(100), || {
+            holds.wake(LOBBY, Resource::Messages);
+            true
+        });
+        assert_eq!(messages.await, Woken::Moved);
         drop(s);
         assert_eq!(holds.len(), 0);
         assert!(holds.shards.iter().all(|s| s.lock().is_empty()));

@@ -21,6 +21,7 @@ pub(crate) mod server;
 pub(crate) mod shortcut;
 pub(crate) mod stream;
 pub(crate) mod subscriber;
+pub(crate) mod tails;
 pub(crate) mod upstreams;
 pub(crate) mod versions;
 

@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use chatty_shared::{Bus, RedisBusConfig};
 use parking_lot::Mutex;
 use pingora::apps::http_app::HttpServer;
+use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch, ShutdownWatch};
 use pingora::services::background::{background_service, BackgroundService};
@@ -146,7 +147,14 @@ pub fn build(mut config: EdgeConfig, bus: BusSource) -> Result<Server, EdgeError
     };
     let shortcut = Shortcut::new(map.clone());
     let mut edge = Service::new("edge".to_owned(), Protected::new(proxy, limits, shortcut));
-    edge.add_tcp(&config.listen.to_string());
+    // No read buffer per connection (pingora's default is 64 KiB): the
+    // protections read each request head into a buffer of their own, and a
+    // held poll or an open stream keeps its connection for minutes, so the
+    // buffer would be most of what a held guest costs the edge.
+    edge.add_listener(
+        ListenerConfig::tcp(config.listen.to_string())
+            .l4_buffer(L4BufferSettings::default().read(0)),
+    );
     let edge_handle = server.add_service(edge);
     edge_handle.add_dependency(&lb_handle);
 

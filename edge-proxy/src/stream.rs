@@ -16,12 +16,16 @@
 //! # Where the events come from
 //!
 //! A stream parks on both parts of its room ([`Holds::park_stream`]) and
-//! reads only when the map says a part moved: the page after its cursor
-//! from the page cache, else one fetch per (room, after, version) shared
-//! with every poll and stream that wants it ([`Flights`]); a whole page is
-//! parsed and framed once, and kept framed for the other streams. While the map
-//! cannot vouch for the room (no bus), a stream asks an API node itself
-//! every [`UNKNOWN_PACE`], with `If-None-Match`, as a poll would.
+//! reads only when the map says a part moved. Its events come from the
+//! room's tail ([`Tails`]) when its cursor lies in it: the tail is brought
+//! forward by one page, after the tail's end, fetched once for every stream
+//! of the room and framed once. A stream outside the tail (new, or far
+//! behind) reads the page after its own cursor from the page cache, else
+//! from one fetch per (room, after, version) shared with every poll and
+//! stream that wants it ([`Flights`]); that page starts the tail when the
+//! room has none. While the map cannot vouch for the room (no bus), a stream
+//! asks an API node itself every [`UNKNOWN_PACE`], with `If-None-Match`, as
+//! a poll would.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -36,11 +40,12 @@ use pingora::prelude::Session;
 use tokio::time::Instant;
 
 use crate::fetch::{Answer, FetchError, Fetcher};
-use crate::flights::{follow, FlightKey, Flights, Seat};
+use crate::flights::{follow, Flight, FlightKey, Flights, Seat};
 use crate::hold::{Parked, Woken};
 use crate::metrics::{metrics, StreamEnd};
 use crate::pages::{PageCache, MAX_PAGE_BYTES};
 use crate::refusal::Refusal;
+use crate::tails::{Chunk, Reach, Tails};
 use crate::versions::{Known, Refresh, RoomHash, VersionMap};
 
 /// A comment this often keeps intermediaries from closing a quiet stream.
@@ -55,9 +60,13 @@ const RETRY_MS: u64 = 2000;
 const RETRY_STOPPING_MS: u64 = 250;
 /// Longest a write may wait for a client that does not read.
 const WRITE_LIMIT: Duration = Duration::from_secs(30);
-/// Budget of the framed pages kept for streams.
-const FRAMED_CACHE_BYTES: usize = 16 << 20;
-/// Budget of the members lists kept for streams, and the largest kept.
+/// Budget of the rooms' tails kept for streams.
+const TAILS_BYTES: usize = 32 << 20;
+/// How many fetches a stream follows, one after another when each fails,
+/// before it asks a node itself.
+const FOLLOWS: usize = 3;
+/// Budget of the members lists kept framed for streams, and the largest
+/// kept.
 const MEMBERS_CACHE_BYTES: usize = 16 << 20;
 const MAX_MEMBERS_BYTES: usize = 512 << 10;
 /// Added to the time a stream sleeps before it looks at the map again.
@@ -76,6 +85,16 @@ pub fn wants_stream<'a>(accept: impl IntoIterator<Item = &'a [u8]>) -> bool {
 /// The seq of `Last-Event-ID`, if it is one.
 pub fn last_event_id(value: Option<&[u8]>) -> Option<u64> {
     parse_decimal(std::str::from_utf8(value?).ok()?.trim())
+}
+
+/// What [`Streams::bring_forward`] did.
+enum Forward {
+    /// The tail moved (maybe past the version asked for).
+    Moved,
+    /// The node answered that the room is still where the tail ends.
+    NotYet,
+    /// The tail cannot be brought forward by one page.
+    Cannot,
 }
 
 /// Why a stream could not be read.
@@ -106,6 +125,8 @@ impl From<FetchError> for Failed {
 struct Page {
     version: Option<RoomVersion>,
     body: Option<Bytes>,
+    /// The fetch this stream led, landed (its followers told) when dropped.
+    _flight: Option<Flight>,
 }
 
 /// Where one stream is in its room.
@@ -132,8 +153,7 @@ pub struct Streams {
     map: Arc<VersionMap>,
     pages: Arc<PageCache>,
     flights: Arc<Flights>,
-    /// Whole pages as framed events, keyed like the page cache.
-    framed: PageCache,
+    tails: Tails,
     members: PageCache,
     member_flights: Arc<Flights>,
     fetcher: Arc<Fetcher>,
@@ -150,7 +170,7 @@ impl Streams {
             map,
             pages,
             flights,
-            framed: PageCache::with_limit(FRAMED_CACHE_BYTES, 2 * MAX_PAGE_BYTES),
+            tails: Tails::new(TAILS_BYTES),
             members: PageCache::with_limit(MEMBERS_CACHE_BYTES, MAX_MEMBERS_BYTES),
             member_flights: Arc::default(),
             fetcher,
@@ -244,9 +264,11 @@ impl Streams {
                     Some(Known::Members(v)) => Some(v) != members,
                     _ => false,
                 };
-            // A members move waits for its turn (at most one list a
-            // second), then wakes the stream by itself.
-            let until = match members_moved() && Instant::now() < members_next {
+            // Until the members may be sent again (at most one list a
+            // second), the stream does not listen to their moves, and looks
+            // at them once that time comes.
+            let members_wait = Instant::now() < members_next;
+            let until = match members_wait {
                 true => keepalive.min(look_at).min(members_next),
                 false => keepalive.min(look_at),
             };
@@ -257,13 +279,19 @@ impl Streams {
                         .map
                         .answerable(key, Resource::Messages, now, Refresh::Leave)
                     {
-                        Some(Known::Messages(v)) => Some(v) == messages,
+                        Some(Known::Messages(v)) => !newer(v, messages),
                         _ => true,
                     };
                 same_messages && !(members_moved() && Instant::now() >= members_next)
             };
+            let wait = async {
+                match members_wait {
+                    true => parked.wait_for_messages(until, unchanged).await,
+                    false => parked.wait(until, unchanged).await,
+                }
+            };
             let woken = tokio::select! {
-                woken = parked.wait(until, unchanged) => woken,
+                woken = wait => woken,
                 _ = session.read_body_or_idle(true) => return StreamEnd::Gone,
             };
             let mut out = BytesMut::new();
@@ -321,7 +349,7 @@ impl Streams {
             .map
             .answerable(key, Resource::Messages, self.map.now(), refresh)
         {
-            Some(Known::Messages(v)) if Some(v) == cursor.version => None,
+            Some(Known::Messages(v)) if !newer(v, cursor.version) => None,
             Some(Known::Messages(v)) => Some(Some(v)),
             _ if due || cursor.version.is_none() => Some(None),
             _ => None,
@@ -337,42 +365,44 @@ impl Streams {
         mut known: Option<RoomVersion>,
         out: &mut BytesMut,
     ) -> Result<(), Failed> {
+        let mut forward = true;
         loop {
             let (key, after) = (room.key, cursor.seq);
-            // The events of a whole page, framed once for every stream at
-            // the same place: a message to a room of G streams is parsed
-            // and framed once, not G times.
-            if let Some((v, framed)) =
-                known.and_then(|v| Some((v, self.framed.get(key, after, v)?)))
-            {
-                out.extend_from_slice(&framed);
-                cursor.seq = v.seq;
-                cursor.version = Some(v);
-                return Ok(());
-            }
-            let page = self.page(room, cursor, known).await?;
-            let Some(body) = page.body else {
-                return Ok(());
-            };
-            let Ok(page_of) = serde_json::from_slice::<MessagesPage>(&body) else {
-                tracing::warn!("an API node answered a page that is not one");
-                return Err(Failed::NoNode(FetchError::NoNode));
-            };
-            let start = out.len();
-            for event in &page_of.events {
-                if event.seq > cursor.seq {
-                    frame_event(out, event);
-                    cursor.seq = event.seq;
+            if let Some(v) = known {
+                match self.tails.reach(key, after, v) {
+                    Reach::Framed(framed, at) => {
+                        out.extend_from_slice(&framed);
+                        cursor.seq = at.seq;
+                        cursor.version = Some(at);
+                        return Ok(());
+                    }
+                    Reach::Behind(end) if forward => {
+                        forward = false;
+                        match self.bring_forward(room, end, v).await? {
+                            Forward::Moved => continue,
+                            // The node has not seen the move the map
+                            // heard of: the next wake or look reads it.
+                            Forward::NotYet => return Ok(()),
+                            Forward::Cannot => {}
+                        }
+                    }
+                    Reach::Behind(_) | Reach::Outside => {}
                 }
             }
+            // Conditional only when the cursor stands exactly at a version.
+            let have = cursor.version.filter(|v| v.seq == after);
+            let page = self.page(room, after, have, known).await?;
+            let Some(body) = &page.body else {
+                return Ok(());
+            };
+            let page_of = parse_page(body)?;
+            let chunk = frame_page(&page_of, after);
+            out.extend_from_slice(chunk.bytes());
             cursor.seq = cursor.seq.max(page_of.seq);
             if !page_of.more {
                 cursor.version = page.version;
-                // Kept only where the page ends at its version, as a hit
-                // above assumes.
-                if let Some(v) = page.version.filter(|v| v.seq == cursor.seq) {
-                    let framed = Bytes::copy_from_slice(&out[start..]);
-                    self.framed.put(key, after, v, framed);
+                if let Some(v) = page.version {
+                    self.tails.put(key, after, v, chunk);
                 }
                 return Ok(());
             }
@@ -380,39 +410,79 @@ impl Streams {
         }
     }
 
-    /// The page after the cursor: from the cache at `known`, else from the
-    /// fetch in flight for it, else from a node.
+    /// Brings the room's tail from `end` to `v` with the page after `end`:
+    /// one fetch for every stream of the room, framed by the one that led
+    /// it while the others wait for the tail.
+    async fn bring_forward(
+        &self,
+        room: &StreamRoom,
+        end: RoomVersion,
+        v: RoomVersion,
+    ) -> Result<Forward, Failed> {
+        let page = self.page(room, end.seq, Some(end), Some(v)).await?;
+        if matches!(self.tails.reach(room.key, end.seq, v), Reach::Framed(..)) {
+            return Ok(Forward::Moved);
+        }
+        let Some(body) = &page.body else {
+            return Ok(Forward::NotYet);
+        };
+        let page_of = parse_page(body)?;
+        match (page_of.more, page.version) {
+            (false, Some(to)) => {
+                self.tails
+                    .put(room.key, end.seq, to, frame_page(&page_of, end.seq));
+                Ok(Forward::Moved)
+            }
+            // More than a page came at once: each stream reads on its own.
+            _ => Ok(Forward::Cannot),
+        }
+    }
+
+    /// The page after `after`: from the cache at `known`, else from the
+    /// fetch in flight for it, else from a node: conditional on `have` only
+    /// when the map cannot vouch for the room (a node that has not yet
+    /// heard of a move the edge heard of would answer `304`).
     async fn page(
         &self,
         room: &StreamRoom,
-        cursor: &Cursor,
+        after: u64,
+        have: Option<RoomVersion>,
         known: Option<RoomVersion>,
     ) -> Result<Page, Failed> {
-        let (key, after) = (room.key, cursor.seq);
+        let key = room.key;
+        let have = have.filter(|_| known.is_none());
         let cached = |v: RoomVersion| {
             self.pages.get(key, after, v).map(|body| Page {
                 version: Some(v),
                 body: Some(body),
+                _flight: None,
             })
         };
         if let Some(page) = known.and_then(cached) {
             return Ok(page);
         }
-        let flight = match self.flights.board(FlightKey {
-            room: key,
-            after,
-            version: known,
-        }) {
-            Seat::Lead(flight) => Some(flight),
-            Seat::Follow(landed) => {
-                if let Some(page) = follow(landed).await.and_then(cached) {
-                    return Ok(page);
+        // Follow the fetch in flight; when it lands with nothing kept (it
+        // failed, or its page was too large to keep), the next stream leads
+        // and the others follow that one, a few times, rather than all
+        // asking the nodes at once.
+        let mut flight = None;
+        for _ in 0..FOLLOWS {
+            match self.flights.board(FlightKey {
+                room: key,
+                after,
+                version: known,
+            }) {
+                Seat::Lead(lead) => {
+                    flight = Some(lead);
+                    break;
                 }
-                None
+                Seat::Follow(landed) => {
+                    if let Some(page) = follow(landed).await.and_then(cached) {
+                        return Ok(page);
+                    }
+                }
             }
-        };
-        // Conditional only when the cursor stands exactly at a version.
-        let have = cursor.version.filter(|v| v.seq == after);
+        }
         let etag = have.map(|v| v.etag());
         let sent_at = self.map.now();
         let path = format!("{}/messages?after={after}", room.base);
@@ -439,11 +509,13 @@ impl Streams {
                 Ok(Page {
                     version,
                     body: Some(answer.body),
+                    _flight: flight,
                 })
             }
             304 => Ok(Page {
                 version: version.or(have),
                 body: None,
+                _flight: flight,
             }),
             _ => Err(Failed::Refused(answer)),
         }
@@ -487,9 +559,9 @@ impl Streams {
         cursor.members_next = Instant::now() + MEMBERS_EVERY;
         let as_version = |v: u64| RoomVersion::new(0, v);
         let cached = |v: u64| self.members.get(key, 0, as_version(v));
-        if let Some(body) = known.and_then(cached) {
+        if let Some(framed) = known.and_then(cached) {
             cursor.members = known;
-            frame_members(out, &body);
+            out.extend_from_slice(&framed);
             return Ok(());
         }
         let flight = match self.member_flights.board(FlightKey {
@@ -499,12 +571,12 @@ impl Streams {
         }) {
             Seat::Lead(flight) => Some(flight),
             Seat::Follow(landed) => {
-                if let Some((v, body)) = follow(landed)
+                if let Some((v, framed)) = follow(landed)
                     .await
                     .and_then(|v| Some((v.seq, cached(v.seq)?)))
                 {
                     cursor.members = Some(v);
-                    frame_members(out, &body);
+                    out.extend_from_slice(&framed);
                     return Ok(());
                 }
                 None
@@ -529,12 +601,16 @@ impl Streams {
         };
         match answer.status {
             200 => {
+                // Framed once, for every stream of the room.
+                let mut framed = BytesMut::new();
+                frame_members(&mut framed, &answer.body);
+                let framed = framed.freeze();
                 if let (Some(v), Some(flight)) = (version, &flight) {
-                    self.members.put(key, 0, as_version(v), answer.body.clone());
+                    self.members.put(key, 0, as_version(v), framed.clone());
                     flight.kept(as_version(v));
                 }
                 cursor.members = version;
-                frame_members(out, &answer.body);
+                out.extend_from_slice(&framed);
                 Ok(())
             }
             304 => Ok(()),
@@ -576,6 +652,29 @@ async fn write(session: &mut Session, bytes: Bytes) -> bool {
 
 fn retry(out: &mut BytesMut, ms: u64) {
     let _ = write!(out, "retry: {ms}\n\n");
+}
+
+/// Whether the map's `version` is past what a stream has read: a stream
+/// may be ahead of the map, having read a tail the map has not heard of.
+fn newer(version: RoomVersion, read: Option<RoomVersion>) -> bool {
+    read.is_none_or(|r| r.epoch != version.epoch || r.seq < version.seq)
+}
+
+/// A page a node answered, or why it is not one.
+fn parse_page(body: &[u8]) -> Result<MessagesPage, Failed> {
+    serde_json::from_slice(body).map_err(|_| {
+        tracing::warn!("an API node answered a page that is not one");
+        Failed::NoNode(FetchError::NoNode)
+    })
+}
+
+/// The page's events after `after`, framed.
+fn frame_page(page: &MessagesPage, after: u64) -> Chunk {
+    let mut chunk = Chunk::default();
+    for event in page.events.iter().filter(|e| e.seq > after) {
+        chunk.push(event.seq, |out| frame_event(out, event));
+    }
+    chunk
 }
 
 /// One log event: `id:` its seq, `data:` the event as in a page.

@@ -20,6 +20,16 @@ const LONG: Duration = Duration::from_secs(10);
 /// A stream of `hall` after `after`, read up to its first members event:
 /// the edge has it parked from then on.
 async fn parked_stream(edge: &Edge, room: &str, after: u64, token: Option<&str>) -> Stream {
+    parked_stream_seeing(edge, room, after, token).await.0
+}
+
+/// As [`parked_stream`], with the seqs of the log events read on the way.
+async fn parked_stream_seeing(
+    edge: &Edge,
+    room: &str,
+    after: u64,
+    token: Option<&str>,
+) -> (Stream, Vec<u64>) {
     let ask = Ask {
         after: Some(after),
         token,
@@ -30,10 +40,14 @@ async fn parked_stream(edge: &Edge, room: &str, after: u64, token: Option<&str>)
         (s.status, s.content_type.as_str()),
         (200, "text/event-stream")
     );
+    let mut seen = Vec::new();
     loop {
         match s.next(LONG).await.expect("a stream stays open") {
-            Sse::Members(_) => return s,
-            Sse::Log(e) => assert!(e.seq > after, "seq {} not after {after}", e.seq),
+            Sse::Members(_) => return (s, seen),
+            Sse::Log(e) => {
+                assert!(e.seq > after, "seq {} not after {after}", e.seq);
+                seen.push(e.seq);
+            }
             Sse::Retry(_) | Sse::Comment(_) => {}
         }
     }
@@ -164,6 +178,62 @@ async fn parked_guests_cost(s: &TwoNodes, room: &str) -> ([f64; 2], HashSet<Stri
         *fetched = s.pages_served().await - before;
     }
     (fetches, answers)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn streams_at_different_places_in_a_room_cost_one_upstream_fetch_per_message() {
+    let _heavy = chatty_tests::heavy().await;
+    let s = TwoNodes::start(&[], &["--max-age", "30s"]).await;
+    // As above: an attempt during which the edge forgot its map proves
+    // nothing, and the test tries again in another room.
+    let mut disturbed = Vec::new();
+    for attempt in 0..3 {
+        let resets = s.edge.metric("chatty_edge_map_resets_total").await;
+        let fetches = staggered_streams_cost(&s, &format!("tail{attempt}")).await;
+        if s.edge.metric("chatty_edge_map_resets_total").await == resets {
+            assert_eq!(fetches, [1.0, 1.0], "upstream fetches for the two messages");
+            return;
+        }
+        disturbed.push(fetches);
+    }
+    panic!("the edge forgot its map during every attempt: {disturbed:?}");
+}
+
+/// 40 streams parked in `room`, each a few messages behind another (as in
+/// a busy room, where some are still writing the last message when the
+/// next comes), then two messages: the upstream fetches each one cost.
+/// Every stream gets every message after its place, once, in order.
+async fn staggered_streams_cost(s: &TwoNodes, room: &str) -> [f64; 2] {
+    const STREAMS: u64 = 40;
+    const SPREAD: u64 = 5;
+    let g = Guest::join(&s.b.base, "acme", room, "ada").await;
+    for i in 0..SPREAD {
+        g.send(&format!("before {i}"), &format!("b{i}")).await;
+    }
+    let (_, seq) = learn(&s.edge.base, room).await;
+    until_streams(&s.edge, 0.0).await;
+    let mut streams = Vec::new();
+    for i in 0..STREAMS {
+        let after = seq - i % SPREAD;
+        let (stream, seen) = parked_stream_seeing(&s.edge, room, after, None).await;
+        // What it missed, up to the room's version, in order.
+        assert_eq!(seen, (after + 1..=seq).collect::<Vec<_>>());
+        streams.push(stream);
+    }
+    until_streams(&s.edge, STREAMS as f64).await;
+    let mut fetches = [0.0; 2];
+    for (round, fetched) in fetches.iter_mut().enumerate() {
+        let before = s.pages_served().await;
+        let sent = g.send(&format!("m{round}"), &format!("r{round}")).await;
+        for stream in &mut streams {
+            let e = stream.next_log(LONG).await.expect("the stream's event");
+            assert_eq!(e.seq, sent.seq);
+        }
+        // The node counts a request once its answer is written.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        *fetched = s.pages_served().await - before;
+    }
+    fetches
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
