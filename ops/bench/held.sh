@@ -80,7 +80,7 @@ sample_edges() {
       echo "$(date +%s) $k $(rss_kb "${EDGE_PIDS[k]}") $(metric "${EDGE_METRICS_URLS[k]}" chatty_edge_open_streams) $(metric "${EDGE_METRICS_URLS[k]}" chatty_edge_held_polls)"
     done
     sleep 1
-  done > "$1"
+  done > "$1" 2>/dev/null
 }
 
 # share TOTAL K N: part K (from 0) of TOTAL split into N parts.
