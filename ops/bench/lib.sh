@@ -246,3 +246,47 @@ load_run() {
     --api "$a0" "$a1" --api-polls "$p0" "$p1" --cpu0 "$c0" --cpu1 "$c1" --wall "$t0" "$t1" \
     --window "${WINDOW:-30}" "${files[@]}" | tee -a "$RUNS_JSONL"
 }
+
+# start_edge NAME REDIS_PREFIX MAX_HELD API_URL...: one more `edge-proxy` in
+# the background beside a `chatty up` stack, as its own edge is set up: on
+# free ports, the API nodes at API_URL as upstreams, the bus on REDIS_URL
+# under REDIS_PREFIX (the stack's, CHATTY_REDIS_PREFIX), per-address limits
+# off, --max-held MAX_HELD. Waits until its /readyz answers, then sets
+# EDGE_URL, EDGE_METRICS and EDGE_PID. Stopped by the exit trap.
+start_edge() {
+  local name="$1" prefix="$2" max_held="$3"; shift 3
+  local ups=() u port mport attempt i
+  for u in "$@"; do ups+=(--upstream "${u#http://}"); done
+  # A free port may be taken before the edge binds it: retried.
+  for attempt in 1 2 3; do
+    port=$(free_port); mport=$(free_port)
+    start_bg "$name" "$REL/edge-proxy" --listen "127.0.0.1:$port" --metrics-listen "127.0.0.1:$mport" \
+      "${ups[@]}" --redis-url "$REDIS_URL" --redis-prefix "$prefix" --ip-rate off \
+      --max-conns-per-ip 4294967295 --max-held "$max_held"
+    EDGE_PID=$BG_PID; EDGE_URL="http://127.0.0.1:$port"; EDGE_METRICS="http://127.0.0.1:$mport/metrics"
+    for i in $(seq 1 300); do
+      kill -0 "$EDGE_PID" 2>/dev/null || break
+      if curl -sf -o /dev/null "http://127.0.0.1:$mport/readyz" && wait_port "$port" 1; then
+        log "$name: edge $EDGE_URL (pid $EDGE_PID), metrics $EDGE_METRICS"
+        return 0
+      fi
+      sleep 0.1
+    done
+    stop_pid "$EDGE_PID"
+    log "$name: edge-proxy did not get ready (attempt $attempt, see $OUT/logs/$name.log)"
+  done
+  return 1
+}
+
+# kill_tree PID...: SIGTERM to every PID and its descendants, the deepest
+# first (a generator started by chatty_load in the background: its subshell,
+# the wrapper, timeout and chatty load). For the exit trap.
+kill_tree() {
+  local p
+  for p in "$@"; do
+    kill -0 "$p" 2>/dev/null || continue
+    # shellcheck disable=SC2046
+    kill_tree $(pgrep -P "$p" || true)
+    kill -TERM "$p" 2>/dev/null || true
+  done
+}
