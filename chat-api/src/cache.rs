@@ -16,14 +16,19 @@
 //! Site records, site rules and rooms' own slow mode are kept for at most
 //! [`SITE_MAX_AGE`], and forgotten at once when the bus says the site
 //! changed (`v1 s {site}`, published by the node that changed it); a lost
-//! word leaves the old settings in force for at most that long.
+//! word leaves the old settings in force for at most that long. One store
+//! read per key is in flight at a time: when an entry expires under load
+//! (every guest of a live event leaving at once), the requests that miss
+//! wait for the first one's read instead of each asking the store.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::hash::Hash;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
+use tokio::sync::watch;
 
 use chatty_shared::RoomKey;
 use chatty_shared::{BusTrust, Freshness, Version};
@@ -166,11 +171,28 @@ impl<K: Eq + Hash + Clone, V: Version> VersionCache<K, V> {
 /// forgotten by word of the bus. A store read started before a word was
 /// heard never refills what the word made it forget: reads take a
 /// [`Ticket`] first, and any forgetting voids every ticket taken before it.
+/// [`get_or_load`](Self::get_or_load) reads each key once at a time.
 pub struct TimedCache<K, V> {
     map: Mutex<HashMap<K, (Instant, V)>>,
     max_age: Duration,
     /// Bumped by every forgetting.
     generation: AtomicU64,
+    /// The keys being read, each with what its readers wait on (closed when
+    /// the read ends); only while a read is in flight.
+    loading: Mutex<HashMap<K, watch::Receiver<()>>>,
+}
+
+/// The read of one key in flight: ends (wakes its waiters) when dropped.
+struct Loading<'a, K: Eq + Hash, V> {
+    cache: &'a TimedCache<K, V>,
+    key: &'a K,
+    _done: watch::Sender<()>,
+}
+
+impl<K: Eq + Hash, V> Drop for Loading<'_, K, V> {
+    fn drop(&mut self) {
+        self.cache.loading.lock().remove(self.key);
+    }
 }
 
 impl<K: Eq + Hash + Clone, V: Clone> TimedCache<K, V> {
@@ -179,7 +201,52 @@ impl<K: Eq + Hash + Clone, V: Clone> TimedCache<K, V> {
             map: Mutex::new(HashMap::new()),
             max_age,
             generation: AtomicU64::new(0),
+            loading: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The value of `key`, fresh from the cache, else read by `load` and
+    /// kept. While one request reads a key, others that miss it wait for
+    /// that read; if it fails (or a word voids it) they read for themselves.
+    pub async fn get_or_load<E, F>(&self, key: &K, load: impl FnOnce() -> F) -> Result<V, E>
+    where
+        F: Future<Output = Result<V, E>>,
+    {
+        if let Some(v) = self.get(key) {
+            return Ok(v);
+        }
+        let seat = {
+            let mut loading = self.loading.lock();
+            match loading.get(key) {
+                Some(done) => Err(done.clone()),
+                None => {
+                    let (tx, rx) = watch::channel(());
+                    loading.insert(key.clone(), rx);
+                    Ok(Loading {
+                        cache: self,
+                        key,
+                        _done: tx,
+                    })
+                }
+            }
+        };
+        let lead = match seat {
+            Ok(lead) => Some(lead),
+            Err(mut done) => {
+                // Ends with an error once the reader's sender is gone, which
+                // is the only way a read ends.
+                let _ = done.changed().await;
+                if let Some(v) = self.get(key) {
+                    return Ok(v);
+                }
+                None
+            }
+        };
+        let ticket = self.ticket();
+        let v = load().await?;
+        self.fill(key.clone(), v.clone(), ticket);
+        drop(lead);
+        Ok(v)
     }
 
     /// The value, when cached and fresh.
@@ -195,13 +262,13 @@ impl<K: Eq + Hash + Clone, V: Clone> TimedCache<K, V> {
     }
 
     /// Taken before a store read whose result will be [`fill`](Self::fill)ed.
-    pub fn ticket(&self) -> Ticket {
+    fn ticket(&self) -> Ticket {
         Ticket(self.generation.load(Ordering::SeqCst))
     }
 
     /// A value read after `ticket` was taken: kept unless something was
     /// forgotten meanwhile.
-    pub fn fill(&self, key: K, value: V, ticket: Ticket) {
+    fn fill(&self, key: K, value: V, ticket: Ticket) {
         let mut map = self.map.lock();
         if self.generation.load(Ordering::SeqCst) != ticket.0 {
             return;
@@ -287,6 +354,55 @@ mod tests {
         std::thread::sleep(Duration::from_millis(60));
         assert_eq!(c.get(&"b"), None, "expired");
         assert_eq!(c.get_stale(&"b"), Some(2));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn requests_that_miss_together_wait_for_one_read() {
+        use std::sync::atomic::AtomicUsize;
+        use std::sync::Arc;
+        let c: Arc<TimedCache<&str, u32>> = Arc::new(TimedCache::new(Duration::from_secs(10)));
+        let reads = Arc::new(AtomicUsize::new(0));
+        // Each read takes 100 ms; the first `fail` reads fail.
+        let run = |fail: usize| {
+            let tasks: Vec<_> = (0..20)
+                .map(|_| {
+                    let (c, reads) = (c.clone(), reads.clone());
+                    tokio::spawn(async move {
+                        c.get_or_load(&"site", || async {
+                            let n = reads.fetch_add(1, Ordering::SeqCst);
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                            if n < fail {
+                                Err("store down")
+                            } else {
+                                Ok(7)
+                            }
+                        })
+                        .await
+                    })
+                })
+                .collect();
+            async move {
+                let mut out = Vec::new();
+                for t in tasks {
+                    out.push(t.await.unwrap());
+                }
+                out
+            }
+        };
+        assert!(run(0).await.iter().all(|r| *r == Ok(7)));
+        assert_eq!(
+            reads.load(Ordering::SeqCst),
+            1,
+            "one read for twenty misses"
+        );
+        assert!(c.loading.lock().is_empty());
+        // A failed read fails its own request; those waiting read for
+        // themselves rather than fail with it.
+        c.forget_where(|_| true);
+        reads.store(0, Ordering::SeqCst);
+        let out = run(1).await;
+        assert_eq!(out.iter().filter(|r| r.is_err()).count(), 1, "{out:?}");
+        assert!(c.loading.lock().is_empty());
     }
 
     #[test]

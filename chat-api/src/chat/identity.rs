@@ -133,17 +133,13 @@ impl Chat {
     }
 
     async fn site_user_keys(&self, site: &str) -> Result<Arc<Vec<UserKey>>, ApiError> {
-        let site = site.to_owned();
-        if let Some(keys) = self.user_keys.get(&site) {
-            return Ok(keys);
-        }
-        let ticket = self.user_keys.ticket();
-        let keys = Arc::new(
-            self.store_call(StoreOp::UserKeys, self.store.user_keys(&site))
-                .await?,
-        );
-        self.user_keys.fill(site, keys.clone(), ticket);
-        Ok(keys)
+        let load = || async {
+            let keys = self
+                .store_call(StoreOp::UserKeys, self.store.user_keys(site))
+                .await?;
+            Ok(Arc::new(keys))
+        };
+        self.user_keys.get_or_load(&site.to_owned(), load).await
     }
 
     /// The user a host token vouches for, refused (401, the reason named,

@@ -289,18 +289,13 @@ impl Chat {
             return Err(ApiError::NotFound("no such site".into()));
         }
         let id = id.to_owned();
-        let rec = match self.sites.get(&id) {
-            Some(rec) => rec,
-            None => {
-                let ticket = self.sites.ticket();
-                let rec = self
-                    .store_call(StoreOp::Site, self.store.site(&id))
-                    .await?
-                    .map(Arc::new);
-                self.sites.fill(id, rec.clone(), ticket);
-                rec
-            }
-        };
+        let rec = self
+            .sites
+            .get_or_load(&id, || async {
+                let rec = self.store_call(StoreOp::Site, self.store.site(&id)).await?;
+                Ok::<_, ApiError>(rec.map(Arc::new))
+            })
+            .await?;
         rec.ok_or_else(|| ApiError::NotFound("no such site".into()))
     }
 

@@ -173,38 +173,29 @@ impl Chat {
 
     async fn compiled_rules(&self, site: &str) -> Result<Arc<Rules>, ApiError> {
         let id = site.to_owned();
-        if let Some(rules) = self.rules.get(&id) {
-            return Ok(rules);
-        }
-        let ticket = self.rules.ticket();
-        let stored = self
-            .store_call(StoreOp::Rules, self.store.rules(site))
-            .await?
-            .unwrap_or_default();
-        let rules = match self.rules.get_stale(&id) {
-            Some(old) if *old.source() == stored => old,
-            _ => Arc::new(compile(stored).await?.unwrap_or_else(|e| {
-                // Stored rules were checked by the same rules when set; a
-                // build with tighter bounds must not stop the site's chat.
-                tracing::error!(site, error = %e, "stored site rules refused; none applied");
-                Rules::default()
-            })),
+        let load = || async {
+            let stored = self
+                .store_call(StoreOp::Rules, self.store.rules(site))
+                .await?
+                .unwrap_or_default();
+            Ok(match self.rules.get_stale(&id) {
+                Some(old) if *old.source() == stored => old,
+                _ => Arc::new(compile(stored).await?.unwrap_or_else(|e| {
+                    // Stored rules were checked by the same rules when set;
+                    // a build with tighter bounds must not stop the site's
+                    // chat.
+                    tracing::error!(site, error = %e, "stored site rules refused; none applied");
+                    Rules::default()
+                })),
+            })
         };
-        self.rules.fill(id, rules.clone(), ticket);
-        Ok(rules)
+        self.rules.get_or_load(&id, load).await
     }
 
     /// The room's own slow mode, from the cache or the store.
     async fn own_slow_mode(&self, key: &RoomKey) -> Result<Option<u32>, ApiError> {
-        if let Some(secs) = self.room_slow_mode.get(key) {
-            return Ok(secs);
-        }
-        let ticket = self.room_slow_mode.ticket();
-        let secs = self
-            .store_call(StoreOp::RoomSlowMode, self.store.room_slow_mode(key))
-            .await?;
-        self.room_slow_mode.fill(key.clone(), secs, ticket);
-        Ok(secs)
+        let load = || self.store_call(StoreOp::RoomSlowMode, self.store.room_slow_mode(key));
+        Ok(self.room_slow_mode.get_or_load(key, load).await?)
     }
 }
 

@@ -23,20 +23,16 @@ impl Chat {
     /// The site's bans and running timeouts, from the cache or the store;
     /// `None` when the site has too many to keep.
     async fn standing(&self, site: &str) -> Result<Option<Arc<Standing>>, ApiError> {
-        let id = site.to_owned();
-        if let Some(standing) = self.standing.get(&id) {
-            return Ok(standing);
-        }
-        let ticket = self.standing.ticket();
-        let standing = self
-            .store_call(
-                StoreOp::Standing,
-                self.store.standing(site, now_ms(), MAX_STANDING),
-            )
-            .await?
-            .map(Arc::new);
-        self.standing.fill(id, standing.clone(), ticket);
-        Ok(standing)
+        let load = || async {
+            let standing = self
+                .store_call(
+                    StoreOp::Standing,
+                    self.store.standing(site, now_ms(), MAX_STANDING),
+                )
+                .await?;
+            Ok(standing.map(Arc::new))
+        };
+        self.standing.get_or_load(&site.to_owned(), load).await
     }
 
     /// 403 `banned` for a banned member.
