@@ -85,6 +85,10 @@ pub struct Ctx {
     held: Option<Duration>,
     /// The fetch this request makes for the polls that follow it.
     flight: Option<Flight>,
+    /// The map vouches for a newer version than the poll names: asked
+    /// without its `If-None-Match`, so that a node that has not yet heard
+    /// of the move reads the room instead of answering `304`.
+    unconditional: bool,
     /// When the edge heard of the move that released this held poll.
     moved_at: Option<tokio::time::Instant>,
     /// The guest this held poll or stream keeps present.
@@ -320,6 +324,7 @@ impl EdgeProxy {
             }) {
                 Seat::Lead(flight) => {
                     ctx.flight = Some(flight);
+                    ctx.unconditional = version.is_some();
                     return Ok(false);
                 }
                 Seat::Follow(landed) => {
@@ -526,6 +531,9 @@ impl ProxyHttp for EdgeProxy {
                 None => ip.to_string(),
             };
             upstream_request.insert_header("x-forwarded-for", forwarded)?;
+        }
+        if ctx.unconditional {
+            upstream_request.remove_header(&header::IF_NONE_MATCH);
         }
         ctx.sent_at = Some(self.map.now());
         Ok(())
