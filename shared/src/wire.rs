@@ -111,7 +111,7 @@ pub struct MessagesPage {
 pub const MAX_LISTED_MEMBERS: usize = 100;
 
 /// Answer of `GET …/members`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MembersList {
     /// The first [`MAX_LISTED_MEMBERS`] members, ordered by nick then id.
     pub members: Vec<Member>,

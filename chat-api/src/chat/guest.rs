@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use chatty_shared::wire::{
     Event, EventKind, JoinRequest, JoinResponse, Member, MembersList, MessagesPage,
+    MAX_LISTED_MEMBERS,
 };
 use chatty_shared::Rate;
 use chatty_shared::RoomKey;
@@ -114,7 +115,6 @@ impl Chat {
         self.enter(&key, &member).await;
         let (messages, version) = self.recent_messages(&key).await?;
         let (members, members_version) = self.present(&key, &member).await;
-        let members = MembersList::capped(members);
         let claims = Claims {
             site: key.site().to_owned(),
             room: key.room().to_owned(),
@@ -188,16 +188,16 @@ impl Chat {
 
     /// A join's members list and its version; only the joining member, at
     /// version 0, when presence does not answer.
-    async fn present(&self, key: &RoomKey, member: &Member) -> (Vec<Member>, u64) {
+    async fn present(&self, key: &RoomKey, member: &Member) -> (MembersList, u64) {
         let ticket = self.caches.members.ticket();
-        match self.presence.list(key).await {
+        match self.presence.list(key, MAX_LISTED_MEMBERS).await {
             Ok((members, version)) => {
                 self.caches.members.fill(key.clone(), version, ticket);
                 (members, version)
             }
             Err(e) => {
                 tracing::warn!(error = %e, "presence list failed");
-                (vec![member.clone()], 0)
+                (MembersList::capped(vec![member.clone()]), 0)
             }
         }
     }
@@ -328,9 +328,14 @@ impl Chat {
         site: &str,
         room: &str,
         if_none_match_values: &[&[u8]],
-    ) -> Result<Polled<Vec<Member>, u64>, ApiError> {
+    ) -> Result<Polled<MembersList, u64>, ApiError> {
         let (key, _site) = self.room(site, room).await?;
-        let read = || async { self.presence.list(&key).await.map_err(presence_down) };
+        let read = || async {
+            self.presence
+                .list(&key, MAX_LISTED_MEMBERS)
+                .await
+                .map_err(presence_down)
+        };
         unless_current(
             &self.caches.members,
             &key,

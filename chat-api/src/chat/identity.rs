@@ -180,7 +180,7 @@ impl Chat {
                 "nick must not contain check marks: the chat marks verified users itself".into(),
             ));
         }
-        let Ok((members, _)) = self.presence.list(key).await else {
+        let Ok(members) = self.presence.verified(key).await else {
             return Ok(());
         };
         let wanted = name_key(nick);

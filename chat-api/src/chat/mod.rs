@@ -77,15 +77,6 @@ pub(crate) enum Poll<T> {
     Fresh(T),
 }
 
-impl<T> Poll<T> {
-    pub(crate) fn map<U>(self, f: impl FnOnce(T) -> U) -> Poll<U> {
-        match self {
-            Poll::NotModified => Poll::NotModified,
-            Poll::Fresh(t) => Poll::Fresh(f(t)),
-        }
-    }
-}
-
 /// A conditional read of a room resource and the version it answered for.
 #[derive(Debug)]
 pub(crate) struct Polled<T, V> {

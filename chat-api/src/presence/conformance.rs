@@ -27,24 +27,92 @@ fn member(id: &str, nick: &str) -> Member {
     }
 }
 
+/// Every member of a small room, and its version; the count agrees.
+async fn all(p: &dyn Presence, key: &RoomKey) -> (Vec<Member>, u64) {
+    let (list, version) = p.list(key, 1000).await.unwrap();
+    assert_eq!(list.count, list.members.len() as u64, "{list:?}");
+    (list.members, version)
+}
+
 /// Runs every check in turn.
 pub(crate) async fn run_all(p: Arc<dyn Presence>) {
     join_leave_heartbeat(&*p).await;
     rooms_are_independent(&*p).await;
     expiry(&*p).await;
     concurrent_sweeps(p.clone()).await;
+    a_list_reads_its_first_members_and_counts_them_all(&*p).await;
+    verified_members(&*p).await;
+}
+
+/// A list names the first `max` members in order and counts them all,
+/// through renames and leaves.
+async fn a_list_reads_its_first_members_and_counts_them_all(p: &dyn Presence) {
+    let key = room();
+    for i in (0..30).rev() {
+        p.join(
+            &key,
+            &member(&format!("m{i:02}"), &format!("n{i:02}")),
+            LONG,
+        )
+        .await
+        .unwrap();
+    }
+    let (list, v) = p.list(&key, 3).await.unwrap();
+    assert_eq!(list.count, 30);
+    let names: Vec<&str> = list.members.iter().map(|m| m.nick.as_str()).collect();
+    assert_eq!(names, ["n00", "n01", "n02"]);
+    // A rename moves a member in the order; a leave takes them out of it.
+    p.join(&key, &member("m29", "a first"), LONG).await.unwrap();
+    p.leave(&key, "m00").await.unwrap();
+    let (list, v2) = p.list(&key, 3).await.unwrap();
+    assert!(v2 > v);
+    assert_eq!(list.count, 29);
+    assert_eq!(
+        list.members,
+        [
+            member("m29", "a first"),
+            member("m01", "n01"),
+            member("m02", "n02")
+        ]
+    );
+    // A nick that is another's with more after it comes after it.
+    p.join(&key, &member("m28", "a"), LONG).await.unwrap();
+    let (list, _) = p.list(&key, 2).await.unwrap();
+    assert_eq!(list.members, [member("m28", "a"), member("m29", "a first")]);
+    assert_eq!(p.list(&key, 0).await.unwrap().0.count, 29);
+}
+
+/// The verified members of a room (ids of signed-in users), through
+/// renames, leaves and the sweep.
+async fn verified_members(p: &dyn Presence) {
+    let key = room();
+    p.join(&key, &member("guest1", "Ann"), LONG).await.unwrap();
+    p.join(&key, &member("u_ann", "Ann"), LONG).await.unwrap();
+    p.join(&key, &member("u_bob", "Bob"), SHORT).await.unwrap();
+    let mut v = p.verified(&key).await.unwrap();
+    v.sort_by(|a, b| a.id.cmp(&b.id));
+    assert_eq!(v, [member("u_ann", "Ann"), member("u_bob", "Bob")]);
+    p.join(&key, &member("u_ann", "Annie"), LONG).await.unwrap();
+    p.leave(&key, "guest1").await.unwrap();
+    tokio::time::sleep(SHORT * 2).await;
+    p.sweep(10_000).await.unwrap();
+    assert_eq!(p.verified(&key).await.unwrap(), [member("u_ann", "Annie")]);
+    assert_eq!(all(p, &key).await.0, [member("u_ann", "Annie")]);
+    p.leave(&key, "u_ann").await.unwrap();
+    assert!(p.verified(&key).await.unwrap().is_empty());
+    assert!(p.verified(&room()).await.unwrap().is_empty());
 }
 
 /// Joins, renames, heartbeats and leaves move the version exactly when the
 /// list changes, and versions only grow.
 async fn join_leave_heartbeat(p: &dyn Presence) {
     let key = room();
-    assert_eq!(p.list(&key).await.unwrap(), (vec![], 0));
+    assert_eq!(all(p, &key).await, (vec![], 0));
     assert_eq!(p.leave(&key, "nobody").await.unwrap(), None);
 
     let v1 = p.join(&key, &member("a", "Zed"), LONG).await.unwrap();
     assert!(v1 > 0);
-    assert_eq!(p.list(&key).await.unwrap(), (vec![member("a", "Zed")], v1));
+    assert_eq!(all(p, &key).await, (vec![member("a", "Zed")], v1));
     assert_eq!(
         p.join(&key, &member("a", "Zed"), LONG).await.unwrap(),
         v1,
@@ -58,7 +126,7 @@ async fn join_leave_heartbeat(p: &dyn Presence) {
     let v3b = p.join(&key, &member("c", "Ann"), LONG).await.unwrap();
     assert!(v3b > v3);
     assert_eq!(
-        p.list(&key).await.unwrap(),
+        all(p, &key).await,
         (
             vec![
                 member("a", "Ann"),
@@ -74,12 +142,12 @@ async fn join_leave_heartbeat(p: &dyn Presence) {
         p.heartbeat(&key, &member("a", "Ann"), LONG).await.unwrap(),
         None
     );
-    assert_eq!(p.list(&key).await.unwrap().1, v3b);
+    assert_eq!(all(p, &key).await.1, v3b);
 
     let v4 = p.leave(&key, "a").await.unwrap().expect("a was there");
     assert!(v4 > v3b);
     assert_eq!(p.leave(&key, "a").await.unwrap(), None);
-    assert_eq!(p.list(&key).await.unwrap().1, v4);
+    assert_eq!(all(p, &key).await.1, v4);
 
     let v5 = p
         .heartbeat(&key, &member("a", "Ann"), LONG)
@@ -87,7 +155,7 @@ async fn join_leave_heartbeat(p: &dyn Presence) {
         .unwrap()
         .expect("a heartbeat re-adds a missing member");
     assert!(v5 > v4);
-    let (members, v) = p.list(&key).await.unwrap();
+    let (members, v) = all(p, &key).await;
     assert_eq!(v, v5);
     assert_eq!(members.len(), 3);
 
@@ -108,8 +176,8 @@ async fn rooms_are_independent(p: &dyn Presence) {
     p.join(&a, &member("m", "M"), LONG).await.unwrap();
     let vb = p.join(&b, &member("m", "M"), LONG).await.unwrap();
     p.leave(&a, "m").await.unwrap();
-    assert_eq!(p.list(&b).await.unwrap(), (vec![member("m", "M")], vb));
-    assert!(p.list(&a).await.unwrap().0.is_empty());
+    assert_eq!(all(p, &b).await, (vec![member("m", "M")], vb));
+    assert!(all(p, &a).await.0.is_empty());
 }
 
 /// A member without heartbeat is removed by a sweep after the ttl; one who
@@ -118,7 +186,7 @@ async fn expiry(p: &dyn Presence) {
     let key = room();
     p.join(&key, &member("gone", "G"), SHORT).await.unwrap();
     p.join(&key, &member("stays", "S"), SHORT).await.unwrap();
-    let before = p.list(&key).await.unwrap().1;
+    let before = all(p, &key).await.1;
     let moved = p.sweep(10_000).await.unwrap();
     assert!(moved.iter().all(|(k, _)| *k != key), "nothing expired yet");
 
@@ -139,10 +207,7 @@ async fn expiry(p: &dyn Presence) {
         .collect();
     assert_eq!(ours.len(), 1, "the room is reported once: {moved:?}");
     assert!(ours[0] > before);
-    assert_eq!(
-        p.list(&key).await.unwrap(),
-        (vec![member("stays", "S")], ours[0])
-    );
+    assert_eq!(all(p, &key).await, (vec![member("stays", "S")], ours[0]));
 
     let again = p.sweep(10_000).await.unwrap();
     assert!(
@@ -180,5 +245,5 @@ async fn concurrent_sweeps(p: Arc<dyn Presence>) {
             .count();
     }
     assert_eq!(reports, 1);
-    assert!(p.list(&key).await.unwrap().0.is_empty());
+    assert!(all(&*p, &key).await.0.is_empty());
 }

@@ -17,10 +17,12 @@ use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use chatty_shared::wire::Member;
+use chatty_shared::wire::{Member, MembersList};
 use chatty_shared::RoomKey;
 use parking_lot::Mutex;
 use tokio::time::Instant;
+
+use crate::host_token::is_verified;
 
 #[cfg(test)]
 mod conformance;
@@ -72,9 +74,14 @@ pub trait Presence: Send + Sync + 'static {
     }
     /// Removes a member at once; `Some(new version)` if they were there.
     async fn leave(&self, key: &RoomKey, member_id: &str) -> Result<Option<u64>, PresenceError>;
-    /// The room's members (ordered by nick, then id) and its version (0 if
-    /// it never had any, or has been empty for a while).
-    async fn list(&self, key: &RoomKey) -> Result<(Vec<Member>, u64), PresenceError>;
+    /// The room's first `max` members (ordered by nick, then id), how many
+    /// it has, and its version (0 if it never had any, or has been empty for
+    /// a while). Reads `max` members, not the whole room: a live event's
+    /// room of tens of thousands is listed on every join.
+    async fn list(&self, key: &RoomKey, max: usize) -> Result<(MembersList, u64), PresenceError>;
+    /// The verified members present (signed-in users of the site, whose
+    /// names guests may not take), in any order.
+    async fn verified(&self, key: &RoomKey) -> Result<Vec<Member>, PresenceError>;
     /// Removes up to `max` members past their ttl, in any room, and returns
     /// the rooms whose version moved. Safe to call from several nodes at
     /// once: only the caller that removed an entry reports its room.
@@ -101,7 +108,17 @@ pub const DEFAULT_MAX_MEMBERS: usize = 200_000;
 struct RoomState {
     /// member id → (nick, expiry).
     members: HashMap<String, (String, Instant)>,
+    /// `(nick, id)` of every member: the list's order.
+    order: BTreeSet<(String, String)>,
     version: u64,
+}
+
+impl RoomState {
+    fn remove(&mut self, id: &str) -> Option<Instant> {
+        let (nick, at) = self.members.remove(id)?;
+        self.order.remove(&(nick, id.to_owned()));
+        Some(at)
+    }
 }
 
 #[derive(Debug, Default)]
@@ -156,7 +173,9 @@ impl InProcessPresence {
                 *at = expires;
                 let renamed = *nick != member.nick;
                 if renamed {
-                    nick.clone_from(&member.nick);
+                    let old = std::mem::replace(nick, member.nick.clone());
+                    room.order.remove(&(old, member.id.clone()));
+                    room.order.insert((member.nick.clone(), member.id.clone()));
                 }
                 renamed
             }
@@ -173,6 +192,7 @@ impl InProcessPresence {
                 }
                 room.members
                     .insert(member.id.clone(), (member.nick.clone(), expires));
+                room.order.insert((member.nick.clone(), member.id.clone()));
                 true
             }
         };
@@ -220,7 +240,7 @@ impl Presence for InProcessPresence {
         let Some(room) = state.rooms.get_mut(key) else {
             return Ok(None);
         };
-        let Some((_, at)) = room.members.remove(member_id) else {
+        let Some(at) = room.remove(member_id) else {
             return Ok(None);
         };
         state
@@ -234,21 +254,41 @@ impl Presence for InProcessPresence {
         Ok(Some(version))
     }
 
-    async fn list(&self, key: &RoomKey) -> Result<(Vec<Member>, u64), PresenceError> {
+    async fn list(&self, key: &RoomKey, max: usize) -> Result<(MembersList, u64), PresenceError> {
         let state = self.state.lock();
         let Some(room) = state.rooms.get(key) else {
-            return Ok((Vec::new(), 0));
+            return Ok((MembersList::default(), 0));
         };
-        let mut members: Vec<Member> = room
-            .members
+        let members = room
+            .order
             .iter()
-            .map(|(id, (nick, _))| Member {
+            .take(max)
+            .map(|(nick, id)| Member {
                 id: id.clone(),
                 nick: nick.clone(),
             })
             .collect();
-        sort_members(&mut members);
-        Ok((members, room.version))
+        let list = MembersList {
+            members,
+            count: room.members.len() as u64,
+        };
+        Ok((list, room.version))
+    }
+
+    async fn verified(&self, key: &RoomKey) -> Result<Vec<Member>, PresenceError> {
+        let state = self.state.lock();
+        let Some(room) = state.rooms.get(key) else {
+            return Ok(Vec::new());
+        };
+        Ok(room
+            .members
+            .iter()
+            .filter(|(id, _)| is_verified(id))
+            .map(|(id, (nick, _))| Member {
+                id: id.clone(),
+                nick: nick.clone(),
+            })
+            .collect())
     }
 
     async fn sweep(&self, max: usize) -> Result<Vec<(RoomKey, u64)>, PresenceError> {
@@ -269,7 +309,7 @@ impl Presence for InProcessPresence {
                 break;
             };
             if let Some(room) = state.rooms.get_mut(&key) {
-                room.members.remove(&id);
+                room.remove(&id);
                 if !moved.contains(&key) {
                     moved.push(key);
                 }
@@ -287,11 +327,6 @@ impl Presence for InProcessPresence {
         }
         Ok(out)
     }
-}
-
-/// The order lists are returned in: by nick, then id.
-fn sort_members(members: &mut [Member]) {
-    members.sort_unstable_by(|a, b| a.nick.cmp(&b.nick).then_with(|| a.id.cmp(&b.id)));
 }
 
 #[cfg(test)]

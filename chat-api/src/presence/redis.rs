@@ -27,11 +27,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chatty_shared::wire::Member;
+use chatty_shared::wire::{Member, MembersList};
 use chatty_shared::RoomKey;
 use fred::types::Value;
 
-use super::{sort_members, Presence, PresenceError};
+use super::{Presence, PresenceError};
+use crate::host_token::is_verified;
 use crate::redis::{BoundedClient, Script};
 
 /// Upper bound on one presence call, whatever fred does.
@@ -63,8 +64,10 @@ fn stem(prefix: &str, bucket: u32, buckets: u32) -> String {
     }
 }
 
-/// KEYS: members zset, nicks hash, version, global index.
-/// ARGV: member id, nick, ttl ms, room key. Returns {changed, version}.
+/// KEYS: members zset, nicks hash, version, global index, order zset,
+/// verified set.
+/// ARGV: member id, nick, ttl ms, room key, 1 for a verified member.
+/// Returns {changed, version}.
 static UPSERT: Script = Script::new(
     "local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -72,13 +75,21 @@ local ttl = tonumber(ARGV[3])
 local exp = now + ttl
 local keep = ttl + 3600000
 local changed = 0
-if redis.call('HGET', KEYS[2], ARGV[1]) ~= ARGV[2] then changed = 1 end
+local old = redis.call('HGET', KEYS[2], ARGV[1])
+if old ~= ARGV[2] then
+  changed = 1
+  if old then redis.call('ZREM', KEYS[5], old .. '\\0' .. ARGV[1]) end
+end
 if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then changed = 1 end
 redis.call('ZADD', KEYS[1], exp, ARGV[1])
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+redis.call('ZADD', KEYS[5], 0, ARGV[2] .. '\\0' .. ARGV[1])
+if ARGV[5] == '1' then redis.call('SADD', KEYS[6], ARGV[1]) end
 redis.call('ZADD', KEYS[4], exp, ARGV[4] .. ' ' .. ARGV[1])
 redis.call('PEXPIRE', KEYS[1], keep)
 redis.call('PEXPIRE', KEYS[2], keep)
+redis.call('PEXPIRE', KEYS[5], keep)
+if ARGV[5] == '1' then redis.call('PEXPIRE', KEYS[6], keep) end
 if redis.call('PTTL', KEYS[4]) < keep then redis.call('PEXPIRE', KEYS[4], keep) end
 local v = tonumber(redis.call('GET', KEYS[3]) or '0')
 if changed == 1 or v == 0 then
@@ -90,10 +101,13 @@ return {changed, v}
 ",
 );
 
-/// KEYS: members zset, nicks hash, version, global index.
+/// KEYS: as for [`UPSERT`].
 /// ARGV: member id, room key. Returns the new version, or -1.
 static LEAVE: Script = Script::new(
     "local removed = redis.call('ZREM', KEYS[1], ARGV[1])
+local nick = redis.call('HGET', KEYS[2], ARGV[1])
+if nick then redis.call('ZREM', KEYS[5], nick .. '\\0' .. ARGV[1]) end
+redis.call('SREM', KEYS[6], ARGV[1])
 redis.call('HDEL', KEYS[2], ARGV[1])
 redis.call('ZREM', KEYS[4], ARGV[2] .. ' ' .. ARGV[1])
 if removed == 0 then return -1 end
@@ -106,14 +120,32 @@ return v
 ",
 );
 
-/// KEYS: members zset, nicks hash, version.
-/// Returns {version, id1, nick1, id2, nick2, …}.
+/// KEYS: as for [`UPSERT`]. ARGV: how many to list.
+/// Returns {version, count, nick1 NUL id1, nick2 NUL id2, …}: the first
+/// members in the order zset (every score 0: by nick, then id, byte by
+/// byte), not the whole room.
 static LIST: Script = Script::new(
-    "local ids = redis.call('ZRANGE', KEYS[1], 0, -1)
-local out = { redis.call('GET', KEYS[3]) or '0' }
-for _, id in ipairs(ids) do
-  table.insert(out, id)
-  table.insert(out, redis.call('HGET', KEYS[2], id) or '')
+    "local out = { redis.call('GET', KEYS[3]) or '0', redis.call('ZCARD', KEYS[1]) }
+local n = tonumber(ARGV[1])
+if n > 0 then
+  for _, entry in ipairs(redis.call('ZRANGE', KEYS[5], 0, n - 1)) do
+    table.insert(out, entry)
+  end
+end
+return out
+",
+);
+
+/// KEYS: as for [`UPSERT`]. Returns {id1, nick1, id2, nick2, …} of the
+/// verified members.
+static VERIFIED: Script = Script::new(
+    "local out = {}
+for _, id in ipairs(redis.call('SMEMBERS', KEYS[6])) do
+  local nick = redis.call('HGET', KEYS[2], id)
+  if nick then
+    table.insert(out, id)
+    table.insert(out, nick)
+  end
 end
 return out
 ",
@@ -137,7 +169,11 @@ for _, entry in ipairs(due) do
     local score = redis.call('ZSCORE', z, member)
     if score and tonumber(score) <= now then
       redis.call('ZREM', z, member)
-      redis.call('HDEL', ARGV[2] .. 'pn:' .. room, member)
+      local nicks = ARGV[2] .. 'pn:' .. room
+      local nick = redis.call('HGET', nicks, member)
+      if nick then redis.call('ZREM', ARGV[2] .. 'pl:' .. room, nick .. '\\0' .. member) end
+      redis.call('SREM', ARGV[2] .. 'pu:' .. room, member)
+      redis.call('HDEL', nicks, member)
       if not seen[room] then
         seen[room] = true
         table.insert(order, room)
@@ -158,14 +194,17 @@ return out
 ",
 );
 
-/// A room's keys under `stem`: members zset, nicks hash, version, and the
-/// index of its bucket.
+/// A room's keys under `stem`: members zset (by expiry), nicks hash,
+/// version, the index of its bucket, the order zset (`nick NUL id`, for the
+/// list) and the set of its verified members.
 fn room_keys(stem: &str, room: &str) -> Vec<String> {
     vec![
         format!("{stem}p:{room}"),
         format!("{stem}pn:{room}"),
         format!("{stem}pv:{room}"),
         format!("{stem}px"),
+        format!("{stem}pl:{room}"),
+        format!("{stem}pu:{room}"),
     ]
 }
 
@@ -261,6 +300,7 @@ impl Presence for RedisPresence {
                     member.nick.clone(),
                     ttl_ms.to_string(),
                     key.to_string(),
+                    u8::from(is_verified(&member.id)).to_string(),
                 ],
             )
             .await?;
@@ -281,21 +321,42 @@ impl Presence for RedisPresence {
         Ok(u64::try_from(v).ok())
     }
 
-    async fn list(&self, key: &RoomKey) -> Result<(Vec<Member>, u64), PresenceError> {
-        let mut keys = self.room_keys(key);
-        keys.truncate(3);
-        let reply: Vec<Value> = self.call(&LIST, keys, Vec::new()).await?;
+    async fn list(&self, key: &RoomKey, max: usize) -> Result<(MembersList, u64), PresenceError> {
+        let reply: Vec<Value> = self
+            .call(&LIST, self.room_keys(key), vec![max.to_string()])
+            .await?;
         let mut items = reply.into_iter();
-        let version = number(&items.next().ok_or_else(|| down("empty reply from Redis"))?)?;
-        let mut members = Vec::with_capacity(items.len() / 2);
+        let mut next = || items.next().ok_or_else(|| down("short reply from Redis"));
+        let version = number(&next()?)?;
+        let count = number(&next()?)?;
+        let members = items
+            .map(|entry| {
+                let entry = text(entry)?;
+                let (nick, id) = entry
+                    .split_once('\0')
+                    .ok_or_else(|| down("unexpected reply from Redis"))?;
+                Ok(Member {
+                    id: id.to_owned(),
+                    nick: nick.to_owned(),
+                })
+            })
+            .collect::<Result<_, PresenceError>>()?;
+        Ok((MembersList { members, count }, version))
+    }
+
+    async fn verified(&self, key: &RoomKey) -> Result<Vec<Member>, PresenceError> {
+        let reply: Vec<Value> = self
+            .call(&VERIFIED, self.room_keys(key), Vec::new())
+            .await?;
+        let mut items = reply.into_iter();
+        let mut members = Vec::new();
         while let (Some(id), Some(nick)) = (items.next(), items.next()) {
             members.push(Member {
                 id: text(id)?,
                 nick: text(nick)?,
             });
         }
-        sort_members(&mut members);
-        Ok((members, version))
+        Ok(members)
     }
 
     async fn sweep(&self, max: usize) -> Result<Vec<(RoomKey, u64)>, PresenceError> {
@@ -368,7 +429,10 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(5)).await;
         let v = p.join(&key, &a, Duration::from_secs(30)).await.unwrap();
         assert!(v > last, "{v} after {last}");
-        assert_eq!(p.list(&key).await.unwrap(), (vec![a], v));
+        assert_eq!(
+            p.list(&key, 10).await.unwrap(),
+            (MembersList::capped(vec![a]), v)
+        );
     }
 
     #[test]
@@ -389,7 +453,9 @@ mod tests {
             // derives from the stem it is given.
             let sweep_stem = stem(prefix, b, CLUSTER_BUCKETS);
             assert_eq!(slot(&format!("{sweep_stem}px")), s);
-            assert_eq!(slot(&format!("{sweep_stem}pn:{room}")), s);
+            for derived in ["p", "pn", "pl", "pu"] {
+                assert_eq!(slot(&format!("{sweep_stem}{derived}:{room}")), s);
+            }
         }
         let all: std::collections::HashSet<u16> = (0..CLUSTER_BUCKETS)
             .map(|b| slot(&format!("chatty:{{p{b}}}:px")))
@@ -402,7 +468,9 @@ mod tests {
                 "chatty:p:demo/lobby",
                 "chatty:pn:demo/lobby",
                 "chatty:pv:demo/lobby",
-                "chatty:px"
+                "chatty:px",
+                "chatty:pl:demo/lobby",
+                "chatty:pu:demo/lobby"
             ]
         );
         assert_eq!(bucket_of("demo/lobby", 1), 0);
@@ -422,7 +490,7 @@ mod tests {
         };
         let t = std::time::Instant::now();
         assert!(p.join(&key, &m, Duration::from_secs(1)).await.is_err());
-        assert!(p.list(&key).await.is_err());
+        assert!(p.list(&key, 10).await.is_err());
         assert!(p.sweep(10).await.is_err());
         assert!(t.elapsed() < Duration::from_secs(1));
     }

@@ -2,7 +2,6 @@
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use chatty_shared::members_etag;
-use chatty_shared::wire::MembersList;
 
 use super::{conditional, if_none_match};
 use crate::chat::Chat;
@@ -17,6 +16,5 @@ pub async fn list(
     let inm = if_none_match(&req);
     let polled = chat.members(&site, &room, &inm).await?;
     let etag = members_etag(polled.version);
-    let poll = polled.poll.map(MembersList::capped);
-    Ok(conditional(poll, Some(etag)))
+    Ok(conditional(polled.poll, Some(etag)))
 }

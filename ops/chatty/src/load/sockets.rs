@@ -117,10 +117,19 @@ mod tests {
 
     #[test]
     fn files_needed_by_transport() {
-        assert_eq!(files_needed(20_000, 256, Transport::Poll), 256 + FILES_SPARE);
+        assert_eq!(
+            files_needed(20_000, 256, Transport::Poll),
+            256 + FILES_SPARE
+        );
         assert_eq!(files_needed(100, 256, Transport::Poll), 100 + FILES_SPARE);
-        assert_eq!(files_needed(20_000, 256, Transport::Hold), 20_256 + FILES_SPARE);
-        assert_eq!(files_needed(20_000, 256, Transport::Stream), 20_256 + FILES_SPARE);
+        assert_eq!(
+            files_needed(20_000, 256, Transport::Hold),
+            20_256 + FILES_SPARE
+        );
+        assert_eq!(
+            files_needed(20_000, 256, Transport::Stream),
+            20_256 + FILES_SPARE
+        );
         // 17,000 streams and 512 requests in flight fit under a hard limit
         // of 20,000 (one generator per edge in ops/bench/held.sh).
         assert!(files_needed(17_000, 512, Transport::Stream) <= 20_000);
