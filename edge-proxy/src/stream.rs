@@ -365,7 +365,10 @@ impl Streams {
         mut known: Option<RoomVersion>,
         out: &mut BytesMut,
     ) -> Result<(), Failed> {
-        let mut forward = true;
+        // The tail's end when this read last brought it forward: again
+        // only while that moves it (a fetch it followed may have kept an
+        // older page than the map's version).
+        let mut brought: Option<RoomVersion> = None;
         loop {
             let (key, after) = (room.key, cursor.seq);
             if let Some(v) = known {
@@ -376,8 +379,8 @@ impl Streams {
                         cursor.version = Some(at);
                         return Ok(());
                     }
-                    Reach::Behind(end) if forward => {
-                        forward = false;
+                    Reach::Behind(end) if brought.is_none_or(|b| b.seq < end.seq) => {
+                        brought = Some(end);
                         match self.bring_forward(room, end, v).await? {
                             Forward::Moved => continue,
                             // The node has not seen the move the map

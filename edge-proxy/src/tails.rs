@@ -82,6 +82,21 @@ impl Frozen {
         self.seqs.last().map(|(s, _)| *s)
     }
 
+    /// The part of the chunk after `after`.
+    fn split_after(self, after: u64) -> Frozen {
+        let i = self.seqs.partition_point(|(s, _)| *s <= after);
+        let Some(&(_, at)) = self.seqs.get(i) else {
+            return Frozen {
+                framed: Bytes::new(),
+                seqs: Vec::new(),
+            };
+        };
+        Frozen {
+            framed: self.framed.slice(at..),
+            seqs: self.seqs[i..].iter().map(|(s, o)| (*s, o - at)).collect(),
+        }
+    }
+
     /// The frames of the events after `after`.
     fn after(&self, after: u64) -> Bytes {
         let i = self.seqs.partition_point(|(s, _)| *s <= after);
@@ -194,9 +209,11 @@ impl Tails {
         Reach::Framed(all.freeze(), at)
     }
 
-    /// Keeps `chunk`, the whole events after `from` up to `to`: it extends
-    /// the room's tail that ends at `from`, or starts the room's tail when
-    /// it has none, an older one, or a shorter one at `to`.
+    /// Keeps `chunk`, the whole events after `from` up to `to`: what it
+    /// holds past the room's tail extends the tail when it starts within
+    /// it (streams a message or two apart read overlapping pages); it
+    /// starts the room's tail when the room has none, one of another epoch,
+    /// one it would leave a gap after, or a shorter one at `to`.
     pub fn put(&self, key: RoomHash, from: u64, to: RoomVersion, chunk: Chunk) {
         let chunk = chunk.freeze();
         let size = chunk.framed.len();
@@ -210,16 +227,20 @@ impl Tails {
         let mut shard = self.shard(key).lock();
         let shard = &mut *shard;
         match shard.rooms.get_mut(&key.0) {
-            Some(tail) if tail.version.epoch == to.epoch && tail.version.seq == from => {
-                if to.seq > from {
-                    tail.version = to;
-                    tail.events += chunk.seqs.len();
-                    tail.bytes += size;
-                    tail.chunks.push_back(chunk);
-                    let had = tail.bytes;
-                    tail.trim();
-                    shard.bytes = shard.bytes + size + tail.bytes - had;
-                }
+            Some(tail)
+                if tail.version.epoch == to.epoch
+                    && (tail.start..=tail.version.seq).contains(&from)
+                    && to.seq > tail.version.seq =>
+            {
+                let added = chunk.split_after(tail.version.seq);
+                let size = added.framed.len();
+                tail.version = to;
+                tail.events += added.seqs.len();
+                tail.bytes += size;
+                tail.chunks.push_back(added);
+                let had = tail.bytes;
+                tail.trim();
+                shard.bytes = shard.bytes + size + tail.bytes - had;
             }
             Some(tail)
                 if tail.version.epoch == to.epoch
@@ -305,10 +326,20 @@ mod tests {
         t.put(k, 6, v(8), chunk(6, 8));
         assert_eq!(framed(&t, k, 4, 8).as_deref(), Some("5;6;7;8;"));
         assert_eq!(framed(&t, k, 7, 8).as_deref(), Some("8;"));
-        // A newer page that does not begin at the tail's end starts it over.
+        // A newer page that begins inside the tail extends it with what it
+        // holds past the tail's end.
+        t.put(k, 6, v(9), chunk(6, 9));
+        assert_eq!(framed(&t, k, 4, 9).as_deref(), Some("5;6;7;8;9;"));
+        // One that would leave a gap after the tail starts it over.
+        t.put(k, 11, v(12), chunk(11, 12));
+        assert_eq!(t.reach(k, 9, v(12)), Reach::Outside);
+        assert_eq!(framed(&t, k, 11, 12).as_deref(), Some("12;"));
         t.put(k, 9, v(10), chunk(9, 10));
-        assert_eq!(t.reach(k, 8, v(10)), Reach::Outside);
-        assert_eq!(framed(&t, k, 9, 10).as_deref(), Some("10;"));
+        assert_eq!(
+            framed(&t, k, 11, 12).as_deref(),
+            Some("12;"),
+            "older: dropped"
+        );
         // A new epoch replaces the tail.
         let e2 = RoomVersion::new(2, 1);
         assert_eq!(t.reach(k, 0, e2), Reach::Outside);
