@@ -62,9 +62,10 @@ const RETRY_STOPPING_MS: u64 = 250;
 const WRITE_LIMIT: Duration = Duration::from_secs(30);
 /// Budget of the rooms' tails kept for streams.
 const TAILS_BYTES: usize = 32 << 20;
-/// How many fetches a stream follows, one after another when each fails,
-/// before it asks a node itself.
-const FOLLOWS: usize = 3;
+/// How long a stream stays open while every read of its room fails (a node
+/// answers 503, or none answers); past it the stream ends with a `retry:`
+/// hint, and its client comes back, to this edge or another.
+const FAILING_LIMIT: Duration = Duration::from_secs(10);
 /// Budget of the members lists kept framed for streams, and the largest
 /// kept.
 const MEMBERS_CACHE_BYTES: usize = 16 << 20;
@@ -253,6 +254,8 @@ impl Streams {
         // that wakes which bring nothing (a bus that keeps reconnecting)
         // cannot put the look off.
         let mut look_at = self.next_look(key);
+        // Since when every read failed.
+        let mut failing: Option<Instant> = None;
         loop {
             let (messages, members) = (cursor.version, cursor.members);
             let members_next = cursor.members_next;
@@ -272,10 +275,12 @@ impl Streams {
                 true => keepalive.min(look_at).min(members_next),
                 false => keepalive.min(look_at),
             };
+            // After a failed read, the messages wait for the look.
+            let backing_off = failing.is_some();
             let unchanged = || {
                 let now = self.map.now();
-                let same_messages =
-                    match self
+                let same_messages = backing_off
+                    || match self
                         .map
                         .answerable(key, Resource::Messages, now, Refresh::Leave)
                     {
@@ -303,12 +308,28 @@ impl Streams {
                 out.extend_from_slice(b": keepalive\n\n");
                 keepalive = Instant::now() + KEEPALIVE;
             }
-            if let Some(known) = self.moved(key, cursor, due) {
-                if let Err(e) = self.read(room, cursor, known, &mut out).await {
-                    tracing::debug!(error = %e, "a stream could not read its room");
-                    return StreamEnd::Upstream;
+            let moved = match backing_off && !due {
+                true => None,
+                false => self.moved(key, cursor, due),
+            };
+            if let Some(known) = moved {
+                match self.read(room, cursor, known, &mut out).await {
+                    Ok(()) => {
+                        failing = None;
+                        look_at = self.next_look(key);
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, "a stream could not read its room");
+                        let since = *failing.get_or_insert_with(Instant::now);
+                        if since.elapsed() >= FAILING_LIMIT {
+                            return StreamEnd::Upstream;
+                        }
+                        // What was read before the failure still goes out
+                        // (the cursor stands after it); the rest is read
+                        // again at the next move, or at the unknown pace.
+                        look_at = Instant::now() + UNKNOWN_PACE;
+                    }
                 }
-                look_at = self.next_look(key);
             } else if due {
                 look_at = self.next_look(key);
             }
@@ -464,28 +485,26 @@ impl Streams {
         if let Some(page) = known.and_then(cached) {
             return Ok(page);
         }
-        // Follow the fetch in flight; when it lands with nothing kept (it
-        // failed, or its page was too large to keep), the next stream leads
-        // and the others follow that one, a few times, rather than all
-        // asking the nodes at once.
-        let mut flight = None;
-        for _ in 0..FOLLOWS {
-            match self.flights.board(FlightKey {
-                room: key,
-                after,
-                version: known,
-            }) {
-                Seat::Lead(lead) => {
-                    flight = Some(lead);
-                    break;
-                }
-                Seat::Follow(landed) => {
-                    if let Some(page) = follow(landed).await.and_then(cached) {
-                        return Ok(page);
-                    }
-                }
+        // Follow the fetch in flight. When it lands with nothing kept (it
+        // failed, or its page was too large to keep), the stream has
+        // nothing yet and reads again at its next wake or look, when one
+        // stream leads again: the others never all ask the nodes at once,
+        // which under load turned one failed fetch into thousands.
+        let flight = match self.flights.board(FlightKey {
+            room: key,
+            after,
+            version: known,
+        }) {
+            Seat::Lead(lead) => lead,
+            Seat::Follow(landed) => {
+                return Ok(follow(landed).await.and_then(cached).unwrap_or(Page {
+                    version: None,
+                    body: None,
+                    _flight: None,
+                }))
             }
-        }
+        };
+        let flight = Some(flight);
         let etag = have.map(|v| v.etag());
         let sent_at = self.map.now();
         let path = format!("{}/messages?after={after}", room.base);
