@@ -33,6 +33,8 @@ use tokio::sync::watch;
 use chatty_shared::RoomKey;
 use chatty_shared::{BusTrust, Freshness, Version};
 
+use crate::error::ApiError;
+
 /// How long a learned version is trusted.
 pub const VERSION_MAX_AGE: Duration = Duration::from_secs(1);
 /// How long a site record (or its absence) is trusted.
@@ -172,30 +174,31 @@ impl<K: Eq + Hash + Clone, V: Version> VersionCache<K, V> {
 /// heard never refills what the word made it forget: reads take a
 /// [`Ticket`] first, and any forgetting voids every ticket taken before it.
 /// [`get_or_load`](Self::get_or_load) reads each key once at a time.
-pub struct TimedCache<K, V> {
+pub struct TimedCache<K, V, E = ApiError> {
     map: Mutex<HashMap<K, (Instant, V)>>,
     max_age: Duration,
     /// Bumped by every forgetting.
     generation: AtomicU64,
-    /// The keys being read, each with what its readers wait on (closed when
-    /// the read ends); only while a read is in flight.
-    loading: Mutex<HashMap<K, watch::Receiver<()>>>,
+    /// The keys being read, each with what its readers wait on: closed when
+    /// the read ends, after its error if it failed. Only while a read is in
+    /// flight.
+    loading: Mutex<HashMap<K, watch::Receiver<Option<E>>>>,
 }
 
 /// The read of one key in flight: ends (wakes its waiters) when dropped.
-struct Loading<'a, K: Eq + Hash, V> {
-    cache: &'a TimedCache<K, V>,
+struct Loading<'a, K: Eq + Hash, V, E> {
+    cache: &'a TimedCache<K, V, E>,
     key: &'a K,
-    _done: watch::Sender<()>,
+    done: watch::Sender<Option<E>>,
 }
 
-impl<K: Eq + Hash, V> Drop for Loading<'_, K, V> {
+impl<K: Eq + Hash, V, E> Drop for Loading<'_, K, V, E> {
     fn drop(&mut self) {
         self.cache.loading.lock().remove(self.key);
     }
 }
 
-impl<K: Eq + Hash + Clone, V: Clone> TimedCache<K, V> {
+impl<K: Eq + Hash + Clone, V: Clone, E: Clone> TimedCache<K, V, E> {
     pub fn new(max_age: Duration) -> Self {
         Self {
             map: Mutex::new(HashMap::new()),
@@ -207,8 +210,10 @@ impl<K: Eq + Hash + Clone, V: Clone> TimedCache<K, V> {
 
     /// The value of `key`, fresh from the cache, else read by `load` and
     /// kept. While one request reads a key, others that miss it wait for
-    /// that read; if it fails (or a word voids it) they read for themselves.
-    pub async fn get_or_load<E, F>(&self, key: &K, load: impl FnOnce() -> F) -> Result<V, E>
+    /// that read and share its error if it fails: when the store is slow,
+    /// they do not all ask it again. When a word of the bus voided the read,
+    /// they read for themselves.
+    pub async fn get_or_load<F>(&self, key: &K, load: impl FnOnce() -> F) -> Result<V, E>
     where
         F: Future<Output = Result<V, E>>,
     {
@@ -220,12 +225,12 @@ impl<K: Eq + Hash + Clone, V: Clone> TimedCache<K, V> {
             match loading.get(key) {
                 Some(done) => Err(done.clone()),
                 None => {
-                    let (tx, rx) = watch::channel(());
+                    let (tx, rx) = watch::channel(None);
                     loading.insert(key.clone(), rx);
                     Ok(Loading {
                         cache: self,
                         key,
-                        _done: tx,
+                        done: tx,
                     })
                 }
             }
@@ -239,14 +244,22 @@ impl<K: Eq + Hash + Clone, V: Clone> TimedCache<K, V> {
                 if let Some(v) = self.get(key) {
                     return Ok(v);
                 }
+                if let Some(e) = done.borrow().clone() {
+                    return Err(e);
+                }
                 None
             }
         };
         let ticket = self.ticket();
-        let v = load().await?;
-        self.fill(key.clone(), v.clone(), ticket);
-        drop(lead);
-        Ok(v)
+        let read = load().await;
+        match (&read, &lead) {
+            (Ok(v), _) => self.fill(key.clone(), v.clone(), ticket),
+            (Err(e), Some(lead)) => {
+                lead.done.send_replace(Some(e.clone()));
+            }
+            (Err(_), None) => {}
+        }
+        read
     }
 
     /// The value, when cached and fresh.
@@ -360,7 +373,8 @@ mod tests {
     async fn requests_that_miss_together_wait_for_one_read() {
         use std::sync::atomic::AtomicUsize;
         use std::sync::Arc;
-        let c: Arc<TimedCache<&str, u32>> = Arc::new(TimedCache::new(Duration::from_secs(10)));
+        let c: Arc<TimedCache<&str, u32, &str>> =
+            Arc::new(TimedCache::new(Duration::from_secs(10)));
         let reads = Arc::new(AtomicUsize::new(0));
         // Each read takes 100 ms; the first `fail` reads fail.
         let run = |fail: usize| {
@@ -396,13 +410,16 @@ mod tests {
             "one read for twenty misses"
         );
         assert!(c.loading.lock().is_empty());
-        // A failed read fails its own request; those waiting read for
-        // themselves rather than fail with it.
+        // A failed read fails every request that waited for it, rather
+        // than each asking a slow store again; the next miss reads again.
         c.forget_where(|_| true);
         reads.store(0, Ordering::SeqCst);
         let out = run(1).await;
-        assert_eq!(out.iter().filter(|r| r.is_err()).count(), 1, "{out:?}");
+        assert!(out.iter().all(|r| *r == Err("store down")), "{out:?}");
+        assert_eq!(reads.load(Ordering::SeqCst), 1);
         assert!(c.loading.lock().is_empty());
+        assert!(run(1).await.iter().all(|r| *r == Ok(7)));
+        assert_eq!(reads.load(Ordering::SeqCst), 2);
     }
 
     #[test]

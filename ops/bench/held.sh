@@ -2,7 +2,7 @@
 # (h) Guests held on this box, and (i) a live event: the `chatty up` cluster
 # (MariaDB and Redis shared, a fresh database and key prefix; two chat-api
 # nodes; its edge) with every guest holding an event stream or a held poll.
-#   held - G guests (100,000) in G/50 rooms, 1 message/s in all, the checker
+#   held - G guests (100,000) in G/50 rooms, HELD_RATE (1) message/s in all, the checker
 #          on, spread over E = ceil(G / PER_EDGE) edges: chatty up's edge and
 #          E-1 more `edge-proxy` processes on the same API nodes, Redis and
 #          key prefix, and E `chatty load` processes, generator k against
@@ -17,7 +17,7 @@
 #   live - one room, LIVE_GUESTS (10,000) guests, LIVE_RATE (10) messages/s,
 #          on chatty up's edge alone: delivery p99, API page fetches per
 #          message, nothing lost.
-# Env: SCENARIOS ("held live"), TRANSPORT (stream | hold), G (100000),
+# Env: SCENARIOS ("held live"), TRANSPORT (stream | hold | poll), G (100000), HELD_RATE (1),
 #      PER_EDGE (17000: guests per edge and per generator), LIVE_GUESTS
 #      (10000), LIVE_RATE (10), WINDOW (30), RAMP (max(10, guests/1000)),
 #      BENCH_SKIP_BUILD, BENCH_BIN_DIR.
@@ -28,7 +28,7 @@
 SCENARIOS="${SCENARIOS:-held live}"
 TRANSPORT="${TRANSPORT:-stream}"
 G="${G:-100000}"; PER_EDGE="${PER_EDGE:-17000}"
-LIVE_GUESTS="${LIVE_GUESTS:-10000}"; LIVE_RATE="${LIVE_RATE:-10}"
+LIVE_GUESTS="${LIVE_GUESTS:-10000}"; LIVE_RATE="${LIVE_RATE:-10}"; HELD_RATE="${HELD_RATE:-1}"
 export WINDOW="${WINDOW:-30}"
 EDGES=$(( (G + PER_EDGE - 1) / PER_EDGE ))
 PER=$(( (G + EDGES - 1) / EDGES ))           # most guests on one edge (held)
@@ -182,7 +182,7 @@ for s in $SCENARIOS; do
       more_edges "$EDGES"
       CPU_PROCS=("${SHARED_PROCS[@]}")
       for k in "${!EDGE_PIDS[@]}"; do CPU_PROCS+=("edge$k=${EDGE_PIDS[k]}"); done
-      run_scenario held "$G" $(( G / 50 )) 1
+      run_scenario held "$G" $(( G / 50 )) "$HELD_RATE"
       for k in "${!EDGE_METRICS_URLS[@]}"; do
         log "edge$k stream ends: $(metric "${EDGE_METRICS_URLS[k]}" chatty_edge_stream_ends_total)"
       done

@@ -194,8 +194,12 @@ impl Chat {
 
     /// The room's own slow mode, from the cache or the store.
     async fn own_slow_mode(&self, key: &RoomKey) -> Result<Option<u32>, ApiError> {
-        let load = || self.store_call(StoreOp::RoomSlowMode, self.store.room_slow_mode(key));
-        Ok(self.room_slow_mode.get_or_load(key, load).await?)
+        let load = || async {
+            Ok(self
+                .store_call(StoreOp::RoomSlowMode, self.store.room_slow_mode(key))
+                .await?)
+        };
+        self.room_slow_mode.get_or_load(key, load).await
     }
 }
 
