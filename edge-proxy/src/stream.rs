@@ -564,20 +564,22 @@ impl Streams {
         if Instant::now() < cursor.members_next {
             return Ok(());
         }
-        // Like the messages: a look that is due may take on the refresh of
-        // the map's word; without its word, the stream asks a node itself,
-        // at the unknown pace.
-        let due = cursor.members.is_none() || Instant::now() >= cursor.members_next + UNKNOWN_PACE;
-        let refresh = if due { Refresh::Claim } else { Refresh::Leave };
-        let known = match self
-            .map
-            .answerable(key, Resource::Members, self.map.now(), refresh)
-        {
-            Some(Known::Members(v)) if Some(v) == cursor.members => return Ok(()),
-            Some(Known::Members(v)) => Some(v),
-            _ if due => None,
-            _ => return Ok(()),
-        };
+        // Without the map's word, only a stream that has sent no list yet
+        // asks a node itself. One that has keeps its list until the bus
+        // tells of a change: members are the room's headcount, not its
+        // log, and thousands of streams each asking every few seconds while
+        // the nodes were slow (a room's word expires when its re-confirming
+        // fails) kept them slow. The word of a move is what counts.
+        let known =
+            match self
+                .map
+                .answerable(key, Resource::Members, self.map.now(), Refresh::Leave)
+            {
+                Some(Known::Members(v)) if Some(v) == cursor.members => return Ok(()),
+                Some(Known::Members(v)) => Some(v),
+                _ if cursor.members.is_none() => None,
+                _ => return Ok(()),
+            };
         cursor.members_next = Instant::now() + MEMBERS_EVERY;
         let as_version = |v: u64| RoomVersion::new(0, v);
         let cached = |v: u64| self.members.get(key, 0, as_version(v));
