@@ -92,7 +92,7 @@ pub fn last_event_id(value: Option<&[u8]>) -> Option<u64> {
 enum Forward {
     /// The tail moved (maybe past the version asked for).
     Moved,
-    /// The node answered that the room is still where the tail ends.
+    /// No page yet: the fetch it followed kept none.
     NotYet,
     /// The tail cannot be brought forward by one page.
     Cannot,
@@ -404,8 +404,8 @@ impl Streams {
                         brought = Some(end);
                         match self.bring_forward(room, end, v).await? {
                             Forward::Moved => continue,
-                            // The node has not seen the move the map
-                            // heard of: the next wake or look reads it.
+                            // No page yet (the fetch it followed failed):
+                            // the next wake or look reads it.
                             Forward::NotYet => return Ok(()),
                             Forward::Cannot => {}
                         }
@@ -495,7 +495,7 @@ impl Streams {
             after,
             version: known,
         }) {
-            Seat::Lead(lead) => lead,
+            Seat::Lead(flight) => flight,
             Seat::Follow(landed) => {
                 return Ok(follow(landed).await.and_then(cached).unwrap_or(Page {
                     version: None,
@@ -504,7 +504,6 @@ impl Streams {
                 }))
             }
         };
-        let flight = Some(flight);
         let etag = have.map(|v| v.etag());
         let sent_at = self.map.now();
         let path = format!("{}/messages?after={after}", room.base);
@@ -524,20 +523,18 @@ impl Streams {
             200 => {
                 if let (Some(v), true) = (version, answer.body.len() <= MAX_PAGE_BYTES) {
                     self.pages.put(key, after, v, answer.body.clone());
-                    if let Some(flight) = &flight {
-                        flight.kept(v);
-                    }
+                    flight.kept(v);
                 }
                 Ok(Page {
                     version,
                     body: Some(answer.body),
-                    _flight: flight,
+                    _flight: Some(flight),
                 })
             }
             304 => Ok(Page {
                 version: version.or(have),
                 body: None,
-                _flight: flight,
+                _flight: Some(flight),
             }),
             _ => Err(Failed::Refused(answer)),
         }
