@@ -110,29 +110,41 @@ async fn two_hundred_parked_guests_cost_one_upstream_fetch_per_message() {
     let _heavy = chatty_tests::heavy().await;
     // A long max-age: no guest is let go early to re-confirm the room's
     // version while the test counts fetches (Redis stays up).
-    let s = TwoNodes::start(&[], &["--max-age", "30s"]).await;
-    // The count holds while the edge trusts its map. A bus that falls
-    // silent for a second (a starved machine) makes the edge forget every
-    // version and ask the nodes again, as it must: such an attempt proves
-    // nothing either way, and the test tries again in another room.
+    let s = &TwoNodes::start(&[], &["--max-age", "30s"]).await;
+    let (fetches, answers) = undisturbed(s, "hall", |room| async move {
+        parked_guests_cost(s, &room).await
+    })
+    .await;
+    assert_eq!(
+        answers.len(),
+        1,
+        "every guest got the same page: {answers:?}"
+    );
+    assert!(
+        answers.iter().all(|a| a.starts_with("200 the message:")),
+        "{answers:?}"
+    );
+    assert_eq!(fetches, [1.0, 1.0], "upstream fetches for the two messages");
+}
+
+/// `attempt` in up to three rooms named after `prefix`, until one runs
+/// while the edge keeps its map: the counts hold while it trusts its map,
+/// and a bus that falls silent for a second (a starved machine) makes the
+/// edge forget every version and ask the nodes again, as it must. Such an
+/// attempt proves nothing either way.
+async fn undisturbed<T, F>(s: &TwoNodes, prefix: &str, attempt: impl Fn(String) -> F) -> T
+where
+    T: std::fmt::Debug,
+    F: std::future::Future<Output = T>,
+{
     let mut disturbed = Vec::new();
-    for attempt in 0..3 {
+    for i in 0..3 {
         let resets = s.edge.metric("chatty_edge_map_resets_total").await;
-        let (fetches, answers) = parked_guests_cost(&s, &format!("hall{attempt}")).await;
+        let out = attempt(format!("{prefix}{i}")).await;
         if s.edge.metric("chatty_edge_map_resets_total").await == resets {
-            assert_eq!(
-                answers.len(),
-                1,
-                "every guest got the same page: {answers:?}"
-            );
-            assert!(
-                answers.iter().all(|a| a.starts_with("200 the message:")),
-                "{answers:?}"
-            );
-            assert_eq!(fetches, [1.0, 1.0], "upstream fetches for the two messages");
-            return;
+            return out;
         }
-        disturbed.push(fetches);
+        disturbed.push(out);
     }
     panic!("the edge forgot its map during every attempt: {disturbed:?}");
 }
@@ -183,20 +195,12 @@ async fn parked_guests_cost(s: &TwoNodes, room: &str) -> ([f64; 2], HashSet<Stri
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn streams_at_different_places_in_a_room_cost_one_upstream_fetch_per_message() {
     let _heavy = chatty_tests::heavy().await;
-    let s = TwoNodes::start(&[], &["--max-age", "30s"]).await;
-    // As above: an attempt during which the edge forgot its map proves
-    // nothing, and the test tries again in another room.
-    let mut disturbed = Vec::new();
-    for attempt in 0..3 {
-        let resets = s.edge.metric("chatty_edge_map_resets_total").await;
-        let fetches = staggered_streams_cost(&s, &format!("tail{attempt}")).await;
-        if s.edge.metric("chatty_edge_map_resets_total").await == resets {
-            assert_eq!(fetches, [1.0, 1.0], "upstream fetches for the two messages");
-            return;
-        }
-        disturbed.push(fetches);
-    }
-    panic!("the edge forgot its map during every attempt: {disturbed:?}");
+    let s = &TwoNodes::start(&[], &["--max-age", "30s"]).await;
+    let fetches = undisturbed(s, "tail", |room| async move {
+        staggered_streams_cost(s, &room).await
+    })
+    .await;
+    assert_eq!(fetches, [1.0, 1.0], "upstream fetches for the two messages");
 }
 
 /// 40 streams parked in `room`, each a few messages behind another (as in
